@@ -1,0 +1,61 @@
+"""kjupyter: run a notebook cell or a Python function as a Kubernetes Job.
+
+>>> from kjupyter import remote
+>>> @remote(memory="4Gi")
+... def square(x): return x * x
+>>> square.map(range(4))   # doctest: +SKIP
+[0, 1, 4, 9]
+
+Heavy parts (cloudpickle, backends, widgets, the kubernetes client) load on
+first use, so ``import kjupyter`` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from kjupyter.errors import (
+    ConfigError,
+    KjupyterError,
+    RemoteError,
+    RunCancelled,
+    RunFailed,
+    RunTimeout,
+    SerializationError,
+    SpecError,
+    StoreError,
+    VersionMismatchError,
+)
+
+__version__ = "0.1.0"
+__all__ = [
+    "ConfigError", "KjupyterError", "RemoteError", "RunCancelled", "RunFailed", "RunTimeout",
+    "SerializationError", "SpecError", "StoreError", "VersionMismatchError",
+    "remote", "attach", "__version__", "load_ipython_extension",
+]  # fmt: skip
+
+if TYPE_CHECKING:
+    from kjupyter.decorator import remote
+    from kjupyter.futures import RunFuture
+
+
+def __getattr__(name: str) -> Any:
+    if name == "remote":
+        from kjupyter.decorator import remote
+
+        return remote
+    raise AttributeError(f"module 'kjupyter' has no attribute {name!r}")
+
+
+def attach(run_id: str, cluster: str | None = None) -> RunFuture:
+    """A future for a run started earlier (for example with ``--detach``), from any process."""
+    from kjupyter.session import get_session
+
+    return get_session().attach(run_id, cluster)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext kjupyter``: registers ``%%kube`` and ``%kube``."""
+    from kjupyter.magics import register
+
+    register(ipython)

@@ -1,0 +1,125 @@
+"""The contract every backend fulfils: local processes, Kubernetes, and test fakes.
+
+A backend receives a :class:`SubmitRequest` (the run's spec and its already
+serialised payload), starts it, and reports what happens as typed events
+(:mod:`kjupyter.events`) to the sink it was given. Outcomes (result or error
+envelopes) are read back through :meth:`Backend.open_outcome`, so callers never
+need to know where a backend keeps them.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from kjupyter.config import Profile
+from kjupyter.events import EventSink, Phase
+from kjupyter.spec import RunSpec
+
+CALL, MAP = "call", "map"
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    """A run ready to start: nothing left to serialise.
+
+    ``payload`` is a call envelope (``kind="call"``, one task) or a map's
+    function envelope (``kind="map"``); ``items`` is the packed items blob of
+    a map, with ``count`` items (one task each).
+    """
+
+    run_id: str
+    kind: str
+    spec: RunSpec
+    payload: bytes
+    count: int = 1
+    items: bytes | None = None
+    user: str = ""
+    session: str = ""
+    function: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def parallelism(self) -> int:
+        return min(self.count, self.spec.parallelism or self.count)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One line of ``kjupyter jobs``: what a backend knows of a run, from any session."""
+
+    run_id: str
+    cluster: str
+    phase: Phase
+    kind: str = CALL
+    user: str = ""
+    function: str = ""
+    created: float = 0.0
+    finished: float | None = None
+    total: int = 1
+    succeeded: int = 0
+    failed: int = 0
+    running: int = 0
+    diagnosis: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id, "cluster": self.cluster, "phase": self.phase.value,
+            "kind": self.kind, "user": self.user, "function": self.function,
+            "created": self.created, "finished": self.finished, "total": self.total,
+            "succeeded": self.succeeded, "failed": self.failed, "running": self.running,
+            "diagnosis": self.diagnosis,
+        }  # fmt: skip
+
+
+class Backend(abc.ABC):
+    """Starts runs, reports their events, cancels them, and finds them again later."""
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+
+    @abc.abstractmethod
+    def submit(self, request: SubmitRequest, sink: EventSink) -> None:
+        """Start the run and return at once; events go to ``sink`` from background threads.
+
+        Guarantees: every task ends with one ``TaskFinished``, and the run with
+        exactly one ``RunFinished`` after all of them, even when cancelled.
+        """
+
+    @abc.abstractmethod
+    def attach(self, run_id: str, sink: EventSink) -> None:
+        """Follow a run started earlier (possibly by another process); same event guarantees."""
+
+    @abc.abstractmethod
+    def cancel(self, run_id: str) -> bool:
+        """Stop the run and everything it started. Returns False if it had already finished."""
+
+    @abc.abstractmethod
+    def open_outcome(self, run_id: str, index: int) -> contextlib.AbstractContextManager[IO[bytes]]:
+        """The result or error envelope of task ``index``; raises BackendError if there is none."""
+
+    @abc.abstractmethod
+    def list_runs(self, user: str | None = None) -> list[RunInfo]:
+        """Runs of ``user`` (default: the current user), newest first."""
+
+    @abc.abstractmethod
+    def logs(self, run_id: str, index: int | None = None, *, follow: bool = False) -> Iterator[str]:
+        """Log lines of a run's task (``index`` None: every task, in order)."""
+
+    def close(self) -> None:
+        """Stop background threads and close connections; runs keep going."""
+
+    def describe(self) -> dict[str, Any]:
+        """A row of ``kjupyter clusters``: where this backend runs and whether it is reachable."""
+        return {"reachable": True, "detail": ""}
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+

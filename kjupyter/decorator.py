@@ -1,0 +1,75 @@
+"""``@remote``: a function that runs as a Job (or a local process) when called."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from kjupyter import views
+from kjupyter.futures import MapFuture, RunFuture
+from kjupyter.session import get_session
+from kjupyter.spec import RunSpec
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class RemoteFunction(Generic[P, R]):
+    """A function whose calls run remotely. Options are those of :class:`~kjupyter.spec.RunSpec`."""
+
+    def __init__(self, fn: Callable[P, R], options: dict[str, Any]) -> None:
+        RunSpec.build(**options)  # bad options fail at decoration time, where the user wrote them
+        self.fn = fn
+        self.options = dict(options)
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run remotely, show the logs live, return the value or raise the remote exception."""
+        result: R = views.wait(self.submit(*args, **kwargs))
+        return result
+
+    def submit(self, *args: P.args, **kwargs: P.kwargs) -> RunFuture:
+        """Start a run and return its :class:`~concurrent.futures.Future` at once."""
+        return get_session().submit_call(self.fn, args, kwargs, self.options)
+
+    def map(self, items: Iterable[Any], *, parallelism: int | None = None, return_exceptions: bool = False,
+            **options: Any) -> list[Any]:  # fmt: skip
+        """Run ``fn(item)`` for every item as ONE run (an Indexed Job); results in input order."""
+        future = self.submit_map(items, parallelism=parallelism, return_exceptions=return_exceptions, **options)
+        result: list[Any] = views.wait(future)
+        return result
+
+    def submit_map(self, items: Iterable[Any], *, parallelism: int | None = None, return_exceptions: bool = False,
+                   **options: Any) -> MapFuture:  # fmt: skip
+        opts = {**self.options, **options, "parallelism": parallelism or self.options.get("parallelism")}
+        return get_session().submit_map(self.fn, items, opts, return_exceptions=return_exceptions)
+
+    def with_options(self, **options: Any) -> RemoteFunction[P, R]:
+        """A copy with some options changed: ``train.with_options(gpu=2)(cfg)``."""
+        return RemoteFunction(self.fn, {**self.options, **options})
+
+    def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """A plain local call, for debugging."""
+        return self.fn(*args, **kwargs)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # nested use inside a remote function
+        return (RemoteFunction, (self.fn, self.options))
+
+    def __repr__(self) -> str:
+        return f"<remote function {getattr(self.fn, '__qualname__', self.fn)} {self.options or ''}>"
+
+
+@overload
+def remote(fn: Callable[P, R], /) -> RemoteFunction[P, R]: ...
+@overload
+def remote(**options: Any) -> Callable[[Callable[P, R]], RemoteFunction[P, R]]: ...
+def remote(fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
+    """Decorate a function to run it on a cluster: ``@remote`` or ``@remote(gpu=1, memory="16Gi")``.
+
+    Options: cluster, name, cpu, memory, gpu ("A100:2"), gpu_type, image, timeout, retries,
+    env, secrets, packages, parallelism, pending_timeout.
+    """
+    if fn is not None:
+        return RemoteFunction(fn, options)
+    return lambda f: RemoteFunction(f, options)

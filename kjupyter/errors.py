@@ -1,0 +1,121 @@
+"""The one exception hierarchy of kjupyter.
+
+Every error kjupyter raises on purpose derives from :class:`KjupyterError`.
+Errors of the kubernetes client, fsspec and pickle are wrapped at the
+boundary where they happen, so users never have to catch library internals.
+"""
+
+from __future__ import annotations
+
+
+class KjupyterError(Exception):
+    """Root of every error kjupyter raises on purpose."""
+
+
+class SpecError(KjupyterError, ValueError):
+    """A run option (cpu, memory, gpu, timeout, ...) has a bad value."""
+
+    def __init__(self, field: str, value: object, example: str, why: str = "") -> None:
+        self.field = field
+        self.value = value
+        self.example = example
+        detail = f": {why}" if why else ""
+        super().__init__(f"invalid {field}={value!r}{detail}; for example {field}={example}")
+
+    def __reduce__(self) -> tuple[object, ...]:  # keep it picklable across the wire
+        return (_rebuild, (type(self), str(self), self.__dict__))
+
+
+class UnknownOptionError(SpecError):
+    """An option name that kjupyter does not know (a typo, usually)."""
+
+    def __init__(self, name: str, known: tuple[str, ...]) -> None:
+        KjupyterError.__init__(self, f"unknown option {name!r}; the options are: {', '.join(known)}")
+        self.field, self.value, self.example = name, None, ""
+
+
+class ConfigError(KjupyterError):
+    """The cluster configuration is missing, malformed or names an unknown profile."""
+
+
+class SerializationError(KjupyterError):
+    """A function, argument or result cannot be pickled or unpickled."""
+
+
+class VersionMismatchError(SerializationError):
+    """The client and the runner use different Python or cloudpickle versions."""
+
+
+class StoreError(KjupyterError):
+    """The run store cannot be reached, read or written."""
+
+
+class BackendError(KjupyterError):
+    """The backend (local processes or a Kubernetes cluster) refused or failed."""
+
+
+class RunFailed(KjupyterError):
+    """A run ended in failure without a Python exception to re-raise.
+
+    Raised for infrastructure failures: the pod was killed (out of memory,
+    deadline, eviction), could not start, or exited without a result.
+    """
+
+    def __init__(self, message: str, *, run_id: str = "", reason: str = "", logs: str = "") -> None:
+        self.run_id = run_id
+        self.reason = reason
+        self.logs = logs
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), str(self), self.__dict__))
+
+
+class RunTimeout(RunFailed):
+    """The run exceeded its ``timeout``."""
+
+
+class RunCancelled(KjupyterError):
+    """The run was cancelled (by the user, Ctrl-C, or kernel interrupt)."""
+
+
+class RemoteError(KjupyterError):
+    """A remote exception whose original type cannot be rebuilt locally.
+
+    ``remote_type`` is the qualified name of the original exception class and
+    ``remote_traceback`` the traceback text as printed in the pod.
+    """
+
+    def __init__(self, remote_type: str, message: str, remote_traceback: str) -> None:
+        self.remote_type = remote_type
+        self.remote_message = message
+        self.remote_traceback = remote_traceback
+        super().__init__(f"{remote_type}: {message}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.remote_type, self.remote_message, self.remote_traceback))
+
+    def __str__(self) -> str:
+        return (
+            f"{self.remote_type}: {self.remote_message}\n\n"
+            f"Remote traceback:\n{self.remote_traceback.rstrip()}"
+        )
+
+
+class RemoteTraceback(Exception):
+    """Carries the remote traceback text as the ``__cause__`` of a re-raised exception."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        super().__init__(text)
+
+    def __str__(self) -> str:
+        return "\n\nRemote traceback:\n" + self.text.rstrip()
+
+
+def _rebuild(cls: type[BaseException], message: str, state: dict[str, object]) -> BaseException:
+    """Unpickle an error whose ``__init__`` takes more than a message."""
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, message)
+    exc.__dict__.update(state)
+    return exc

@@ -1,0 +1,110 @@
+"""Typed events flowing from backends to futures, widgets and the console.
+
+Backends only ever *emit* these; everything above them only *consumes* them.
+They are small frozen dataclasses so they can be queued, logged and compared
+in tests without any backend present.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+class Phase(str, enum.Enum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED)
+
+
+@dataclass(frozen=True)
+class PhaseChanged:
+    """The run (``index is None``) or one of its tasks changed phase."""
+
+    run_id: str
+    phase: Phase
+    index: int | None = None
+    pod: str | None = None
+    node: str | None = None
+    message: str = ""
+    time: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line a task printed, without its trailing newline."""
+
+    run_id: str
+    text: str
+    index: int = 0
+    stream: str = "stdout"
+    time: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """Something is wrong (or slow) and the user should know why, in one sentence.
+
+    ``fatal`` diagnoses end the run (image cannot be pulled, out of memory);
+    others are warnings that may resolve by themselves (waiting for scale-up).
+    """
+
+    run_id: str
+    reason: str
+    sentence: str
+    hint: str = ""
+    fatal: bool = False
+    index: int | None = None
+    time: float = field(default_factory=time.time)
+
+    def __str__(self) -> str:
+        return f"{self.sentence} {self.hint}".strip()
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Counts of a map's tasks; ``total`` is the number of items."""
+
+    run_id: str
+    total: int
+    succeeded: int = 0
+    failed: int = 0
+    running: int = 0
+    pending: int = 0
+    time: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class TaskFinished:
+    """Task ``index`` ended for good (after its retries). Its outcome is in the store."""
+
+    run_id: str
+    index: int
+    phase: Phase
+    exit_code: int | None = None
+    reason: str = ""
+    message: str = ""
+    time: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    """The whole run ended; no event for this run follows."""
+
+    run_id: str
+    phase: Phase
+    reason: str = ""
+    message: str = ""
+    time: float = field(default_factory=time.time)
+
+
+Event = PhaseChanged | LogLine | Diagnosis | Progress | TaskFinished | RunFinished
+EventSink = Callable[[Event], None]

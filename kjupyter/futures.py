@@ -1,0 +1,226 @@
+"""Futures of runs: they turn a backend's events into a value, an exception, or a cancellation.
+
+:class:`RunFuture` is a :class:`concurrent.futures.Future` for one call;
+:class:`MapFuture` resolves to the list of a map's results in input order.
+Both are also the event hub of their run: views (widgets, console) subscribe
+to them, and ``cancel()`` really stops the run on its backend.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from kjupyter import payload as pl
+from kjupyter.backends.base import Backend
+from kjupyter.errors import KjupyterError, RunCancelled, RunFailed, RunTimeout
+from kjupyter.events import Diagnosis, Event, EventSink, LogLine, Phase, PhaseChanged, RunFinished, TaskFinished
+
+_TAIL_LINES = 20  # log lines kept per running task, for the message of a crash
+
+
+class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
+    """The future of one run. ``cancel()`` deletes the run (Job and pods) on its backend."""
+
+    kind = "call"
+
+    def __init__(self, run_id: str, backend: Backend, *, cluster: str, total: int = 1, function: str = "") -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.backend = backend
+        self.cluster = cluster
+        self.total = total
+        self.function = function
+        self.phase = Phase.PENDING
+        self.diagnosis: Diagnosis | None = None
+        self.created = time.time()
+        self.finished_at: float | None = None
+        self.detached = False
+        self._events: list[Event] = []
+        self._listeners: list[EventSink] = []
+        self._tails: dict[int, collections.deque[str]] = {}
+        self._hub_lock = threading.RLock()
+        self._ended = threading.Event()
+
+    # --- the event hub ------------------------------------------------------------------------
+
+    def subscribe(self, listener: EventSink, *, replay: bool = True) -> None:
+        """Call ``listener`` with every event of this run (past ones first, if ``replay``)."""
+        with self._hub_lock:
+            past = list(self._events) if replay else []
+            self._listeners.append(listener)
+        for event in past:
+            listener(event)
+
+    def unsubscribe(self, listener: EventSink) -> None:
+        with self._hub_lock, contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    def handle(self, event: Event) -> None:
+        """The sink given to the backend."""
+        with self._hub_lock:
+            self._events.append(event)
+            listeners = list(self._listeners)
+            self._track(event)
+        for listener in listeners:
+            with contextlib.suppress(Exception):  # a broken view must not lose the result
+                listener(event)
+        if isinstance(event, TaskFinished):
+            self._on_task(event)
+        elif isinstance(event, RunFinished):
+            self._on_run(event)
+            self._ended.set()
+
+    def _track(self, event: Event) -> None:
+        if isinstance(event, PhaseChanged) and event.index is None:
+            self.phase = event.phase
+        elif isinstance(event, Diagnosis):
+            self.diagnosis = event
+        elif isinstance(event, LogLine):
+            self._tails.setdefault(event.index, collections.deque(maxlen=_TAIL_LINES)).append(event.text)
+        elif isinstance(event, RunFinished):
+            self.phase = event.phase
+            self.finished_at = event.time
+
+    def wait_ended(self, timeout: float | None = None) -> bool:
+        """Wait until the backend reported the run's end (all processes gone), not just the result."""
+        return self._ended.wait(timeout)
+
+    # --- outcomes -----------------------------------------------------------------------------
+
+    def _outcome(self, index: int) -> tuple[bool, Any]:
+        """``(True, value)`` or ``(False, exception)`` for task ``index``."""
+        try:
+            with self.backend.open_outcome(self.run_id, index) as f:
+                return True, pl.load_outcome(f)
+        except KjupyterError as exc:
+            if isinstance(exc, pl.SerializationError):
+                return False, exc
+            return False, None
+        except BaseException as exc:  # the remote exception, rebuilt
+            return False, exc.with_traceback(None)
+
+    def _failure(self, event: TaskFinished | RunFinished, index: int = 0) -> BaseException:
+        """Why a task failed, when it left no exception of its own."""
+        parts = [f"run {self.run_id} failed"]
+        if event.reason:
+            parts.append(f"({event.reason})")
+        text = " ".join(parts) + (f": {event.message}" if event.message else "")
+        if self.diagnosis and self.diagnosis.fatal:
+            text += f". {self.diagnosis}"
+        tail = "\n".join(self._tails.get(index, ()))
+        if tail:
+            text += f"\nLast log lines:\n{tail}"
+        cls = RunTimeout if event.reason == "DeadlineExceeded" else RunFailed
+        return cls(text, run_id=self.run_id, reason=event.reason, logs=tail)
+
+    def _on_task(self, event: TaskFinished) -> None:
+        self._tails.pop(event.index, None) if event.phase is Phase.SUCCEEDED else None
+
+    def _on_run(self, event: RunFinished) -> None:
+        if self.done():
+            return
+        if event.phase is Phase.CANCELLED:
+            super().cancel()
+            return
+        ok, value = self._outcome(0)
+        if ok:
+            self.set_result(value)
+        elif value is not None:
+            self.set_exception(value)
+        else:
+            self.set_exception(self._failure(event))
+
+    # --- control ------------------------------------------------------------------------------
+
+    def cancel(self) -> bool:
+        """Stop the run on its backend; True unless it had already finished."""
+        if self.done():
+            return False
+        with contextlib.suppress(KjupyterError):
+            self.backend.cancel(self.run_id)
+        return super().cancel()
+
+    def result_or_raise(self, timeout: float | None = None) -> Any:
+        """``result()``, but a cancellation raises :class:`RunCancelled` (a KjupyterError)."""
+        try:
+            return self.result(timeout)
+        except concurrent.futures.CancelledError:
+            raise RunCancelled(f"run {self.run_id} was cancelled") from None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.run_id} on {self.cluster}: {self.phase.value}>"
+
+
+class MapFuture(RunFuture):
+    """The future of a map: the list of results, in the order of the inputs.
+
+    By default the first failure raises (after cancelling the rest); with
+    ``return_exceptions=True`` each failed item's exception takes its place
+    in the list instead.
+    """
+
+    kind = "map"
+
+    def __init__(self, run_id: str, backend: Backend, *, cluster: str, items: Sequence[Any],
+                 return_exceptions: bool = False, function: str = "") -> None:  # fmt: skip
+        super().__init__(run_id, backend, cluster=cluster, total=len(items), function=function)
+        self.return_exceptions = return_exceptions
+        self._describe: Callable[[int], str] = lambda i: _short(items[i])
+        self._results: list[Any] = [None] * len(items)
+        self._have = [False] * len(items)
+
+    def _on_task(self, event: TaskFinished) -> None:
+        super()._on_task(event)
+        i = event.index
+        if event.phase is Phase.SUCCEEDED:
+            ok, value = self._outcome(i)
+        elif event.phase is Phase.CANCELLED:
+            ok, value = False, RunCancelled(f"item {i} of run {self.run_id} was cancelled")
+        else:
+            ok, value = self._outcome(i)
+            if value is None:
+                value = self._failure(event, i)
+        if not ok and isinstance(value, BaseException):
+            with contextlib.suppress(Exception):
+                value.add_note(f"kjupyter: raised by item {i} of run {self.run_id}: {self._describe(i)}")
+        self._results[i], self._have[i] = value, True
+        if not ok and not self.return_exceptions and not self.done() and event.phase is not Phase.CANCELLED:
+            self.set_exception(value)
+            with contextlib.suppress(KjupyterError):
+                self.backend.cancel(self.run_id)  # first failure: stop the rest
+
+    def _on_run(self, event: RunFinished) -> None:
+        if self.done():
+            return
+        if event.phase is Phase.CANCELLED and not all(self._have):
+            super(RunFuture, self).cancel()
+            return
+        missing = [i for i, have in enumerate(self._have) if not have]
+        if missing:  # the run ended without a word on these tasks (deadline, deletion)
+            error = self._failure(event, missing[0])
+            if not self.return_exceptions:
+                self.set_exception(error)
+                return
+            for i in missing:
+                self._results[i] = error
+        self.set_result(list(self._results))
+
+    @property
+    def counts(self) -> dict[str, int]:
+        out = {"total": self.total, "succeeded": 0, "failed": 0, "cancelled": 0}
+        for have, value in zip(self._have, self._results, strict=True):
+            if have:
+                key = "cancelled" if isinstance(value, RunCancelled) else "failed" if isinstance(value, BaseException) else "succeeded"
+                out[key] += 1
+        return out
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."

@@ -1,0 +1,351 @@
+"""Cloudpickle envelopes: what travels between the client and the runner.
+
+An envelope is a header line of JSON followed by a cloudpickle body::
+
+    KJUP1\\n{"kind": "call", "python": "3.11", "cloudpickle": "3.1.1", ...}\\n<pickle bytes>
+
+The header is plain JSON so that a reader can check versions (and read an
+error's type, message and traceback) *before* unpickling anything; a
+mismatch is then reported as such instead of as an obscure unpickling error.
+Envelopes are written to and read from file objects, so a large result is
+streamed rather than copied (pickle writes big buffers straight through).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import inspect
+import io
+import json
+import os
+import struct
+import sys
+import sysconfig
+import traceback
+import types
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+import cloudpickle
+
+from kjupyter import __version__
+from kjupyter.errors import RemoteError, RemoteTraceback, SerializationError, VersionMismatchError
+
+MAGIC = b"KJUP1\n"
+ITEMS_MAGIC = b"KJIT1\n"
+PROTOCOL = 5  # out-of-band-capable, supported by Python >= 3.8
+
+CALL, MAP, RESULT, ERROR = "call", "map", "result", "error"
+
+
+def client_versions() -> dict[str, str]:
+    return {
+        "python": "{}.{}.{}".format(*sys.version_info[:3]),
+        "cloudpickle": cloudpickle.__version__,
+        "kjupyter": __version__,
+    }
+
+
+@dataclass(frozen=True)
+class Header:
+    kind: str
+    python: str
+    cloudpickle: str
+    kjupyter: str
+    extra: dict[str, Any]
+
+    def check_compatible(self) -> None:
+        """Raise :class:`VersionMismatchError` if this process cannot safely unpickle the body."""
+        mine = client_versions()
+        py_ok = _minor(self.python) == _minor(mine["python"])
+        cp_ok = _minor(self.cloudpickle) == _minor(mine["cloudpickle"])
+        if py_ok and cp_ok:
+            return
+        raise VersionMismatchError(
+            f"version mismatch: the payload was written with Python {self.python} and cloudpickle "
+            f"{self.cloudpickle}, but this side runs Python {mine['python']} and cloudpickle "
+            f"{mine['cloudpickle']}. Both sides need the same Python minor version and the same "
+            f"cloudpickle minor version: use an image built on Python {_minor(self.python)} with "
+            f"`pip install 'cloudpickle=={_minor(self.cloudpickle)}.*'`, or align the client's "
+            f"environment with the image."
+        )
+
+
+def _minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+# --- writing ------------------------------------------------------------------
+
+
+def write_envelope(f: IO[bytes], kind: str, body: Any, **extra: Any) -> None:
+    """Write ``body`` as an envelope of ``kind`` to the binary file ``f``."""
+    header = {"kind": kind, **client_versions(), **extra}
+    f.write(MAGIC + json.dumps(header, separators=(",", ":")).encode() + b"\n")
+    _ship_local_modules_by_value()
+    cloudpickle.dump(body, f, protocol=PROTOCOL)
+
+
+def dumps(kind: str, body: Any, **extra: Any) -> bytes:
+    buf = io.BytesIO()
+    write_envelope(buf, kind, body, **extra)
+    return buf.getvalue()
+
+
+def dump_call(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> bytes:
+    """Envelope for ``fn(*args, **kwargs)``; names the argument that cannot be pickled."""
+    try:
+        return dumps(CALL, (fn, tuple(args), dict(kwargs)), function=_qualname(fn))
+    except Exception as exc:
+        raise _explain_unpicklable(fn, args, kwargs, exc) from None
+
+
+def dump_map_function(fn: Callable[..., Any]) -> bytes:
+    try:
+        return dumps(MAP, fn, function=_qualname(fn))
+    except Exception as exc:
+        raise _explain_unpicklable(fn, (), {}, exc) from None
+
+
+def dump_error(exc: BaseException, *, where: str = "") -> bytes:
+    """Error envelope: text fields in the header (always readable), the exception in the body."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_globals.get("__name__") == "kjupyter.runner":
+        tb = tb.tb_next  # the user's frames are what matters, not the runner's
+    tb_text = "".join(traceback.format_exception(type(exc), exc, tb))
+    header = {
+        "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "message": str(exc),
+        "traceback": tb_text,
+        "where": where,
+    }
+    try:
+        return dumps(ERROR, exc, **header)
+    except Exception:  # the exception itself does not pickle: keep the text only
+        return dumps(ERROR, None, **header)
+
+
+# --- reading ------------------------------------------------------------------
+
+
+def read_header(f: IO[bytes]) -> Header:
+    magic = f.read(len(MAGIC))
+    if magic != MAGIC:
+        raise SerializationError("not a kjupyter payload (bad magic bytes); the store may hold a foreign file")
+    raw = json.loads(f.readline())
+    known = {k: raw.pop(k, "?") for k in ("kind", "python", "cloudpickle", "kjupyter")}
+    return Header(extra=raw, **known)
+
+
+def read_envelope(f: IO[bytes], *, check_versions: bool = True) -> tuple[Header, Any]:
+    header = read_header(f)
+    if check_versions:
+        header.check_compatible()
+    try:
+        return header, cloudpickle.load(f)
+    except Exception as exc:
+        raise SerializationError(f"cannot unpickle the {header.kind} payload: {type(exc).__name__}: {exc}") from exc
+
+
+def loads(data: bytes) -> tuple[Header, Any]:
+    return read_envelope(io.BytesIO(data))
+
+
+def load_outcome(f: IO[bytes]) -> Any:
+    """Return the result in a result envelope, or raise the remote exception of an error one."""
+    header = read_header(f)
+    if header.kind == RESULT:
+        header.check_compatible()
+        try:
+            return cloudpickle.load(f)
+        except Exception as exc:
+            raise SerializationError(f"the result came back but cannot be unpickled here: {exc}") from exc
+    if header.kind != ERROR:
+        raise SerializationError(f"expected a result or an error, found a {header.kind!r} envelope")
+    raise rebuild_exception(header, f)
+
+
+def rebuild_exception(header: Header, f: IO[bytes]) -> BaseException:
+    """The original exception when it unpickles here, else :class:`RemoteError`; both carry the remote traceback."""
+    tb_text = str(header.extra.get("traceback", ""))
+    exc: BaseException | None = None
+    try:
+        header.check_compatible()
+        loaded = cloudpickle.load(f)
+        exc = loaded if isinstance(loaded, BaseException) else None
+    except Exception:
+        exc = None
+    if exc is not None:
+        exc = exc.with_traceback(None)  # its local traceback would only show kjupyter internals
+    if exc is None:
+        exc = RemoteError(str(header.extra.get("type", "Exception")), str(header.extra.get("message", "")), tb_text)
+    else:
+        exc.__cause__ = RemoteTraceback(tb_text)
+        exc.remote_traceback = tb_text  # type: ignore[attr-defined]
+    return exc
+
+
+# --- map items: one blob, O(1) writes, each task reads only its own slice -------------
+
+
+def pack_items(items: Iterable[Any], out: IO[bytes]) -> int:
+    """Write every item into one blob: magic, count, offset table, pickles. Returns the count.
+
+    Each item is pickled separately so task ``i`` can read just its byte range.
+    """
+    blobs: list[bytes] = []
+    _ship_local_modules_by_value()
+    for i, item in enumerate(items):
+        try:
+            blobs.append(cloudpickle.dumps(item, protocol=PROTOCOL))
+        except Exception as exc:
+            where, culprit, err = _find_unpicklable(item, f"items[{i}]")
+            raise SerializationError(
+                f"item {i} of the map cannot be pickled: {where} is {_describe(culprit)} ({err or exc})"
+            ) from None
+    count = len(blobs)
+    out.write(ITEMS_MAGIC + struct.pack("<Q", count))
+    offset = len(ITEMS_MAGIC) + 8 + 8 * (count + 1)
+    table = [offset]
+    for blob in blobs:
+        offset += len(blob)
+        table.append(offset)
+    out.write(struct.pack(f"<{count + 1}Q", *table))
+    for blob in blobs:
+        out.write(blob)
+    return count
+
+
+def item_range_request(index: int) -> tuple[int, int]:
+    """Byte range of the two table entries that bound item ``index``."""
+    start = len(ITEMS_MAGIC) + 8 + 8 * index
+    return start, start + 16
+
+
+def item_count(head: bytes) -> int:
+    if head[: len(ITEMS_MAGIC)] != ITEMS_MAGIC:
+        raise SerializationError("the map's items blob is damaged (bad magic bytes)")
+    return int(struct.unpack_from("<Q", head, len(ITEMS_MAGIC))[0])
+
+
+def item_bounds(table_entries: bytes) -> tuple[int, int]:
+    start, end = struct.unpack("<2Q", table_entries)
+    return int(start), int(end)
+
+
+def load_item(data: bytes) -> Any:
+    return cloudpickle.loads(data)
+
+
+# --- by-value shipping of modules that live beside the user's code ---------------------
+
+
+@functools.cache
+def _installed_roots() -> tuple[str, ...]:
+    paths = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    paths |= {sys.prefix, sys.base_prefix, sys.exec_prefix}
+    import site
+
+    paths |= set(getattr(site, "getsitepackages", list)()) | {site.getusersitepackages()}
+    return tuple(os.path.realpath(p) + os.sep for p in paths if p)
+
+
+@functools.cache
+def _distributed_top_levels() -> frozenset[str]:
+    try:
+        return frozenset(importlib.metadata.packages_distributions())
+    except Exception:
+        return frozenset()
+
+
+_BY_VALUE: set[str] = set()
+
+
+def _is_local_module(name: str, module: types.ModuleType) -> bool:
+    if "." in name or name in _BY_VALUE or name in ("__main__", "kjupyter") or name in sys.builtin_module_names:
+        return False
+    path = getattr(module, "__file__", None)
+    if not path or not path.endswith(".py") and not path.endswith("__init__.py"):
+        return False
+    real = os.path.realpath(path)
+    return not real.startswith(_installed_roots()) and name not in _distributed_top_levels()
+
+
+def _ship_local_modules_by_value() -> None:
+    """Pickle modules that are not installed (a ``helpers.py`` beside the notebook) by value.
+
+    The pod has the image's packages but not the user's working directory, so
+    a function that calls ``helpers.clean()`` would fail there with
+    ModuleNotFoundError. Registering is idempotent and cheap, and only what
+    the pickled objects reference is actually shipped.
+    """
+    for name, module in list(sys.modules.items()):
+        if module is not None and _is_local_module(name, module):
+            cloudpickle.register_pickle_by_value(module)
+            _BY_VALUE.add(name)
+
+
+# --- explaining what cannot be pickled ------------------------------------------------
+
+
+def _qualname(fn: Any) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+
+
+def _describe(obj: Any) -> str:
+    text = repr(obj)
+    text = text if len(text) <= 80 else text[:77] + "..."
+    return f"a {type(obj).__module__}.{type(obj).__qualname__} ({text})"
+
+
+def _children(obj: Any, path: str) -> Iterator[tuple[str, Any]]:
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            yield f"{path}[{key!r}]", value
+    elif isinstance(obj, list | tuple | set | frozenset):
+        for i, value in enumerate(obj):
+            yield f"{path}[{i}]", value
+    elif hasattr(obj, "__dict__") and not isinstance(obj, type | types.ModuleType | types.FunctionType):
+        for key, value in vars(obj).items():
+            yield f"{path}.{key}", value
+
+
+def _find_unpicklable(obj: Any, path: str, depth: int = 0) -> tuple[str, Any, Exception | None]:
+    """The innermost part of ``obj`` that fails to pickle, with its path and error."""
+    try:
+        cloudpickle.dumps(obj, protocol=PROTOCOL)
+        return path, obj, None
+    except Exception as exc:
+        if depth < 6:
+            for child_path, child in _children(obj, path):
+                try:
+                    cloudpickle.dumps(child, protocol=PROTOCOL)
+                except Exception:
+                    return _find_unpicklable(child, child_path, depth + 1)
+        return path, obj, exc
+
+
+def _explain_unpicklable(
+    fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], exc: Exception
+) -> SerializationError:
+    try:
+        params = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        params = []
+    candidates = []
+    for i, value in enumerate(args):
+        root = params[i] if i < len(params) else f"args[{i}]"
+        candidates.append((f"argument {root!r} (position {i})", root, value))
+    candidates += [(f"argument {k!r}", k, v) for k, v in kwargs.items()]
+    for label, root, value in candidates:
+        where, culprit, err = _find_unpicklable(value, root)
+        if err is not None:
+            inner = "" if where == root else f": {where} is {_describe(culprit)}"
+            return SerializationError(f"{label} cannot be pickled{inner} ({type(err).__name__}: {err})")
+    where, culprit, err = _find_unpicklable(fn, "the function")
+    return SerializationError(
+        f"the function {_qualname(fn)} cannot be pickled ({type(err or exc).__name__}: {err or exc}); "
+        "a global it uses (an open file, a lock, a client connection) may be the cause: create it inside the function"
+    )

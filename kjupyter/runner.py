@@ -1,0 +1,191 @@
+"""The in-pod entry point: ``python -m kjupyter.runner --run URL``.
+
+Reads the run's payload, runs it, and writes a result or an error envelope
+back. It is the only kjupyter code that runs inside a pod, so it imports
+little (no Kubernetes, no Jupyter) and reports every failure as data: an
+error envelope plus a non-zero exit code, never silence.
+
+Exit codes: 0 success, 1 the user's code raised, 2 kjupyter could not run the
+payload (unreadable store, version mismatch, missing package).
+
+For a map, the task index comes from ``--index`` or ``JOB_COMPLETION_INDEX``,
+which Kubernetes sets in every pod of an Indexed Job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from typing import IO, Any, Protocol
+
+import cloudpickle
+
+from kjupyter import payload as pl
+from kjupyter import store as st
+
+EXIT_OK, EXIT_USER_ERROR, EXIT_RUNNER_ERROR = 0, 1, 2
+STARTED_MARKER_ENV = "KJUPYTER_STARTED_AT"  # set by benchmarks to measure in-pod overhead
+
+
+class Channel(Protocol):
+    """Where the runner reads its inputs and writes its outcome."""
+
+    def open_payload(self) -> contextlib.AbstractContextManager[IO[bytes]]: ...
+    def read_item(self, index: int) -> bytes: ...
+    def write_outcome(self, index: int, write: Callable[[IO[bytes]], None]) -> None: ...
+
+
+class StoreChannel:
+    """Inputs and outcomes in the run store (any fsspec URL)."""
+
+    def __init__(self, run_url: str, options: dict[str, Any]) -> None:
+        self.run = st.open_run_dir(run_url, options)
+
+    def open_payload(self) -> contextlib.AbstractContextManager[IO[bytes]]:
+        return self.run.open_read(st.PAYLOAD)
+
+    def read_item(self, index: int) -> bytes:
+        head = self.run.read_bytes(st.ITEMS, 0, len(pl.ITEMS_MAGIC) + 8)
+        count = pl.item_count(head)
+        if not 0 <= index < count:
+            raise IndexError(f"task index {index} is out of range: the map has {count} items")
+        start, end = pl.item_bounds(self.run.read_bytes(st.ITEMS, *pl.item_range_request(index)))
+        return self.run.read_bytes(st.ITEMS, start, end)
+
+    def write_outcome(self, index: int, write: Callable[[IO[bytes]], None]) -> None:
+        with self.run.open_write(st.result_name(index)) as f:
+            write(f)
+
+
+def _install_packages(packages: list[str]) -> None:
+    """pip-install the run's ``packages`` into a private folder put first on sys.path."""
+    if not packages:
+        return
+    target = tempfile.mkdtemp(prefix="kjupyter-packages-")
+    print(f"[kjupyter] installing {' '.join(packages)}", file=sys.stderr, flush=True)
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", target]
+    done = subprocess.run([*cmd, *packages], stdout=sys.stderr, stderr=sys.stderr, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"pip could not install {packages}: exit code {done.returncode}")
+    sys.path.insert(0, target)
+
+
+def load_task(channel: Channel, index: int) -> Callable[[], Any]:
+    """Read the payload and return a zero-argument callable that runs the user's code."""
+    with channel.open_payload() as f:
+        header = pl.read_header(f)
+        header.check_compatible()
+        _install_packages(list(header.extra.get("packages", [])))
+        body = cloudpickle.load(f)
+    if header.kind == pl.CALL:
+        fn, args, kwargs = body
+        return lambda: fn(*args, **kwargs)
+    if header.kind == pl.MAP:
+        item = pl.load_item(channel.read_item(index))
+        return lambda: body(item)
+    raise pl.SerializationError(f"the runner cannot execute a {header.kind!r} payload")
+
+
+def run(channel: Channel, index: int) -> int:
+    try:
+        task = load_task(channel, index)
+    except BaseException as exc:  # report everything, including SystemExit from pip
+        _report(channel, index, exc, "runner")
+        return EXIT_RUNNER_ERROR
+    if started := os.environ.get(STARTED_MARKER_ENV):
+        print(f"[kjupyter] user code starts {time.time() - float(started):.4f}s after launch", file=sys.stderr)
+    try:
+        value = task()
+    except BaseException as exc:
+        _report(channel, index, exc, "user")
+        return EXIT_USER_ERROR
+    try:
+        channel.write_outcome(index, lambda f: pl.write_envelope(f, pl.RESULT, value))
+    except BaseException as exc:
+        _report(channel, index, _explain_result_error(value, exc), "result")
+        return EXIT_USER_ERROR
+    return EXIT_OK
+
+
+def _explain_result_error(value: Any, exc: BaseException) -> BaseException:
+    if isinstance(exc, pl.SerializationError | OSError) or "pickle" not in str(exc).lower():
+        return exc
+    where, culprit, err = pl._find_unpicklable(value, "the result")
+    return pl.SerializationError(f"the function's return value cannot be pickled: {where} is {pl._describe(culprit)} ({err or exc})")
+
+
+def _report(channel: Channel, index: int, exc: BaseException, where: str) -> None:
+    """Write the error envelope; print the traceback too, so it is in the pod's log."""
+    data = pl.dump_error(exc, where=where)
+    header = json.loads(data.split(b"\n", 2)[1])
+    print(header["traceback"], file=sys.stderr, end="", flush=True)
+    try:
+        channel.write_outcome(index, lambda f: f.write(data))
+    except BaseException as write_exc:  # the store is gone: the exit code and log still tell
+        print(f"[kjupyter] could not write the error to the store: {write_exc}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _line_buffered() -> Iterator[None]:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    yield
+
+
+def serve(channel: Channel, control_in: IO[str], control_out: IO[str], log_dir: str) -> int:
+    """Local backend worker: run the task indices read from ``control_in``, one at a time.
+
+    Each task's output (file descriptors 1 and 2, so child processes too) goes
+    to ``<log_dir>/<index>.log``; when it ends, ``<index>.exit`` records its
+    exit code and ``"<index> <code>"`` is written to ``control_out``.
+    """
+    for line in control_in:
+        index = int(line)
+        log_fd = os.open(os.path.join(log_dir, f"{index}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+        code = run(channel, index)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        with open(os.path.join(log_dir, f"{index}.exit"), "w") as f:
+            f.write(str(code))
+        control_out.write(f"{index} {code}\n")
+        control_out.flush()
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kjupyter.runner", description=__doc__.split("\n")[0])
+    parser.add_argument("--run", default=os.environ.get("KJUPYTER_RUN"), help="URL of the run folder in the store")
+    parser.add_argument("--index", type=int, default=None, help="task index (default: $JOB_COMPLETION_INDEX or 0)")
+    parser.add_argument("--serve", metavar="LOG_DIR", help=argparse.SUPPRESS)  # local backend worker mode
+    args = parser.parse_args(argv)
+    if not args.run:
+        parser.error("--run URL (or $KJUPYTER_RUN) is required")
+    index = args.index if args.index is not None else int(os.environ.get("JOB_COMPLETION_INDEX") or 0)
+    options = json.loads(os.environ.get("KJUPYTER_STORE_OPTIONS") or "{}")
+    with _line_buffered():
+        try:
+            channel: Channel = StoreChannel(args.run, options)
+        except Exception as exc:
+            print(f"[kjupyter] cannot open the run store: {exc}", file=sys.stderr)
+            return EXIT_RUNNER_ERROR
+        if args.serve:
+            control_out = os.fdopen(os.dup(1), "w")
+            return serve(channel, sys.stdin, control_out, args.serve)
+        return run(channel, index)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""The process-wide session: configuration, backends, and the runs it started.
+
+Everything user-facing (``@remote``, ``%%kube``, the CLI) goes through one
+:class:`Session`: it resolves the cluster profile, merges the profile's
+defaults with the call's options, serialises the payload, hands it to the
+backend, and makes sure non-detached runs do not outlive the interpreter.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import io
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from kjupyter import names
+from kjupyter import payload as pl
+from kjupyter.backends.base import CALL, MAP, Backend, SubmitRequest
+from kjupyter.config import Config, Profile, load_config
+from kjupyter.errors import ConfigError
+from kjupyter.futures import MapFuture, RunFuture
+from kjupyter.spec import RunSpec
+
+Notice = Callable[[str], None]
+
+
+class Session:
+    def __init__(self, config: Config | None = None) -> None:
+        self._config = config
+        self.cluster: str | None = None  # set by `%kube use NAME`
+        self._backends: dict[str, Backend] = {}
+        self._active: dict[str, RunFuture] = {}
+        self._lock = threading.Lock()
+        self.user = names.current_user()
+        self.session_id = names.SESSION_ID
+        self.notice: Notice = lambda text: None  # where "picked cluster X" style notes go
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config()
+        return self._config
+
+    def reload(self, config: Config | None = None) -> None:
+        self.close()
+        self._config = config
+
+    # --- resolution -------------------------------------------------------------------------
+
+    def profile_for(self, options: Mapping[str, Any]) -> Profile:
+        """The profile a run goes to: named, or the session's, or one offering the GPU type, or the default."""
+        name = options.get("cluster") or self.cluster
+        if name:
+            return self.config.profile(name)
+        gpu_type = RunSpec.build(**{k: options[k] for k in ("gpu", "gpu_type") if options.get(k) is not None}).resources.gpu_type
+        default = self.config.profile()
+        if gpu_type and not default.offers_gpu(gpu_type):
+            offering = self.config.profiles_offering_gpu(gpu_type)
+            if not offering:
+                known = {g for p in self.config.profiles.values() for g in p.gpus}
+                raise ConfigError(f"no configured cluster offers {gpu_type} GPUs; GPU types offered: {', '.join(sorted(known)) or 'none'}")
+            self.notice(f"kjupyter: running on cluster {offering[0].name!r}, the first one that offers {gpu_type} GPUs")
+            return offering[0]
+        return default
+
+    def spec_for(self, profile: Profile, options: Mapping[str, Any]) -> RunSpec:
+        return profile.defaults.with_options(**{k: v for k, v in options.items() if k != "cluster"}, cluster=profile.name)
+
+    def backend(self, profile: Profile) -> Backend:
+        with self._lock:
+            backend = self._backends.get(profile.name)
+            if backend is None:
+                backend = self._backends[profile.name] = make_backend(profile)
+            return backend
+
+    # --- submitting -------------------------------------------------------------------------
+
+    def submit_call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                    options: Mapping[str, Any]) -> RunFuture:  # fmt: skip
+        profile = self.profile_for(options)
+        spec = self.spec_for(profile, options)
+        data = pl.dump_call(fn, args, kwargs) if not spec.packages else pl.dumps(
+            pl.CALL, (fn, args, kwargs), packages=list(spec.packages), function=pl._qualname(fn))
+        run_id = names.new_run_id(spec.name or getattr(fn, "__name__", None))
+        request = self._request(run_id, CALL, spec, data, fn)
+        future = RunFuture(run_id, self.backend(profile), cluster=profile.name, function=request.function)
+        return self._start(future, request)
+
+    def submit_map(self, fn: Callable[..., Any], items: Iterable[Any], options: Mapping[str, Any],
+                   *, return_exceptions: bool = False) -> MapFuture:  # fmt: skip
+        profile = self.profile_for(options)
+        spec = self.spec_for(profile, options)
+        values = list(items)
+        blob = io.BytesIO()
+        count = pl.pack_items(values, blob)
+        extra = {"packages": list(spec.packages)} if spec.packages else {}
+        data = pl.dump_map_function(fn) if not extra else pl.dumps(pl.MAP, fn, function=pl._qualname(fn), **extra)
+        run_id = names.new_run_id(spec.name or getattr(fn, "__name__", None))
+        request = self._request(run_id, MAP, spec, data, fn, count=count, items=blob.getvalue())
+        future = MapFuture(run_id, self.backend(profile), cluster=profile.name, items=values,
+                           return_exceptions=return_exceptions, function=request.function)  # fmt: skip
+        return self._start(future, request)
+
+    def _request(self, run_id: str, kind: str, spec: RunSpec, data: bytes, fn: Any,
+                 count: int = 1, items: bytes | None = None) -> SubmitRequest:  # fmt: skip
+        return SubmitRequest(run_id=run_id, kind=kind, spec=spec, payload=data, count=count, items=items,
+                             user=self.user, session=self.session_id,
+                             function=getattr(fn, "__qualname__", type(fn).__name__))  # fmt: skip
+
+    def _start(self, future: RunFuture, request: SubmitRequest) -> Any:
+        with self._lock:
+            self._active[request.run_id] = future
+        future.add_done_callback(lambda f: self._forget(request.run_id))
+        future.backend.submit(request, future.handle)
+        return future
+
+    def attach(self, run_id: str, cluster: str | None = None) -> RunFuture:
+        """A future for a run started earlier, by this or another process."""
+        profile = self.config.profile(cluster or self.cluster)
+        backend = self.backend(profile)
+        info = next((r for r in backend.list_runs(self.user) if r.run_id == run_id), None)
+        if info is not None and info.kind == MAP:
+            future: RunFuture = MapFuture(run_id, backend, cluster=profile.name, items=[None] * info.total,
+                                          function=info.function)  # fmt: skip
+        else:
+            future = RunFuture(run_id, backend, cluster=profile.name, function=info.function if info else "")
+        future.detached = True
+        backend.attach(run_id, future.handle)
+        return future
+
+    def _forget(self, run_id: str) -> None:
+        with self._lock:
+            self._active.pop(run_id, None)
+
+    def active_runs(self) -> list[RunFuture]:
+        with self._lock:
+            return list(self._active.values())
+
+    def cancel_all(self) -> None:
+        """Cancel every run of this session that was not detached (at interpreter exit)."""
+        for future in self.active_runs():
+            if not future.detached:
+                future.cancel()
+
+    def close(self) -> None:
+        with self._lock:
+            backends, self._backends = list(self._backends.values()), {}
+        for backend in backends:
+            with contextlib.suppress(Exception):
+                backend.close()
+
+
+def make_backend(profile: Profile) -> Backend:
+    if profile.backend == "local":
+        from kjupyter.backends.local import LocalBackend
+
+        return LocalBackend(profile)
+    if profile.backend == "kubernetes":
+        from kjupyter.backends import kubernetes
+
+        backend: Backend = kubernetes.KubernetesBackend(profile)  # type: ignore[attr-defined]
+        return backend
+    raise ConfigError(f"cluster {profile.name!r} has an unknown backend {profile.backend!r}")
+
+
+_session: Session | None = None
+_session_lock = threading.Lock()
+
+
+def get_session() -> Session:
+    global _session
+    with _session_lock:
+        if _session is None:
+            _session = Session()
+            atexit.register(_session.cancel_all)
+        return _session

@@ -1,0 +1,54 @@
+"""Pick how a blocking run is shown: live widget in a notebook, plain text elsewhere."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from kjupyter.events import EventSink
+from kjupyter.futures import RunFuture
+
+ViewFactory = Callable[[RunFuture], EventSink]
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (where widgets can be displayed), not a terminal IPython."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    shell: Any = ipython.get_ipython()  # type: ignore[attr-defined]
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def make_view(future: RunFuture) -> EventSink:
+    if in_notebook():
+        try:
+            from kjupyter.widgets import RunWidget
+        except ImportError:  # ipywidgets not installed: fall back to text
+            pass
+        else:
+            return RunWidget.show(future)
+    from kjupyter.console import ConsoleView
+
+    return ConsoleView(future)
+
+
+def wait(future: RunFuture, *, show: bool = True) -> Any:
+    """Block until the run ends, showing it; Ctrl-C (or a kernel interrupt) cancels it."""
+    view = make_view(future) if show else None
+    if view is not None:
+        future.subscribe(view)
+    try:
+        try:
+            result = future.result_or_raise()
+        except BaseException:
+            future.wait_ended(10)  # let a failing map's cancellation finish and the summary print
+            raise
+        future.wait_ended(10)
+        return result
+    except KeyboardInterrupt:
+        future.cancel()
+        future.wait_ended(10)
+        print(f"kjupyter: run {future.run_id} cancelled (interrupted)", file=sys.stderr, flush=True)
+        raise
