@@ -119,3 +119,7 @@ def _rebuild(cls: type[BaseException], message: str, state: dict[str, object]) -
     Exception.__init__(exc, message)
     exc.__dict__.update(state)
     return exc
+
+
+class KjupyterWarning(UserWarning):
+    """Warnings kjupyter emits (tests turn them into errors)."""

@@ -97,13 +97,12 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         """``(True, value)`` or ``(False, exception)`` for task ``index``."""
         try:
             with self.backend.open_outcome(self.run_id, index) as f:
-                return True, pl.load_outcome(f)
-        except KjupyterError as exc:
-            if isinstance(exc, pl.SerializationError):
-                return False, exc
+                try:
+                    return True, pl.load_outcome(f)
+                except BaseException as exc:  # the remote exception, rebuilt (or why it cannot be read)
+                    return False, exc.with_traceback(None)
+        except KjupyterError:  # no outcome at all: the task was killed before writing one
             return False, None
-        except BaseException as exc:  # the remote exception, rebuilt
-            return False, exc.with_traceback(None)
 
     def _failure(self, event: TaskFinished | RunFinished, index: int = 0) -> BaseException:
         """Why a task failed, when it left no exception of its own."""

@@ -1,0 +1,45 @@
+"""Shared fixtures: every test runs with its own kjupyter home, config dir and working dir."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kjupyter import session as session_mod
+from kjupyter.config import load_config
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No test reads the user's real config or writes to the user's data dir."""
+    home = tmp_path / "kjhome"
+    monkeypatch.setenv("KJUPYTER_HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdgconfig"))
+    for var in ("KJUPYTER_CONFIG", "KJUPYTER_CLUSTER", "KJUPYTER_STORE", "KJUPYTER_NAMESPACE",
+                "KJUPYTER_IMAGE", "KJUPYTER_CONTEXT", "KUBECONFIG"):  # fmt: skip
+        if var != "KUBECONFIG" or os.environ.get("KJUPYTER_TEST_KEEP_KUBECONFIG") != "1":
+            monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr("kjupyter.config.SYSTEM_CONFIG", tmp_path / "etc" / "config.toml")
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    return home
+
+
+@pytest.fixture
+def local_session(isolated_home: Path) -> Iterator[session_mod.Session]:
+    """The process-wide session, on the built-in local profile, replaced for this test."""
+    sess = session_mod.Session(load_config())
+    old = session_mod._session
+    session_mod._session = sess
+    try:
+        yield sess
+    finally:
+        for future in sess.active_runs():
+            future.cancel()
+            future.wait_ended(5)
+        sess.close()
+        session_mod._session = old

@@ -1,0 +1,217 @@
+"""The behaviour every backend must show, written once (fsspec's abstract-tests pattern).
+
+A backend's test module subclasses :class:`BackendContract` and provides a
+``session`` fixture: a :class:`kjupyter.session.Session` installed as the
+process-wide session whose default profile uses that backend. The same tests
+then run on the local backend, on the fake cluster, and on a real cluster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import decimal
+import fractions
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from kjupyter import RemoteError, RunTimeout, remote
+from kjupyter.errors import RunCancelled
+from kjupyter.events import LogLine, RunFinished
+from kjupyter.session import Session
+
+# --- functions the tests run remotely (module level: shipped by value, as the user's would be) ---
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    x: float
+    y: float
+
+
+def identity(value: Any) -> Any:
+    return value
+
+
+def fail_with_value_error(message: str) -> None:
+    raise ValueError(message)
+
+
+def raise_unimportable() -> None:
+    # A class created at run time in the remote process: it pickles there,
+    # but cannot be rebuilt on the client.
+    code = "class PodOnlyError(Exception):\n    pass\n"
+    namespace: dict[str, Any] = {"__name__": "pod_only_module"}
+    exec(code, namespace)
+    sys.modules["pod_only_module"] = type(sys)("pod_only_module")
+    sys.modules["pod_only_module"].PodOnlyError = namespace["PodOnlyError"]  # type: ignore[attr-defined]
+    raise namespace["PodOnlyError"]("only the pod knows this class")
+
+
+def square_or_fail(x: int) -> int:
+    if x % 3 == 2:
+        raise ValueError(f"bad item {x}")
+    return x * x
+
+
+def print_then_wait(marker: str) -> str:
+    print("ready", flush=True)
+    deadline = time.time() + 30
+    while not os.path.exists(marker):
+        if time.time() > deadline:
+            return "gave up"
+        time.sleep(0.01)
+    print("saw marker", flush=True)
+    return "done"
+
+
+def sleep_with_child(pid_file: str) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    Path(pid_file).write_text(f"{os.getpid()} {child.pid}")
+    time.sleep(60)
+
+
+def sleep_for(seconds: float) -> str:
+    time.sleep(seconds)
+    return "slept"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+VALUES = [
+    None, True, 42, 3.5, 2**100, "text", b"\x00bytes", [1, "a"], (1, 2), {"k": [1, {"n": None}]},
+    {1, 2, 3}, frozenset({"x"}), complex(1, 2), decimal.Decimal("1.10"), fractions.Fraction(1, 3),
+    datetime.datetime(2026, 11, 23, 12, 0, tzinfo=datetime.UTC), Point(1.0, 2.0),
+]  # fmt: skip
+
+
+class BackendContract:
+    """Subclass with a ``session`` fixture; every test here must pass on every backend."""
+
+    timeout = 60.0  # seconds to wait for a run (a real cluster may need more)
+
+    def test_call_round_trips_values_of_many_types(self, session: Session) -> None:
+        fn = remote(identity)
+        futures = [fn.submit(v) for v in VALUES]
+        for value, future in zip(VALUES, futures, strict=True):
+            assert future.result(self.timeout) == value
+        array = np.arange(12, dtype=np.float32).reshape(3, 4)
+        back = fn.submit(array).result(self.timeout)
+        assert isinstance(back, np.ndarray) and back.dtype == np.float32
+        np.testing.assert_array_equal(back, array)
+
+    def test_remote_value_error_is_reraised_with_remote_traceback(self, session: Session) -> None:
+        future = remote(fail_with_value_error).submit("boom 42")
+        with pytest.raises(ValueError, match="boom 42") as info:
+            future.result(self.timeout)
+        remote_tb = info.value.remote_traceback  # type: ignore[attr-defined]
+        assert "fail_with_value_error" in remote_tb and "raise ValueError(message)" in remote_tb
+        assert "kjupyter/runner.py" not in remote_tb
+        assert info.value.__cause__ is not None and "Remote traceback" in str(info.value.__cause__)
+
+    def test_exception_that_cannot_be_unpickled_arrives_as_remote_error(self, session: Session) -> None:
+        future = remote(raise_unimportable).submit()
+        with pytest.raises(RemoteError) as info:
+            future.result(self.timeout)
+        assert info.value.remote_type.endswith("PodOnlyError")
+        assert "only the pod knows this class" in str(info.value)
+        assert "raise_unimportable" in info.value.remote_traceback
+
+    def test_map_returns_results_in_order_with_exceptions(self, session: Session) -> None:
+        results = remote(square_or_fail).submit_map(range(7), parallelism=3, return_exceptions=True).result(self.timeout)
+        assert [r if not isinstance(r, Exception) else "E" for r in results] == [0, 1, "E", 9, 16, "E", 36]
+        assert isinstance(results[2], ValueError) and "bad item 2" in str(results[2])
+        assert any("item 2" in note for note in results[2].__notes__)
+
+    def test_map_raises_first_failure_by_default(self, session: Session) -> None:
+        future = remote(square_or_fail).submit_map([0, 1, 2, 3], parallelism=1)
+        with pytest.raises(ValueError, match="bad item 2"):
+            future.result(self.timeout)
+        assert future.wait_ended(self.timeout)
+
+    def test_log_lines_arrive_while_the_task_runs(self, session: Session, tmp_path: Path) -> None:
+        marker = tmp_path / "marker"
+        seen: list[str] = []
+        got_ready = threading.Event()
+
+        def listen(event: object) -> None:
+            if isinstance(event, LogLine):
+                seen.append(event.text)
+                if event.text == "ready":
+                    got_ready.set()
+
+        future = remote(print_then_wait).submit(str(marker))
+        future.subscribe(listen)
+        assert got_ready.wait(self.timeout), f"no 'ready' line while the task waited; saw {seen}"
+        assert not future.done()  # the task is still blocked on the marker
+        marker.touch()
+        assert future.result(self.timeout) == "done"
+        future.wait_ended(self.timeout)
+        assert seen[:2] == ["ready", "saw marker"]
+
+    def test_cancel_stops_a_running_task_and_its_children(self, session: Session, tmp_path: Path) -> None:
+        pid_file = tmp_path / "pids"
+        future = remote(sleep_with_child).submit(str(pid_file))
+        deadline = time.time() + self.timeout
+        while not pid_file.exists() and time.time() < deadline:
+            time.sleep(0.02)
+        pids = [int(p) for p in pid_file.read_text().split()]
+        started = time.monotonic()
+        assert future.cancel()
+        with pytest.raises(RunCancelled):
+            future.result_or_raise(self.timeout)
+        while any(_alive(p) for p in pids) and time.monotonic() - started < 5:
+            time.sleep(0.02)
+        assert not any(_alive(p) for p in pids)
+        assert time.monotonic() - started < 1.0 + self.cancel_slack
+        assert future.wait_ended(self.timeout)
+
+    cancel_slack = 0.0
+
+    def test_timeout_fails_the_run(self, session: Session) -> None:
+        events: list[object] = []
+        future = remote(sleep_for, timeout=1).submit(30)
+        future.subscribe(events.append)
+        with pytest.raises(RunTimeout, match="timeout|deadline"):
+            future.result(self.timeout)
+        assert any(isinstance(e, RunFinished) and e.reason == "DeadlineExceeded" for e in events)
+
+    def test_local_helper_module_is_shipped_by_value(self, session: Session, tmp_path: Path) -> None:
+        helper_dir = tmp_path / "notebook_dir"
+        helper_dir.mkdir()
+        (helper_dir / "kj_helpers_mod.py").write_text(textwrap.dedent("""
+            FACTOR = 7
+            def scale(x):
+                return x * FACTOR
+        """))
+        sys.path.insert(0, str(helper_dir))
+        try:
+            import kj_helpers_mod  # type: ignore[import-not-found]
+
+            def use_helper(x: int) -> int:
+                return kj_helpers_mod.scale(x)
+
+            assert str(helper_dir) not in os.environ.get("PYTHONPATH", "")
+            assert remote(use_helper).submit(6).result(self.timeout) == 42
+        finally:
+            sys.path.remove(str(helper_dir))
+            sys.modules.pop("kj_helpers_mod", None)
