@@ -29,9 +29,20 @@ from kjupyter.errors import (
 
 __version__ = "0.1.0"
 __all__ = [
-    "ConfigError", "KjupyterError", "RemoteError", "RunCancelled", "RunFailed", "RunTimeout",
-    "SerializationError", "SpecError", "StoreError", "VersionMismatchError",
-    "remote", "attach", "__version__", "load_ipython_extension",
+    "ConfigError",
+    "KjupyterError",
+    "RemoteError",
+    "RunCancelled",
+    "RunFailed",
+    "RunTimeout",
+    "SerializationError",
+    "SpecError",
+    "StoreError",
+    "VersionMismatchError",
+    "__version__",
+    "attach",
+    "load_ipython_extension",
+    "remote",
 ]  # fmt: skip
 
 if TYPE_CHECKING:

@@ -89,7 +89,11 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         return 0
     rows = [[r.run_id, r.phase.value, r.kind + (f" {r.succeeded}/{r.total}" if r.kind == "map" else ""),
              r.function, _when(r.created), r.diagnosis] for r in runs]  # fmt: skip
-    print(_table(rows, ["RUN", "STATUS", "KIND", "FUNCTION", "CREATED", "DIAGNOSIS"]) if rows else f"no runs on {profile.name}")
+    print(
+        _table(rows, ["RUN", "STATUS", "KIND", "FUNCTION", "CREATED", "DIAGNOSIS"])
+        if rows
+        else f"no runs on {profile.name}"
+    )
     return 0
 
 

@@ -124,7 +124,9 @@ def load_config(files: list[Path] | None = None, env: Mapping[str, str] | None =
             _deep_merge(merged, data)
     unknown = set(merged) - {"default", "clusters"}
     if unknown:
-        raise ConfigError(f"unknown top-level key(s) {sorted(unknown)} in {', '.join(sources)}; expected 'default' and [clusters.NAME] tables")
+        raise ConfigError(
+            f"unknown top-level key(s) {sorted(unknown)} in {', '.join(sources)}; expected 'default' and [clusters.NAME] tables"
+        )
     raw_profiles: dict[str, Any] = {LOCAL: {"backend": "local"}}
     _deep_merge(raw_profiles, merged.get("clusters", {}))
     default = env.get("KJUPYTER_CLUSTER") or merged.get("default") or LOCAL

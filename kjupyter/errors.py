@@ -96,10 +96,7 @@ class RemoteError(KjupyterError):
         return (type(self), (self.remote_type, self.remote_message, self.remote_traceback))
 
     def __str__(self) -> str:
-        return (
-            f"{self.remote_type}: {self.remote_message}\n\n"
-            f"Remote traceback:\n{self.remote_traceback.rstrip()}"
-        )
+        return f"{self.remote_type}: {self.remote_message}\n\nRemote traceback:\n{self.remote_traceback.rstrip()}"
 
 
 class RemoteTraceback(Exception):

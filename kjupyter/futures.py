@@ -215,7 +215,13 @@ class MapFuture(RunFuture):
         out = {"total": self.total, "succeeded": 0, "failed": 0, "cancelled": 0}
         for have, value in zip(self._have, self._results, strict=True):
             if have:
-                key = "cancelled" if isinstance(value, RunCancelled) else "failed" if isinstance(value, BaseException) else "succeeded"
+                key = (
+                    "cancelled"
+                    if isinstance(value, RunCancelled)
+                    else "failed"
+                    if isinstance(value, BaseException)
+                    else "succeeded"
+                )
                 out[key] += 1
         return out
 

@@ -268,7 +268,7 @@ def _is_local_module(name: str, module: types.ModuleType) -> bool:
     if "." in name or name in _BY_VALUE or name in ("__main__", "kjupyter") or name in sys.builtin_module_names:
         return False
     path = getattr(module, "__file__", None)
-    if not path or not path.endswith(".py") and not path.endswith("__init__.py"):
+    if not path or (not path.endswith(".py") and not path.endswith("__init__.py")):
         return False
     real = os.path.realpath(path)
     return not real.startswith(_installed_roots()) and name not in _distributed_top_levels()

@@ -29,6 +29,7 @@ import cloudpickle
 
 from kjupyter import payload as pl
 from kjupyter import store as st
+from kjupyter.errors import SerializationError
 
 EXIT_OK, EXIT_USER_ERROR, EXIT_RUNNER_ERROR = 0, 1, 2
 STARTED_MARKER_ENV = "KJUPYTER_STARTED_AT"  # set by benchmarks to measure in-pod overhead
@@ -90,7 +91,7 @@ def load_task(channel: Channel, index: int) -> Callable[[], Any]:
     if header.kind == pl.MAP:
         item = pl.load_item(channel.read_item(index))
         return lambda: body(item)
-    raise pl.SerializationError(f"the runner cannot execute a {header.kind!r} payload")
+    raise SerializationError(f"the runner cannot execute a {header.kind!r} payload")
 
 
 def run(channel: Channel, index: int) -> int:
@@ -115,10 +116,12 @@ def run(channel: Channel, index: int) -> int:
 
 
 def _explain_result_error(value: Any, exc: BaseException) -> BaseException:
-    if isinstance(exc, pl.SerializationError | OSError) or "pickle" not in str(exc).lower():
+    if isinstance(exc, SerializationError | OSError) or "pickle" not in str(exc).lower():
         return exc
     where, culprit, err = pl._find_unpicklable(value, "the result")
-    return pl.SerializationError(f"the function's return value cannot be pickled: {where} is {pl._describe(culprit)} ({err or exc})")
+    return SerializationError(
+        f"the function's return value cannot be pickled: {where} is {pl._describe(culprit)} ({err or exc})"
+    )
 
 
 def _report(channel: Channel, index: int, exc: BaseException, where: str) -> None:
@@ -127,9 +130,13 @@ def _report(channel: Channel, index: int, exc: BaseException, where: str) -> Non
     header = json.loads(data.split(b"\n", 2)[1])
     print(header["traceback"], file=sys.stderr, end="", flush=True)
     try:
-        channel.write_outcome(index, lambda f: f.write(data))
+        channel.write_outcome(index, lambda f: _write_all(f, data))
     except BaseException as write_exc:  # the store is gone: the exit code and log still tell
         print(f"[kjupyter] could not write the error to the store: {write_exc}", file=sys.stderr, flush=True)
+
+
+def _write_all(f: IO[bytes], data: bytes) -> None:
+    f.write(data)
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ import contextlib
 import io
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from kjupyter import names
 from kjupyter import payload as pl
@@ -24,6 +24,7 @@ from kjupyter.futures import MapFuture, RunFuture
 from kjupyter.spec import RunSpec
 
 Notice = Callable[[str], None]
+F = TypeVar("F", bound=RunFuture)
 
 
 class Session:
@@ -54,19 +55,25 @@ class Session:
         name = options.get("cluster") or self.cluster
         if name:
             return self.config.profile(name)
-        gpu_type = RunSpec.build(**{k: options[k] for k in ("gpu", "gpu_type") if options.get(k) is not None}).resources.gpu_type
+        gpu_type = RunSpec.build(
+            **{k: options[k] for k in ("gpu", "gpu_type") if options.get(k) is not None}
+        ).resources.gpu_type
         default = self.config.profile()
         if gpu_type and not default.offers_gpu(gpu_type):
             offering = self.config.profiles_offering_gpu(gpu_type)
             if not offering:
                 known = {g for p in self.config.profiles.values() for g in p.gpus}
-                raise ConfigError(f"no configured cluster offers {gpu_type} GPUs; GPU types offered: {', '.join(sorted(known)) or 'none'}")
+                raise ConfigError(
+                    f"no configured cluster offers {gpu_type} GPUs; GPU types offered: {', '.join(sorted(known)) or 'none'}"
+                )
             self.notice(f"kjupyter: running on cluster {offering[0].name!r}, the first one that offers {gpu_type} GPUs")
             return offering[0]
         return default
 
     def spec_for(self, profile: Profile, options: Mapping[str, Any]) -> RunSpec:
-        return profile.defaults.with_options(**{k: v for k, v in options.items() if k != "cluster"}, cluster=profile.name)
+        return profile.defaults.with_options(
+            **{k: v for k, v in options.items() if k != "cluster"}, cluster=profile.name
+        )
 
     def backend(self, profile: Profile) -> Backend:
         with self._lock:
@@ -81,8 +88,11 @@ class Session:
                     options: Mapping[str, Any]) -> RunFuture:  # fmt: skip
         profile = self.profile_for(options)
         spec = self.spec_for(profile, options)
-        data = pl.dump_call(fn, args, kwargs) if not spec.packages else pl.dumps(
-            pl.CALL, (fn, args, kwargs), packages=list(spec.packages), function=pl._qualname(fn))
+        data = (
+            pl.dump_call(fn, args, kwargs)
+            if not spec.packages
+            else pl.dumps(pl.CALL, (fn, args, kwargs), packages=list(spec.packages), function=pl._qualname(fn))
+        )
         run_id = names.new_run_id(spec.name or getattr(fn, "__name__", None))
         request = self._request(run_id, CALL, spec, data, fn)
         future = RunFuture(run_id, self.backend(profile), cluster=profile.name, function=request.function)
@@ -109,7 +119,7 @@ class Session:
                              user=self.user, session=self.session_id,
                              function=getattr(fn, "__qualname__", type(fn).__name__))  # fmt: skip
 
-    def _start(self, future: RunFuture, request: SubmitRequest) -> Any:
+    def _start(self, future: F, request: SubmitRequest) -> F:
         with self._lock:
             self._active[request.run_id] = future
         future.add_done_callback(lambda f: self._forget(request.run_id))
@@ -158,9 +168,9 @@ def make_backend(profile: Profile) -> Backend:
 
         return LocalBackend(profile)
     if profile.backend == "kubernetes":
-        from kjupyter.backends import kubernetes
+        from kjupyter.backends.kubernetes import KubernetesBackend  # type: ignore[import-not-found,unused-ignore]
 
-        backend: Backend = kubernetes.KubernetesBackend(profile)  # type: ignore[attr-defined]
+        backend: Backend = KubernetesBackend(profile)
         return backend
     raise ConfigError(f"cluster {profile.name!r} has an unknown backend {profile.backend!r}")
 

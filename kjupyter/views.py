@@ -24,11 +24,12 @@ def in_notebook() -> bool:
 def make_view(future: RunFuture) -> EventSink:
     if in_notebook():
         try:
-            from kjupyter.widgets import RunWidget
+            from kjupyter.widgets import RunWidget  # type: ignore[import-not-found,unused-ignore]
         except ImportError:  # ipywidgets not installed: fall back to text
             pass
         else:
-            return RunWidget.show(future)
+            sink: EventSink = RunWidget.show(future)
+            return sink
     from kjupyter.console import ConsoleView
 
     return ConsoleView(future)

@@ -16,6 +16,7 @@ gpu requests are not enforced locally.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import queue
@@ -28,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from kjupyter import names
 from kjupyter import store as st
@@ -109,7 +110,9 @@ class LocalBackend(Backend):
     def open_outcome(self, run_id: str, index: int) -> Iterator[IO[bytes]]:
         run_dir = self._run_dir(self._meta(run_id))
         if not run_dir.exists(st.result_name(index)):
-            raise BackendError(f"run {run_id} task {index} left no result (it was killed or cancelled before it finished)")
+            raise BackendError(
+                f"run {run_id} task {index} left no result (it was killed or cancelled before it finished)"
+            )
         with run_dir.open_read(st.result_name(index)) as f:
             yield f
 
@@ -121,7 +124,7 @@ class LocalBackend(Backend):
         folder = state_root() / run_id
         indices = range(int(meta.get("count", 1))) if index is None else [index]
         for i in indices:
-            done = (lambda i=i: _task_exit(folder, i) is not None or _run_over(folder, meta, self.store)) if follow else (lambda: True)
+            done = functools.partial(_task_ended, folder, i, meta, self.store) if follow else (lambda: True)
             prefix = f"[{i}] " if index is None and int(meta.get("count", 1)) > 1 else ""
             for line in _tail(folder / f"{i}.log", done):
                 yield prefix + line
@@ -135,7 +138,7 @@ class LocalBackend(Backend):
         with self._lock:
             self._runs.pop(run_id, None)
 
-    def _meta(self, run_id: str) -> dict[str, object]:
+    def _meta(self, run_id: str) -> dict[str, Any]:
         for user in (names.current_user(), *self.store_users()):
             run_dir = self.store.run(user, run_id)
             if run_dir.exists(st.RUN_JSON):
@@ -147,11 +150,11 @@ class LocalBackend(Backend):
             return [str(p).rstrip("/").rsplit("/", 1)[-1] for p in self.store.fs.ls(self.store.root, detail=False)]
         return []
 
-    def _run_dir(self, meta: dict[str, object]) -> st.RunDir:
+    def _run_dir(self, meta: dict[str, Any]) -> st.RunDir:
         return self.store.run(str(meta["user"]), str(meta["run_id"]))
 
 
-def _meta(request: SubmitRequest, cluster: str) -> dict[str, object]:
+def _meta(request: SubmitRequest, cluster: str) -> dict[str, Any]:
     return {
         "run_id": request.run_id, "kind": request.kind, "count": request.count, "user": request.user,
         "session": request.session, "function": request.function, "cluster": cluster, "backend": "local",
@@ -160,7 +163,7 @@ def _meta(request: SubmitRequest, cluster: str) -> dict[str, object]:
     }  # fmt: skip
 
 
-def _info(meta: dict[str, object], cluster: str) -> RunInfo:
+def _info(meta: dict[str, Any], cluster: str) -> RunInfo:
     phase = Phase(str(meta.get("phase", "Pending")))
     if not phase.finished and not _owner_alive(meta):
         phase = Phase.FAILED  # the process that ran it is gone and never recorded an end
@@ -169,19 +172,19 @@ def _info(meta: dict[str, object], cluster: str) -> RunInfo:
     return RunInfo(
         run_id=str(meta["run_id"]), cluster=str(meta.get("cluster", cluster)), phase=phase,
         kind=str(meta.get("kind", "call")), user=str(meta.get("user", "")), function=str(meta.get("function", "")),
-        created=float(meta.get("created", 0)),  # type: ignore[arg-type]
-        finished=meta.get("finished"),  # type: ignore[arg-type]
-        total=int(meta.get("count", 1)),  # type: ignore[call-overload]
+        created=float(meta.get("created", 0)),
+        finished=meta.get("finished"),
+        total=int(meta.get("count", 1)),
         succeeded=int(counts.get("succeeded", 0)), failed=int(counts.get("failed", 0)),
         diagnosis=str(meta.get("diagnosis", "")),
     )  # fmt: skip
 
 
-def _owner_alive(meta: dict[str, object]) -> bool:
+def _owner_alive(meta: dict[str, Any]) -> bool:
     if meta.get("host") != socket.gethostname():
         return True  # cannot tell from here
     try:
-        os.kill(int(meta.get("owner_pid", 0)), 0)  # type: ignore[call-overload]
+        os.kill(int(meta.get("owner_pid", 0)), 0)
     except (ProcessLookupError, ValueError):
         return False
     except PermissionError:
@@ -321,11 +324,15 @@ class _LocalRun:
             proc.stdin.flush()
         except OSError:
             pass
-        reader = threading.Thread(target=lambda: reply.append(proc.stdout.readline()) if proc.stdout else None, daemon=True)  # fmt: skip
-        reader.start()
-        for line in _tail(log, lambda: not reader.is_alive()):
+        answered = threading.Event()
+
+        def read_reply() -> None:
+            reply.append(proc.stdout.readline() if proc.stdout else "")
+            answered.set()
+
+        threading.Thread(target=read_reply, daemon=True).start()
+        for line in _tail(log, answered.is_set, wake=answered):
             self.emit(LogLine(rid, line, index=index))
-        reader.join()
         with self.lock:
             self.state["running"] -= 1
         parts = reply[0].split() if reply and reply[0] else []
@@ -380,7 +387,11 @@ class _LocalRun:
         if self.stopping == "cancelled":
             phase, reason, message = Phase.CANCELLED, "Cancelled", "the run was cancelled"
         elif self.stopping == "timeout":
-            phase, reason, message = Phase.FAILED, "DeadlineExceeded", f"the run exceeded its timeout of {self.req.spec.timeout:g}s"
+            phase, reason, message = (
+                Phase.FAILED,
+                "DeadlineExceeded",
+                f"the run exceeded its timeout of {self.req.spec.timeout:g}s",
+            )
         elif s["failed"]:
             phase, reason, message = Phase.FAILED, "Failed", f"{s['failed']} of {self.req.count} task(s) failed"
         else:
@@ -438,7 +449,11 @@ def _task_exit(folder: Path, index: int) -> int | None:
     return None
 
 
-def _run_over(folder: Path, meta: dict[str, object], store: st.RunStore) -> bool:
+def _task_ended(folder: Path, index: int, meta: dict[str, Any], store: st.RunStore) -> bool:
+    return _task_exit(folder, index) is not None or _run_over(folder, meta, store)
+
+
+def _run_over(folder: Path, meta: dict[str, Any], store: st.RunStore) -> bool:
     if (folder / "cancelled").exists():
         return True
     run_dir = store.run(str(meta["user"]), str(meta["run_id"]))
@@ -447,12 +462,23 @@ def _run_over(folder: Path, meta: dict[str, object], store: st.RunStore) -> bool
     return False
 
 
-def _tail(path: Path, done: Callable[[], bool]) -> Iterator[str]:
-    """Lines of a growing file until ``done()`` and nothing is left to read."""
+def _tail(path: Path, done: Callable[[], bool], wake: threading.Event | None = None) -> Iterator[str]:
+    """Lines of a growing file until ``done()`` and nothing is left to read.
+
+    ``wake``, when given, is set as soon as ``done()`` turns true, so the end
+    of a task is noticed at once rather than at the next poll.
+    """
+
+    def pause() -> None:
+        if wake is not None:
+            wake.wait(POLL_S)
+        else:
+            time.sleep(POLL_S)
+
     while not path.exists():
         if done():
             return
-        time.sleep(POLL_S)
+        pause()
     with open(path, "rb") as f:
         pending = b""
         while True:
@@ -471,18 +497,18 @@ def _tail(path: Path, done: Callable[[], bool]) -> Iterator[str]:
                 if pending:
                     yield pending.decode(errors="replace")
                 return
-            time.sleep(POLL_S)
+            pause()
 
 
-def _follow_foreign(meta: dict[str, object], store: st.RunStore, sink: EventSink) -> None:
+def _follow_foreign(meta: dict[str, Any], store: st.RunStore, sink: EventSink) -> None:
     """Events of a run that another process started: from its log and exit files."""
     rid = str(meta["run_id"])
     folder = state_root() / rid
-    count = int(meta.get("count", 1))  # type: ignore[call-overload]
+    count = int(meta.get("count", 1))
     sink(PhaseChanged(rid, Phase.RUNNING))
     counts = {"succeeded": 0, "failed": 0}
     for i in range(count):
-        for line in _tail(folder / f"{i}.log", lambda i=i: _task_exit(folder, i) is not None or _run_over(folder, meta, store)):
+        for line in _tail(folder / f"{i}.log", functools.partial(_task_ended, folder, i, meta, store)):
             sink(LogLine(rid, line, index=i))
         code = _task_exit(folder, i)
         phase = Phase.SUCCEEDED if code == 0 else Phase.CANCELLED if (folder / "cancelled").exists() else Phase.FAILED

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import podenv
 from .controller import Controller
+from .nodes import node_ip
 from .podstatus import ContainerRun, PodRun, normalize_image
 from .resources import CONFIGMAPS, NODES, PODS, SECRETS
 from .store import Change
@@ -106,10 +107,12 @@ class Kubelet(Controller):
             cr.fallback_to_logs = c.get("terminationMessagePolicy") == "FallbackToLogsOnError"
             return cr
         node = self.store.get(NODES.key, "", spec["nodeName"]) or {}
-        from .nodes import node_ip
-        return PodRun(meta["uid"], meta["namespace"], meta["name"], spec["nodeName"], root,
-                      spec.get("restartPolicy", "Always"), [crun(c, True) for c in spec.get("initContainers") or []],
-                      [crun(c, False) for c in spec.get("containers") or []], host_ip=node_ip(node))
+        run = PodRun(meta["uid"], meta["namespace"], meta["name"], spec["nodeName"], root,
+                     spec.get("restartPolicy", "Always"), [crun(c, True) for c in spec.get("initContainers") or []],
+                     [crun(c, False) for c in spec.get("containers") or []], host_ip=node_ip(node))
+        for c in run.mains if run.inits else []:
+            c.reason = "PodInitializing"
+        return run
 
     def _event(self, pod: Obj, run: PodRun, reason: str, message: str, c: ContainerRun | None = None,
                type: str = "Normal") -> None:
@@ -137,18 +140,18 @@ class Kubelet(Controller):
         for c in run.inits:
             if c.state == "terminated" and c.exit_code == 0:
                 continue
-            if c.state == "terminated":
-                if run.restart_policy == "Never":
-                    for m in run.mains:
-                        m.reason = "PodInitializing"
-                    break
+            if c.state == "terminated" and run.restart_policy == "Never":
+                for m in run.mains:
+                    m.reason = "PodInitializing"
+                break
+            if c.state == "terminated" or c.restart_at:
                 self._maybe_restart(pod, run, c)
             if c.state == "waiting":
                 self._try_start(pod, run, c)
             break
         else:
             for c in run.mains:
-                if c.state == "terminated":
+                if c.state == "terminated" or c.restart_at:
                     self._maybe_restart(pod, run, c)
                 if c.state == "waiting":
                     self._try_start(pod, run, c)
