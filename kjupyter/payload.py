@@ -14,14 +14,11 @@ streamed rather than copied (pickle writes big buffers straight through).
 from __future__ import annotations
 
 import functools
-import importlib.metadata
-import inspect
 import io
 import json
 import os
 import struct
 import sys
-import sysconfig
 import traceback
 import types
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -245,16 +242,19 @@ def load_item(data: bytes) -> Any:
 
 @functools.cache
 def _installed_roots() -> tuple[str, ...]:
+    import site
+    import sysconfig  # imported here: the runner never needs it, and start-up time matters there
+
     paths = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
     paths |= {sys.prefix, sys.base_prefix, sys.exec_prefix}
-    import site
-
     paths |= set(getattr(site, "getsitepackages", list)()) | {site.getusersitepackages()}
     return tuple(os.path.realpath(p) + os.sep for p in paths if p)
 
 
 @functools.cache
 def _distributed_top_levels() -> frozenset[str]:
+    import importlib.metadata
+
     try:
         return frozenset(importlib.metadata.packages_distributions())
     except Exception:
@@ -262,6 +262,7 @@ def _distributed_top_levels() -> frozenset[str]:
 
 
 _BY_VALUE: set[str] = set()
+_CHECKED: set[str] = set()  # module names already classified, so each dump scans only new imports
 
 
 def _is_local_module(name: str, module: types.ModuleType) -> bool:
@@ -283,6 +284,9 @@ def _ship_local_modules_by_value() -> None:
     the pickled objects reference is actually shipped.
     """
     for name, module in list(sys.modules.items()):
+        if name in _CHECKED:
+            continue
+        _CHECKED.add(name)
         if module is not None and _is_local_module(name, module):
             cloudpickle.register_pickle_by_value(module)
             _BY_VALUE.add(name)
@@ -331,6 +335,8 @@ def _find_unpicklable(obj: Any, path: str, depth: int = 0) -> tuple[str, Any, Ex
 def _explain_unpicklable(
     fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], exc: Exception
 ) -> SerializationError:
+    import inspect
+
     try:
         params = list(inspect.signature(fn).parameters)
     except (TypeError, ValueError):

@@ -65,6 +65,57 @@ class StoreChannel:
             write(f)
 
 
+INLINE_MARKER = "\x1ekjupyter:"  # starts every line of an inline outcome on stdout
+INLINE_LIMIT = 1024 * 1024
+_INLINE_CHUNK = 8000
+
+
+class InlineChannel:
+    """Inputs from a mounted folder (the run's Secret); the outcome framed on stdout.
+
+    The outcome travels as base64 lines ``<MARKER>out <index> <chunk>`` followed by
+    ``<MARKER>end <index> <size> <sha256>``; the Kubernetes backend reads them from
+    the pod's log and hides them from the user's log.
+    """
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def open_payload(self) -> contextlib.AbstractContextManager[IO[bytes]]:
+        return open(os.path.join(self.folder, st.PAYLOAD), "rb")
+
+    def read_item(self, index: int) -> bytes:
+        with open(os.path.join(self.folder, st.ITEMS), "rb") as f:
+            blob = f.read()
+        count = pl.item_count(blob[: len(pl.ITEMS_MAGIC) + 8])
+        if not 0 <= index < count:
+            raise IndexError(f"task index {index} is out of range: the map has {count} items")
+        start, _ = pl.item_range_request(index)
+        begin, end = pl.item_bounds(blob[start : start + 16])
+        return blob[begin:end]
+
+    def write_outcome(self, index: int, write: Callable[[IO[bytes]], None]) -> None:
+        import base64
+        import hashlib
+        import io
+
+        buf = io.BytesIO()
+        write(buf)
+        data = buf.getvalue()
+        if len(data) > INLINE_LIMIT:
+            raise SerializationError(
+                f"the outcome is {len(data)} bytes, more than the {INLINE_LIMIT} bytes that can travel without a "
+                "store; configure a store for this cluster (store = \"s3://bucket/prefix\" in its profile)"
+            )
+        text = base64.b64encode(data).decode()
+        sys.stdout.flush()
+        out = sys.__stdout__ or sys.stdout
+        lines = [f"{INLINE_MARKER}out {index} {text[i : i + _INLINE_CHUNK]}" for i in range(0, len(text), _INLINE_CHUNK)]
+        lines.append(f"{INLINE_MARKER}end {index} {len(data)} {hashlib.sha256(data).hexdigest()}")
+        out.write("\n" + "\n".join(lines) + "\n")
+        out.flush()
+
+
 def _install_packages(packages: list[str]) -> None:
     """pip-install the run's ``packages`` into a private folder put first on sys.path."""
     if not packages:
@@ -176,15 +227,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kjupyter.runner", description=__doc__.split("\n")[0])
     parser.add_argument("--run", default=os.environ.get("KJUPYTER_RUN"), help="URL of the run folder in the store")
     parser.add_argument("--index", type=int, default=None, help="task index (default: $JOB_COMPLETION_INDEX or 0)")
+    parser.add_argument("--inline", metavar="DIR", help="read the payload from DIR, print the outcome on stdout")
     parser.add_argument("--serve", metavar="LOG_DIR", help=argparse.SUPPRESS)  # local backend worker mode
     args = parser.parse_args(argv)
-    if not args.run:
-        parser.error("--run URL (or $KJUPYTER_RUN) is required")
+    if not args.run and not args.inline:
+        parser.error("--run URL (or $KJUPYTER_RUN) or --inline DIR is required")
     index = args.index if args.index is not None else int(os.environ.get("JOB_COMPLETION_INDEX") or 0)
     options = json.loads(os.environ.get("KJUPYTER_STORE_OPTIONS") or "{}")
     with _line_buffered():
         try:
-            channel: Channel = StoreChannel(args.run, options)
+            channel: Channel = InlineChannel(args.inline) if args.inline else StoreChannel(args.run, options)
         except Exception as exc:
             print(f"[kjupyter] cannot open the run store: {exc}", file=sys.stderr)
             return EXIT_RUNNER_ERROR

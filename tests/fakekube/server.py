@@ -86,6 +86,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def send_json(self, code: int, body: Obj, headers: dict[str, str] | None = None) -> None:
         data = dumps(body)
+        self.record.status = code
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -93,18 +94,17 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)
-        self.record.status = code
 
     def send_error_status(self, e: ApiError) -> None:
         self.send_json(e.code, e.status(), e.headers)
 
     def start_chunked(self, content_type: str) -> None:
+        self.record.status = 200
         self.send_response(200)
         self.send_header("Content-Type", content_type)
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("Cache-Control", "no-cache, private")
         self.end_headers()
-        self.record.status = 200
 
     def chunk(self, data: bytes) -> None:
         if data:

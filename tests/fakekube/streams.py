@@ -174,12 +174,12 @@ def serve_log(h: Handler, ns: str, name: str, q: dict[str, str]) -> None:
         data = b"".join(render(t, d, timestamps) for t, d in lines)
         if limit is not None:
             data = data[:limit]
+        h.record.status = 200
         h.send_response(200)
         h.send_header("Content-Type", "text/plain")
         h.send_header("Content-Length", str(len(data)))
         h.end_headers()
         h.wfile.write(data)
-        h.record.status = 200
         return
     h.start_chunked("text/plain")
     budget = [limit]

@@ -1,0 +1,52 @@
+"""Local backend map throughput against ProcessPoolExecutor and joblib, same machine, same run.
+
+    python -m benchmarks.bench_local_map [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import time
+
+from benchmarks.common import Row, print_rows, save, timed
+
+
+def busy(seconds: float) -> float:
+    """Sleep-free work would compete for the 2 cores with the launcher; sleeping measures overhead."""
+    time.sleep(seconds)
+    return seconds
+
+
+def run(quick: bool = False) -> list[Row]:
+    import joblib
+
+    from kjupyter import remote
+    from kjupyter.session import Session, _session_lock
+    import kjupyter.session as session_mod
+
+    tasks = 20 if quick else 200
+    rows = []
+    with _session_lock:
+        session_mod._session = session_mod._session or Session()
+    fn = remote(busy)
+    for duration in (0.02, 0.2):
+        items = [duration] * tasks
+        kj = timed(lambda: fn.submit_map(items, parallelism=2).result())
+        with concurrent.futures.ProcessPoolExecutor(2) as pool:
+            ppe = timed(lambda: list(pool.map(busy, items)))
+        jl = timed(lambda: joblib.Parallel(n_jobs=2)(joblib.delayed(busy)(d) for d in items))
+        target = "within 1.5x of ProcessPoolExecutor" if duration == 0.2 else "reported as measured"
+        ok = kj / ppe <= 1.5 if duration == 0.2 else None
+        rows.append(Row("local-map", f"{tasks} tasks of {duration * 1000:.0f} ms, parallelism 2", kj, "s",
+                        "ProcessPoolExecutor", ppe, target, ok))  # fmt: skip
+        rows.append(Row("local-map", f"{tasks} tasks of {duration * 1000:.0f} ms vs joblib", kj, "s", "joblib (loky)", jl))
+    return rows
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    rows = run(parser.parse_args().quick)
+    save("local_map", rows)
+    print_rows("Local map throughput", rows)

@@ -1,0 +1,75 @@
+"""Shared helpers: repeated timing, result rows, and the report table."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+RESULTS_DIR = Path(__file__).parent / "results"
+
+
+@dataclass
+class Row:
+    """One measured figure, with its alternative and target when there is one."""
+
+    benchmark: str
+    metric: str
+    kjupyter: float
+    unit: str
+    alternative: str = ""
+    alternative_value: float | None = None
+    target: str = ""
+    passed: bool | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        if self.alternative_value in (None, 0):
+            return None
+        return self.kjupyter / self.alternative_value  # type: ignore[operator]
+
+
+def median_of(fn: Callable[[], float], repeats: int) -> float:
+    return statistics.median(fn() for _ in range(repeats))
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}"
+
+
+def save(name: str, rows: list[Row]) -> Path:
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), "rows": [asdict(r) for r in rows]}, indent=1))
+    return path
+
+
+def table(rows: list[Row]) -> str:
+    lines = ["| metric | kjupyter | alternative | ratio | target | pass |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        alt = f"{r.alternative}: {r.alternative_value:.4g} {r.unit}" if r.alternative_value is not None else "-"
+        ratio = f"{r.ratio:.2f}x" if r.ratio is not None else "-"
+        ok = {True: "yes", False: "NO", None: "-"}[r.passed]
+        lines.append(f"| {r.metric} | {r.kjupyter:.4g} {r.unit} | {alt} | {ratio} | {r.target or '-'} | {ok} |")
+    return "\n".join(lines)
+
+
+def print_rows(title: str, rows: list[Row]) -> None:
+    print(f"\n### {title}\n")
+    print(table(rows))

@@ -1,0 +1,263 @@
+"""Pure builders: a run's values in, the Kubernetes objects to send out (plain dicts).
+
+No network and no globals: :func:`build` takes everything it needs as
+arguments (the run, its spec, and a :class:`Target` made from the cluster
+profile) and returns the exact objects the Kubernetes backend sends and
+``kjupyter render`` prints.
+
+One run is ONE ``batch/v1`` Job in Indexed completion mode (``completions=N``,
+``parallelism=P``), a call being a map of one. A run whose payload travels
+inline (no store) also gets a Secret holding the payload, mounted as a
+volume; the backend gives it an ownerReference to the Job once the Job
+exists, so the garbage collector removes it with the Job.
+
+The image must have kjupyter installed: the container runs
+``python -m kjupyter.runner --run <store URL of the run>`` (or
+``--inline <mounted Secret>``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kjupyter.names import label_value
+from kjupyter.spec import RunSpec, format_cpu, format_memory
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_RUN = "kjupyter.io/run"
+LABEL_SESSION = "kjupyter.io/session"
+LABEL_USER = "kjupyter.io/user"
+LABEL_KIND = "kjupyter.io/kind"
+ANNOTATION_FUNCTION = "kjupyter.io/function"
+ANNOTATION_COUNT = "kjupyter.io/count"
+ANNOTATION_STORE = "kjupyter.io/store"
+ANNOTATION_CLUSTER = "kjupyter.io/cluster"
+ANNOTATION_USER = "kjupyter.io/user"
+INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
+INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+CONTAINER = "task"
+PAYLOAD_MOUNT = "/var/run/kjupyter/payload"
+PAYLOAD_VOLUME = "kjupyter-payload"
+INLINE_LIMIT = 1024 * 1024  # bytes of payload (+ items) that may travel in a Secret
+DEFAULT_DEADLINE_S = 7 * 86400  # activeDeadlineSeconds when the run has no timeout
+# Store options whose values are credentials: never copied into a manifest.
+_SECRET_OPTION_WORDS = ("key", "secret", "token", "password", "credential", "auth")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the cluster profile contributes to every object (plain values, no I/O)."""
+
+    namespace: str = "default"
+    image: str = "python:3.11"
+    cluster: str = ""
+    service_account: str | None = None
+    image_pull_secrets: tuple[str, ...] = ()
+    secrets: tuple[str, ...] = ()
+    gpus: Mapping[str, GpuPlacement] = field(default_factory=dict)
+    ttl_after_finished: float = 86400.0
+    labels: Mapping[str, str] = field(default_factory=dict)
+    store_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GpuPlacement:
+    """Node selector and tolerations that land a pod on nodes with one GPU type."""
+
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+    resource: str = "nvidia.com/gpu"
+
+
+@dataclass(frozen=True)
+class RunObjects:
+    """The objects of one run, in the order they are created."""
+
+    job: dict[str, Any]
+    secret: dict[str, Any] | None = None
+
+    def all(self) -> list[dict[str, Any]]:
+        return [o for o in (self.secret, self.job) if o is not None]
+
+
+def job_name(run_id: str) -> str:
+    return run_id
+
+
+def secret_name(run_id: str) -> str:
+    return f"{run_id}-payload"
+
+
+def run_labels(run_id: str, *, session: str, user: str, kind: str) -> dict[str, str]:
+    return {
+        MANAGED_BY: "kjupyter",
+        LABEL_RUN: label_value(run_id),
+        LABEL_SESSION: label_value(session),
+        LABEL_USER: label_value(user) or "unknown",
+        LABEL_KIND: kind,
+    }
+
+
+def selector(**labels: str) -> str:
+    """A label selector for kjupyter's objects: ``selector(session="abc")``."""
+    keys = {"run": LABEL_RUN, "session": LABEL_SESSION, "user": LABEL_USER}
+    parts = [f"{MANAGED_BY}=kjupyter"]
+    parts += [f"{keys[k]}={label_value(v)}" for k, v in sorted(labels.items()) if v]
+    return ",".join(parts)
+
+
+def build(
+    *,
+    run_id: str,
+    kind: str,
+    spec: RunSpec,
+    target: Target,
+    count: int = 1,
+    parallelism: int | None = None,
+    user: str = "",
+    session: str = "",
+    function: str = "",
+    run_url: str | None = None,
+    inline: Mapping[str, bytes] | None = None,
+) -> RunObjects:
+    """The Job (and the payload Secret for ``inline`` data) of one run.
+
+    Exactly one of ``run_url`` (the run's folder in the store) and ``inline``
+    (file name -> bytes, mounted at :data:`PAYLOAD_MOUNT`) is given.
+    """
+    if (run_url is None) == (inline is None):
+        raise ValueError("give exactly one of run_url and inline")
+    labels = {**{k: label_value(v) for k, v in target.labels.items()}, **run_labels(run_id, session=session, user=user, kind=kind)}
+    annotations = {
+        ANNOTATION_FUNCTION: function,
+        ANNOTATION_COUNT: str(count),
+        ANNOTATION_CLUSTER: target.cluster,
+        ANNOTATION_USER: user,
+    }
+    if run_url is not None:
+        annotations[ANNOTATION_STORE] = run_url
+    args = ["--run", run_url] if run_url is not None else ["--inline", PAYLOAD_MOUNT]
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": spec.image or target.image,
+        "command": ["python", "-m", "kjupyter.runner"],
+        "args": args,
+        "env": _env(run_id, spec, target),
+        "resources": _resources(spec, target),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    secrets = list(dict.fromkeys([*target.secrets, *spec.secrets]))
+    if secrets:
+        container["envFrom"] = [{"secretRef": {"name": s}} for s in secrets]
+    pod_spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container], "enableServiceLinks": False}
+    if target.service_account:
+        pod_spec["serviceAccountName"] = target.service_account
+    if target.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": s} for s in target.image_pull_secrets]
+    placement = _placement(spec, target)
+    if placement is not None and placement.node_selector:
+        pod_spec["nodeSelector"] = dict(placement.node_selector)
+    if placement is not None and placement.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in placement.tolerations]
+    secret = None
+    if inline is not None:
+        container["volumeMounts"] = [{"name": PAYLOAD_VOLUME, "mountPath": PAYLOAD_MOUNT, "readOnly": True}]
+        pod_spec["volumes"] = [{"name": PAYLOAD_VOLUME, "secret": {"secretName": secret_name(run_id)}}]
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": secret_name(run_id), "namespace": target.namespace, "labels": dict(labels)},
+            "type": "Opaque",
+            "data": {name: base64.b64encode(data).decode() for name, data in sorted(inline.items())},
+        }
+    job_spec: dict[str, Any] = {
+        "completionMode": "Indexed",
+        "completions": count,
+        "parallelism": max(1, min(count, parallelism or count)),
+        "activeDeadlineSeconds": math.ceil(spec.timeout) if spec.timeout else DEFAULT_DEADLINE_S,
+        "ttlSecondsAfterFinished": math.ceil(target.ttl_after_finished),
+        "template": {"metadata": {"labels": dict(labels), "annotations": dict(annotations)}, "spec": pod_spec},
+    }
+    if kind == "map":  # one task's failures do not stop the others
+        job_spec["backoffLimitPerIndex"] = spec.retries
+        job_spec["backoffLimit"] = 2**31 - 1
+    else:
+        job_spec["backoffLimit"] = spec.retries
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(run_id),
+            "namespace": target.namespace,
+            "labels": labels,
+            "annotations": annotations,
+        },
+        "spec": job_spec,
+    }
+    return RunObjects(job=job, secret=secret)
+
+
+def owner_reference(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The ownerReference that makes the garbage collector delete an object with its Job."""
+    meta = job["metadata"]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": False,
+        "blockOwnerDeletion": False,
+    }
+
+
+def safe_store_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Store options without anything that looks like a credential (pods get those from secrets)."""
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if any(word in key.lower() for word in _SECRET_OPTION_WORDS):
+            continue
+        out[key] = safe_store_options(value) if isinstance(value, Mapping) else value
+    return out
+
+
+def _env(run_id: str, spec: RunSpec, target: Target) -> list[dict[str, Any]]:
+    env = [{"name": k, "value": v} for k, v in spec.env]
+    env.append({"name": "KJUPYTER_RUN_ID", "value": run_id})
+    env.append({"name": "PYTHONUNBUFFERED", "value": "1"})
+    options = safe_store_options(target.store_options)
+    if options:
+        env.append({"name": "KJUPYTER_STORE_OPTIONS", "value": json.dumps(options, sort_keys=True)})
+    return env
+
+
+def _placement(spec: RunSpec, target: Target) -> GpuPlacement | None:
+    gpu_type = spec.resources.gpu_type
+    if spec.resources.gpu and gpu_type:
+        return target.gpus.get(gpu_type)
+    if spec.resources.gpu and len(target.gpus) == 1:  # "gpu=1" on a cluster with one GPU type
+        return next(iter(target.gpus.values()))
+    return None
+
+
+def _resources(spec: RunSpec, target: Target) -> dict[str, Any]:
+    r = spec.resources
+    requests: dict[str, str] = {}
+    if r.cpu_millis is not None:
+        requests["cpu"] = format_cpu(r.cpu_millis)
+    if r.memory_bytes is not None:
+        requests["memory"] = format_memory(r.memory_bytes)
+    limits = dict(requests)  # requests equal limits: no surprise evictions, no noisy neighbours
+    if r.gpu:
+        placement = _placement(spec, target)
+        limits[placement.resource if placement else "nvidia.com/gpu"] = str(r.gpu)
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out

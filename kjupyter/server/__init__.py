@@ -1,0 +1,27 @@
+"""Jupyter server extension: REST routes under ``/kjupyter/`` for the JupyterLab extension.
+
+Enabled by ``pip install`` (``jupyter-config/server-config/jupyter_server_config.d/kjupyter.json``
+is installed as shared data). Loading it imports nothing heavy: the backends are
+created on the first request that needs them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    return [{"src": "labextension", "dest": "kjupyter"}]
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    return [{"module": "kjupyter.server"}]
+
+
+def _load_jupyter_server_extension(server_app: Any) -> None:
+    from kjupyter.server.handlers import setup_handlers
+    from kjupyter.server.service import RunService
+
+    service = RunService()
+    setup_handlers(server_app.web_app, service)
+    server_app.log.info("kjupyter: routes registered under %s", server_app.web_app.settings["base_url"] + "kjupyter/")
