@@ -21,9 +21,9 @@ def busy(seconds: float) -> float:
 def run(quick: bool = False) -> list[Row]:
     import joblib
 
+    import kjupyter.session as session_mod
     from kjupyter import remote
     from kjupyter.session import Session, _session_lock
-    import kjupyter.session as session_mod
 
     tasks = 20 if quick else 200
     rows = []
@@ -32,10 +32,10 @@ def run(quick: bool = False) -> list[Row]:
     fn = remote(busy)
     for duration in (0.02, 0.2):
         items = [duration] * tasks
-        kj = timed(lambda: fn.submit_map(items, parallelism=2).result())
+        kj = timed(lambda items=items: fn.submit_map(items, parallelism=2).result())
         with concurrent.futures.ProcessPoolExecutor(2) as pool:
-            ppe = timed(lambda: list(pool.map(busy, items)))
-        jl = timed(lambda: joblib.Parallel(n_jobs=2)(joblib.delayed(busy)(d) for d in items))
+            ppe = timed(lambda items=items: list(pool.map(busy, items)))
+        jl = timed(lambda items=items: joblib.Parallel(n_jobs=2)(joblib.delayed(busy)(d) for d in items))
         target = "within 1.5x of ProcessPoolExecutor" if duration == 0.2 else "reported as measured"
         ok = kj / ppe <= 1.5 if duration == 0.2 else None
         rows.append(Row("local-map", f"{tasks} tasks of {duration * 1000:.0f} ms, parallelism 2", kj, "s",

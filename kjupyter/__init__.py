@@ -43,10 +43,12 @@ __all__ = [
     "attach",
     "load_ipython_extension",
     "remote",
+    "whoami",
 ]  # fmt: skip
 
 if TYPE_CHECKING:
     from kjupyter.decorator import remote
+    from kjupyter.files import whoami
     from kjupyter.futures import RunFuture
 
 
@@ -55,6 +57,10 @@ def __getattr__(name: str) -> Any:
         from kjupyter.decorator import remote
 
         return remote
+    if name == "whoami":
+        from kjupyter.files import whoami
+
+        return whoami
     raise AttributeError(f"module 'kjupyter' has no attribute {name!r}")
 
 

@@ -114,6 +114,89 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile_store(session: Session, cluster: str | None) -> tuple[Any, Any]:
+    from kjupyter.store import RunStore
+
+    profile = session.config.profile(cluster)
+    return profile, RunStore(profile.store, dict(profile.store_options))
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from kjupyter import gc
+    from kjupyter.spec import parse_duration
+
+    session = _session(args)
+    profile, store = _profile_store(session, args.cluster)
+    older = parse_duration(args.older_than, "--older-than")
+    report = gc.collect(store, session.user, older, dry_run=args.dry_run, include_unfinished=args.include_unfinished)
+    for run_id in report.deleted:
+        print(f"{'would delete' if args.dry_run else 'deleted'} {store.url}/{session.user}/{run_id}")
+    print(f"{profile.name}: {report.summary(args.dry_run)}")
+    return 0
+
+
+def check_store(session: Session, cluster: str | None, *, remote: bool = False) -> list[str]:
+    """``kjupyter doctor --store``: write, read and delete a probe object, and say who we are."""
+    import secrets
+
+    from kjupyter.files import whoami
+
+    profile, store = _profile_store(session, cluster)
+    lines = [f"store of {profile.name}: {store.url}"]
+    probe = store.run(session.user, f".doctor-{secrets.token_hex(4)}")
+    probe.write_bytes("probe", b"kjupyter doctor")
+    ok = probe.read_bytes("probe") == b"kjupyter doctor"
+    probe.delete()
+    verdict = "ok" if ok else "READ BACK DIFFERENT BYTES"
+    lines.append(f"  write/read/delete under {store.url}/{session.user}/: {verdict}")
+    lines.append(f"  here: {whoami(store.url, store.options)}")
+    if remote:
+        from kjupyter.decorator import remote as remote_
+
+        who = remote_(cluster=profile.name, name="whoami")(whoami)(store.url)
+        lines.append(f"  in a pod: {who}")
+    return lines
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    session = _session(args)
+    code = 0
+    profile = session.config.profile(args.cluster)
+    if profile.backend == "kubernetes":
+        code = _doctor_kubernetes(profile)
+    elif not args.store:
+        print("kjupyter doctor: pass --store to check the run store (more checks come per backend)")
+        return 0
+    if args.store:
+        for line in check_store(session, args.cluster, remote=args.remote):
+            print(line)
+    return code
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from kjupyter.backends.kubernetes import render
+
+    session = _session(args)
+    profile = session.config.profile(args.cluster)
+    options = {k: getattr(args, k) for k in ("cpu", "memory", "gpu", "image", "timeout", "retries", "parallelism")}
+    options["secrets"] = args.secret or None
+    spec = session.spec_for(profile, {k: v for k, v in options.items() if v is not None})
+    objects = render(profile, spec, count=args.map or 1, kind="map" if args.map else "call",
+                     user=session.user, session=session.session_id, function=args.name)  # fmt: skip
+    print(json.dumps(objects if len(objects) > 1 else objects[0], indent=2))
+    return 0
+
+
+def _doctor_kubernetes(profile: Any) -> int:
+    """API server, namespace, store and RBAC (SelfSubjectAccessReview) of a kubernetes profile."""
+    from kjupyter.backends.k8s_doctor import doctor
+
+    checks = doctor(profile)
+    for check in checks:
+        print(f"[{'ok' if check.ok else 'FAIL'}] {check.name}: {check.detail}")
+    return 0 if all(c.ok for c in checks) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kjupyter", description="Run Python on Kubernetes from notebooks.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -139,6 +222,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("cancel", cmd_cancel, "cancel runs (deletes their Job and pods)")
     p.add_argument("runs", nargs="+", help="run ids")
     p.add_argument("--cluster", help="profile name")
+    p = add("gc", cmd_gc, "delete your finished runs from the store")
+    p.add_argument("--older-than", default="7d", help="only runs that finished before this long ago (default 7d)")
+    p.add_argument("--cluster", help="profile name (default: the default profile)")
+    p.add_argument("--dry-run", action="store_true", help="only print what would be deleted")
+    p.add_argument("--include-unfinished", action="store_true",
+                   help="also runs that never recorded an end (their client died)")  # fmt: skip
+    p = add("render", cmd_render, "print the exact Kubernetes objects a run would send")
+    p.add_argument("--cluster", help="profile name")
+    for opt in ("cpu", "memory", "gpu", "image", "timeout"):
+        p.add_argument(f"--{opt}")
+    p.add_argument("--retries", type=int)
+    p.add_argument("--parallelism", type=int)
+    p.add_argument("--secret", action="append", help="a Secret to mount as env (repeatable)")
+    p.add_argument("--map", type=int, metavar="N", help="render a map of N items (one Indexed Job)")
+    p.add_argument("--name", default="run", help="function name for the labels")
+    p = add("doctor", cmd_doctor, "check that kjupyter can work with a cluster profile")
+    p.add_argument("--cluster", help="profile name (default: the default profile)")
+    p.add_argument("--store", action="store_true", help="check the run store: access, and which identity is used")
+    p.add_argument("--remote", action="store_true", help="with --store: also ask a pod which identity it uses")
     return parser
 
 

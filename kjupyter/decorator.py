@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from kjupyter import views
@@ -44,6 +44,42 @@ class RemoteFunction(Generic[P, R]):
                    **options: Any) -> MapFuture:  # fmt: skip
         opts = {**self.options, **options, "parallelism": parallelism or self.options.get("parallelism")}
         return get_session().submit_map(self.fn, items, opts, return_exceptions=return_exceptions)
+
+    def map_files(self, pattern: str | Sequence[str], *, chunk_size: int = 1, parallelism: int | None = None,
+                  return_exceptions: bool = False, storage_options: Mapping[str, Any] | None = None,
+                  **options: Any) -> list[Any]:  # fmt: skip
+        """Run ``fn(url)`` for every file matching a glob URL (``"s3://bucket/raw/*.csv"``); results in URL order.
+
+        ``chunk_size=N`` hands N files to each task (fewer, longer tasks for many small files).
+        A file whose step raises comes back as a :class:`~kjupyter.files.FileError` naming
+        its URL: raised (after every file was tried) or, with ``return_exceptions=True``, in
+        its place. The glob is expanded here with ``storage_options`` (default: the cluster
+        profile's store options when the URL is on the store's protocol).
+        """
+        from kjupyter import files
+        from kjupyter.store import protocol_of
+
+        opts = {**self.options, **options, "parallelism": parallelism or self.options.get("parallelism")}
+        if storage_options is None:
+            profile = get_session().profile_for(opts)
+            first = pattern if isinstance(pattern, str) else (pattern[0] if pattern else "")
+            same = profile.store and protocol_of(profile.store) == protocol_of(first)
+            storage_options = dict(profile.store_options) if same else {}
+        urls = files.expand(pattern, storage_options)
+        if not urls:
+            return []
+        groups = files.chunks(urls, chunk_size)
+        step = files.FileStep(self.fn, chunked=chunk_size > 1)  # type: ignore[arg-type]
+        functools.update_wrapper(step, self.fn)
+        future = get_session().submit_map(step, groups, opts, return_exceptions=True)
+        results = files.flatten(urls, groups, views.wait(future))
+        error = files.first_error(results)
+        if error is not None and not return_exceptions:
+            bad = [r.path for r in results if isinstance(r, files.FileError)]
+            error.add_note(f"kjupyter: {len(bad)} of {len(urls)} file(s) failed: {', '.join(bad[:10])}"
+                           + (" ..." if len(bad) > 10 else ""))  # fmt: skip
+            raise error
+        return results
 
     def with_options(self, **options: Any) -> RemoteFunction[P, R]:
         """A copy with some options changed: ``train.with_options(gpu=2)(cfg)``."""

@@ -132,7 +132,10 @@ def build(
     """
     if (run_url is None) == (inline is None):
         raise ValueError("give exactly one of run_url and inline")
-    labels = {**{k: label_value(v) for k, v in target.labels.items()}, **run_labels(run_id, session=session, user=user, kind=kind)}
+    labels = {
+        **{k: label_value(v) for k, v in target.labels.items()},
+        **run_labels(run_id, session=session, user=user, kind=kind),
+    }
     annotations = {
         ANNOTATION_FUNCTION: function,
         ANNOTATION_COUNT: str(count),

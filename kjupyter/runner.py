@@ -105,12 +105,14 @@ class InlineChannel:
         if len(data) > INLINE_LIMIT:
             raise SerializationError(
                 f"the outcome is {len(data)} bytes, more than the {INLINE_LIMIT} bytes that can travel without a "
-                "store; configure a store for this cluster (store = \"s3://bucket/prefix\" in its profile)"
+                'store; configure a store for this cluster (store = "s3://bucket/prefix" in its profile)'
             )
         text = base64.b64encode(data).decode()
         sys.stdout.flush()
         out = sys.__stdout__ or sys.stdout
-        lines = [f"{INLINE_MARKER}out {index} {text[i : i + _INLINE_CHUNK]}" for i in range(0, len(text), _INLINE_CHUNK)]
+        lines = [
+            f"{INLINE_MARKER}out {index} {text[i : i + _INLINE_CHUNK]}" for i in range(0, len(text), _INLINE_CHUNK)
+        ]
         lines.append(f"{INLINE_MARKER}end {index} {len(data)} {hashlib.sha256(data).hexdigest()}")
         out.write("\n" + "\n".join(lines) + "\n")
         out.flush()

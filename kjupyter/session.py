@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from kjupyter import names
+from kjupyter import names, store
 from kjupyter import payload as pl
 from kjupyter.backends.base import CALL, MAP, Backend, SubmitRequest
 from kjupyter.config import Config, Profile, load_config
@@ -93,6 +93,7 @@ class Session:
             if not spec.packages
             else pl.dumps(pl.CALL, (fn, args, kwargs), packages=list(spec.packages), function=pl._qualname(fn))
         )
+        store.check_no_credentials(data, f"the call of {pl._qualname(fn)}")
         run_id = names.new_run_id(spec.name or getattr(fn, "__name__", None))
         request = self._request(run_id, CALL, spec, data, fn)
         future = RunFuture(run_id, self.backend(profile), cluster=profile.name, function=request.function)
@@ -107,8 +108,12 @@ class Session:
         count = pl.pack_items(values, blob)
         extra = {"packages": list(spec.packages)} if spec.packages else {}
         data = pl.dump_map_function(fn) if not extra else pl.dumps(pl.MAP, fn, function=pl._qualname(fn), **extra)
+        store.check_no_credentials(data, f"the function {pl._qualname(fn)}")
+        packed = blob.getvalue()
+        del blob
+        store.check_no_credentials(packed, f"the items of the map of {pl._qualname(fn)}")
         run_id = names.new_run_id(spec.name or getattr(fn, "__name__", None))
-        request = self._request(run_id, MAP, spec, data, fn, count=count, items=blob.getvalue())
+        request = self._request(run_id, MAP, spec, data, fn, count=count, items=packed)
         future = MapFuture(run_id, self.backend(profile), cluster=profile.name, items=values,
                            return_exceptions=return_exceptions, function=request.function)  # fmt: skip
         return self._start(future, request)

@@ -1,7 +1,7 @@
 """The run store: where payloads go in and results come out, through fsspec.
 
 It is the only meeting point between the client and the pods. Layout, under
-the profile's ``store`` URL::
+the profile's ``store`` URL (any fsspec URL: ``file://``, ``s3://``, ``gs://``, ...)::
 
     <store>/<user>/<run-id>/run.json          metadata: owner, created, kind, tasks, status
     <store>/<user>/<run-id>/payload.pkl       call envelope, or the map's function envelope
@@ -9,30 +9,55 @@ the profile's ``store`` URL::
     <store>/<user>/<run-id>/results/<i>.pkl   result or error envelope of task i
 
 Writes are atomic: on local disk a temporary file is renamed into place; on
-object stores (S3, GCS, ...) an object only becomes visible once complete.
+object stores an object only becomes visible once its upload completes, and a
+write that fails half-way is aborted, never published.
+
+Large objects are streamed in blocks of :data:`BLOCK_SIZE`: a write of one
+huge buffer (pickle hands a 200 MB ``bytes`` over in one call) is cut into
+blocks before it reaches the filesystem's upload buffer, and a huge read is
+assembled block by block, so neither side holds more than one extra copy.
+
+Every error of fsspec, botocore, gcsfs or aiohttp is turned into one
+:class:`~kjupyter.errors.StoreError` sentence that names the URL.
+Credentials never go through here: store options are for endpoints and
+settings, and :func:`shareable_options` strips anything secret before the
+options travel to a runner.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
+import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import fsspec
 from fsspec.spec import AbstractFileSystem
 
-from kjupyter.errors import StoreError
+from kjupyter.errors import KjupyterError, SerializationError, StoreError
 
 RUN_JSON = "run.json"
 PAYLOAD = "payload.pkl"
 ITEMS = "items.pkl"
 
+BLOCK_SIZE = 16 * 2**20  # upload part: >= S3's 5 MiB minimum part, a multiple of GCS's 256 KiB
+READ_BLOCK_SIZE = 8 * 2**20  # read block: a read-ahead fetch is two blocks, and HTTP clients copy it a few times
+
 _EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure", "abfss": "azure"}
+_PACKAGES = {"s3": "s3fs", "gcs": "gcsfs", "azure": "adlfs"}
+# Option keys that hold secrets: they must never be written to a manifest or an env var of a pod.
+_SECRET_KEYS = re.compile(
+    r"^(key|secret|token|password|session_token|access_key|secret_key|account_key|sas_token|client_secret|"
+    r"aws_access_key_id|aws_secret_access_key|aws_session_token|credentials?|connection_string)$",
+    re.IGNORECASE,
+)
+_STORE_LIBS = ("botocore", "aiobotocore", "aiohttp", "gcsfs", "google", "s3fs", "fsspec", "adlfs", "azure")
 
 
 def result_name(index: int) -> str:
@@ -46,19 +71,157 @@ def default_store_url() -> str:
     return "file://" + os.path.join(base, "runs")
 
 
-def open_fs(url: str, options: dict[str, Any] | None = None) -> tuple[AbstractFileSystem, str]:
+def protocol_of(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else "file"
+
+
+def open_fs(url: str, options: Mapping[str, Any] | None = None) -> tuple[AbstractFileSystem, str]:
     """``(filesystem, path)`` for a store URL, with a clear error when its fsspec extra is missing."""
     url = os.path.expanduser(url) if url.startswith("~") else url
     if url.startswith("file://~"):
         url = "file://" + os.path.expanduser(url[len("file://") :])
     try:
-        fs, path = fsspec.core.url_to_fs(url, **(options or {}))
-    except (ImportError, ValueError) as exc:
-        protocol = url.split("://", 1)[0] if "://" in url else "file"
-        extra = _EXTRAS.get(protocol)
-        fix = f"pip install 'kjupyter[{extra}]'" if extra else "install the fsspec implementation for it"
-        raise StoreError(f"the store {url!r} cannot be opened: {exc}. To use {protocol}:// URLs, {fix}") from None
+        fs, path = fsspec.core.url_to_fs(url, **dict(options or {}))
+    except ImportError:
+        raise missing_extra(url) from None
+    except Exception as exc:
+        raise StoreError(
+            f"the store {url} cannot be opened ({_short(exc)}); check `store` and `store_options`"
+        ) from None
     return fs, path.rstrip("/")
+
+
+def missing_extra(url: str) -> StoreError:
+    protocol = protocol_of(url)
+    extra = _EXTRAS.get(protocol)
+    if extra:
+        return StoreError(
+            f"the store {url} needs {_PACKAGES[extra]}, which is not installed: pip install 'kjupyter[{extra}]'"
+        )
+    return StoreError(f"the store {url} needs the fsspec implementation of {protocol}://, which is not installed")
+
+
+def shareable_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` without anything secret (keys, tokens, passwords), at any depth.
+
+    This is what may travel to a runner (``KJUPYTER_STORE_OPTIONS``) or into a
+    manifest; the runner gets credentials from its environment instead.
+    """
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if _SECRET_KEYS.match(str(key)):
+            continue
+        out[key] = shareable_options(value) if isinstance(value, Mapping) else value
+    return out
+
+
+# --- credentials must never be pickled --------------------------------------------------------
+
+_SECRET_ENV = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|PRIVATE_KEY|ACCESS_KEY|API_KEY|CREDENTIAL)", re.IGNORECASE)
+_MIN_SECRET_LEN = 12  # shorter values ("true", "1") would match by chance
+
+
+def local_secrets() -> dict[str, str]:
+    """Secret values of this machine: credential env vars and ``~/.aws/credentials``, by where they come from."""
+    found = {f"${name}": value for name, value in os.environ.items() if _SECRET_ENV.search(name)}
+    aws_file = os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or os.path.expanduser("~/.aws/credentials")
+    with contextlib.suppress(OSError, ValueError):
+        import configparser
+
+        parser = configparser.RawConfigParser()
+        parser.read(aws_file)
+        for section in parser.sections():
+            for key in ("aws_secret_access_key", "aws_session_token", "aws_access_key_id"):
+                if parser.has_option(section, key):
+                    found[f"{aws_file} [{section}] {key}"] = parser.get(section, key)
+    return {where: value for where, value in found.items() if len(value) >= _MIN_SECRET_LEN}
+
+
+def check_no_credentials(data: bytes | bytearray, what: str) -> None:
+    """Raise :class:`SerializationError` if ``data`` (a payload about to leave) holds a local secret."""
+    for where, value in local_secrets().items():
+        if value.encode() in data:
+            raise SerializationError(
+                f"{what} would carry the value of {where}, and credentials must never travel in a payload: read them "
+                "inside the function, and give pods credentials through the profile's service account or secrets=[...]"
+            )
+
+
+# --- streaming file wrappers --------------------------------------------------------------------
+
+
+class _BlockWriter(io.RawIOBase):
+    """Cuts big writes into blocks, so the upload buffer never holds a whole copy."""
+
+    def __init__(self, f: IO[bytes], where: tuple[str, str, AbstractFileSystem], block: int = BLOCK_SIZE) -> None:
+        super().__init__()
+        self._f, self._where, self._block = f, where, block
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        with _translated(*self._where):
+            for start in range(0, len(view), self._block):
+                self._f.write(view[start : start + self._block])
+        return len(view)
+
+    def flush(self) -> None:
+        pass  # the underlying file flushes by itself; a forced flush would commit an object store upload
+
+
+class _BlockReader(io.RawIOBase):
+    """Assembles a huge ``read(n)`` block by block, and serves ``readinto`` (pickle reads big bytes that way)."""
+
+    def __init__(self, f: IO[bytes], block: int = READ_BLOCK_SIZE) -> None:
+        super().__init__()
+        self._f, self._block = f, block
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is None or n < 0 or n <= self._block:
+            return self._f.read(-1 if n is None else n)
+        buf = bytearray(n)
+        got = self.readinto(buf)
+        if got < n:
+            del buf[got:]
+        return bytes(buf)  # the one extra copy pickle needs; ``buf`` is freed on return
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        got = 0
+        while got < len(view):
+            chunk = self._f.read(min(self._block, len(view) - got))
+            if not chunk:
+                break
+            view[got : got + len(chunk)] = chunk
+            got += len(chunk)
+        return got
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return self._f.readline() if size is None or size < 0 else self._f.readline(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+
+def _abandon(f: Any) -> None:
+    """Throw away an unfinished object-store upload, so close() cannot publish it."""
+    with contextlib.suppress(Exception):
+        f.discard()
+    with contextlib.suppress(Exception):
+        f.buffer = io.BytesIO()
+    with contextlib.suppress(Exception):
+        f.closed = True
 
 
 @dataclass
@@ -85,43 +248,46 @@ class RunDir:
     def open_write(self, name: str) -> Iterator[IO[bytes]]:
         """A binary file that appears at ``name`` only when the block ends without error."""
         target = self._full(name)
-        try:
-            if self.local:
+        if self.local:
+            with _translated(self.url, name, self.fs):
                 self.fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
-                tmp = f"{target}.tmp-{secrets.token_hex(4)}"
-                try:
-                    with self.fs.open(tmp, "wb") as f:
-                        yield f
-                    os.replace(tmp, target)  # atomic on POSIX
-                finally:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
-            else:
-                with self.fs.open(target, "wb") as f:  # object stores publish on close
+            tmp = f"{target}.tmp-{secrets.token_hex(4)}"
+            try:
+                with _translated(self.url, name, self.fs):
+                    f = self.fs.open(tmp, "wb")
+                with f:
                     yield f
-        except OSError as exc:
-            raise _wrap(exc, self.url, name) from None
+                with _translated(self.url, name, self.fs):
+                    os.replace(tmp, target)  # atomic on POSIX
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        else:
+            with _translated(self.url, name, self.fs):
+                f = self.fs.open(target, "wb", block_size=BLOCK_SIZE)
+            try:
+                yield cast(IO[bytes], _BlockWriter(f, (self.url, name, self.fs)))
+            except BaseException:
+                _abandon(f)
+                raise
+            with _translated(self.url, name, self.fs):
+                f.close()  # object stores publish on close, and only then
         self.writes.append(name)
 
     @contextlib.contextmanager
     def open_read(self, name: str) -> Iterator[IO[bytes]]:
-        try:
-            with self.fs.open(self._full(name), "rb") as f:
-                yield f
-        except (OSError, FileNotFoundError) as exc:
-            raise _wrap(exc, self.url, name) from None
+        with _translated(self.url, name, self.fs):
+            f = self.fs.open(self._full(name), "rb", **({} if self.local else {"block_size": READ_BLOCK_SIZE}))
+        with f:
+            yield f if self.local else cast(IO[bytes], _TranslatingReader(_BlockReader(f), self.url, name))
 
     def read_bytes(self, name: str, start: int | None = None, end: int | None = None) -> bytes:
-        try:
+        with _translated(self.url, name, self.fs):
             return bytes(self.fs.cat_file(self._full(name), start=start, end=end))
-        except (OSError, FileNotFoundError) as exc:
-            raise _wrap(exc, self.url, name) from None
 
     def exists(self, name: str) -> bool:
-        try:
+        with _translated(self.url, name, self.fs):
             return bool(self.fs.exists(self._full(name)))
-        except OSError as exc:
-            raise _wrap(exc, self.url, name) from None
 
     def write_json(self, name: str, value: dict[str, Any]) -> None:
         self.write_bytes(name, json.dumps(value, indent=1, sort_keys=True).encode())
@@ -137,14 +303,46 @@ class RunDir:
         return meta
 
     def delete(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        with _translated(self.url, "", self.fs), contextlib.suppress(FileNotFoundError):
             self.fs.rm(self.path, recursive=True)
+
+
+class _TranslatingReader(io.RawIOBase):
+    """A read-only file whose library errors come out as StoreError naming the URL."""
+
+    def __init__(self, f: _BlockReader, url: str, name: str) -> None:
+        super().__init__()
+        self._f, self._url, self._name = f, url, name
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int | None = -1) -> bytes:
+        with _translated(self._url, self._name):
+            return self._f.read(n)
+
+    def readinto(self, buffer: Any) -> int:
+        with _translated(self._url, self._name):
+            return self._f.readinto(buffer)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        with _translated(self._url, self._name):
+            return self._f.readline(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def seekable(self) -> bool:
+        return True
 
 
 class RunStore:
     """The store of one profile: ``<url>/<user>/<run-id>/``."""
 
-    def __init__(self, url: str | None, options: dict[str, Any] | None = None) -> None:
+    def __init__(self, url: str | None, options: Mapping[str, Any] | None = None) -> None:
         self.url = (url or default_store_url()).rstrip("/")
         self.options = dict(options or {})
         self.fs, self.root = open_fs(self.url, self.options)
@@ -153,16 +351,18 @@ class RunStore:
         return RunDir(self.fs, f"{self.root}/{user}/{run_id}", f"{self.url}/{user}/{run_id}")
 
     def run_ids(self, user: str) -> list[str]:
-        """Run ids of ``user``, newest first by name order of creation time in run.json."""
+        """Run ids of ``user``, in name order."""
         try:
-            entries = self.fs.ls(f"{self.root}/{user}", detail=False)
-        except FileNotFoundError:
-            return []
-        except OSError as exc:
-            raise _wrap(exc, self.url, user) from None
+            with _translated(self.url, user, self.fs):
+                entries = self.fs.ls(f"{self.root}/{user}", detail=False, refresh=True)
+        except StoreError:
+            if not self.bucket_exists():
+                raise
+            return []  # nobody has written here yet
         return sorted(str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries)
 
     def runs(self, user: str) -> list[dict[str, Any]]:
+        """``run.json`` of each of ``user``'s runs, newest first."""
         out = []
         for run_id in self.run_ids(user):
             rd = self.run(user, run_id)
@@ -170,8 +370,14 @@ class RunStore:
                 out.append(rd.read_json(RUN_JSON))
         return sorted(out, key=lambda m: m.get("created", 0), reverse=True)
 
+    def bucket_exists(self) -> bool:
+        with _translated(self.url, ""):
+            if "file" in _protocols(self.fs):
+                return True
+            return bool(self.fs.exists(self.root.split("/", 1)[0]))
 
-def open_run_dir(url: str, options: dict[str, Any] | None = None) -> RunDir:
+
+def open_run_dir(url: str, options: Mapping[str, Any] | None = None) -> RunDir:
     """The runner's view: a run folder given by its full URL."""
     fs, path = open_fs(url, options)
     return RunDir(fs, path, url)
@@ -182,13 +388,69 @@ def _protocols(fs: AbstractFileSystem) -> tuple[str, ...]:
     return (proto,) if isinstance(proto, str) else tuple(proto)
 
 
-def _wrap(exc: BaseException, url: str, name: str) -> StoreError:
-    where = f"{url}/{name}"
+@contextlib.contextmanager
+def _translated(url: str, name: str, fs: AbstractFileSystem | None = None) -> Iterator[None]:
+    """Turn the errors of fsspec and the cloud libraries into one StoreError naming the URL.
+
+    With ``fs``, a "not found" on an object store checks whether the whole bucket is missing.
+    """
+    try:
+        yield
+    except KjupyterError:
+        raise
+    except ImportError:
+        raise missing_extra(url) from None
+    except Exception as exc:
+        if isinstance(exc, OSError) or type(exc).__module__.split(".")[0] in _STORE_LIBS:
+            where = f"{url}/{name}".rstrip("/")
+            if isinstance(exc, FileNotFoundError) and fs is not None and not _bucket_exists(fs, url):
+                where_bucket = f"{protocol_of(url)}://{_bucket(url)}"
+                raise StoreError(
+                    f"the bucket {where_bucket} of {where} does not exist: create it, or fix `store` in the cluster profile"
+                ) from None
+            raise store_error(exc, where) from None
+        raise
+
+
+def _bucket(url: str) -> str:
+    return url.split("://", 1)[-1].split("/", 1)[0]
+
+
+def _bucket_exists(fs: AbstractFileSystem, url: str) -> bool:
+    if "file" in _protocols(fs) or "://" not in url:
+        return True
+    try:
+        return bool(fs.exists(_bucket(url)))
+    except Exception:
+        return True  # cannot tell: report the original error
+
+
+def store_error(exc: BaseException, where: str) -> StoreError:
+    """One sentence that says what went wrong at ``where`` and what to do about it."""
+    text = f"{type(exc).__name__} {exc}"
+    lowered = text.lower()
+    if "nosuchbucket" in lowered or "bucket does not exist" in lowered or "bucket not found" in lowered:
+        return StoreError(f"the bucket of {where} does not exist: create it, or fix `store` in the cluster profile")
+    if isinstance(exc, PermissionError) or "403" in text or "accessdenied" in lowered or "forbidden" in lowered:
+        return StoreError(
+            f"access to {where} was denied (403): the identity in use (see `kjupyter doctor --store`) "
+            "lacks permission; check the credentials, or the profile's service account"
+        )
+    if "nocredentials" in lowered or "unable to locate credentials" in lowered:
+        return StoreError(
+            f"no credentials were found for {where}: set them in the environment, or give the pod a service "
+            "account or secrets=[...]"
+        )
     if isinstance(exc, FileNotFoundError):
-        return StoreError(f"{where} does not exist (the bucket or the run may be missing)")
-    if isinstance(exc, PermissionError):
-        return StoreError(f"access to {where} was denied (403): check the credentials or service account")
-    return StoreError(f"store error at {where}: {type(exc).__name__}: {exc}")
+        return StoreError(f"{where} does not exist (the run may have been deleted, or never written)")
+    if isinstance(exc, ConnectionError) or "connect" in lowered or "endpoint" in lowered:
+        return StoreError(f"the store at {where} cannot be reached ({_short(exc)}); check its endpoint and network")
+    return StoreError(f"the store failed at {where}: {_short(exc)}")
+
+
+def _short(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip().splitlines()[0] if str(exc) else type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def now() -> float:

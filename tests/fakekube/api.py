@@ -8,9 +8,11 @@ Used by the HTTP server, by the controllers and by the Python test API alike.
 from __future__ import annotations
 
 import base64
+import builtins
 import json
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from . import errors
 from .defaults import apply_defaults
@@ -77,7 +79,7 @@ class Api:
         for _attempt in range(8):
             if not meta.get("name") and prefix:
                 meta["name"] = generate_name(prefix)
-            attempt = deep(obj)
+            attempt: Obj = deep(obj)
             attempt["metadata"]["uid"] = new_uid()
             if validate:
                 validate_object(res, attempt, self.k8s_version, schema=False)
@@ -158,7 +160,7 @@ class Api:
 
     def _merge_update(self, res: Resource, current: Obj, body: Obj, subresource: str | None) -> Obj:
         if subresource == "status":
-            new = deep(current)
+            new: Obj = deep(current)
             new["status"] = body.get("status", {})
             return new
         if subresource is not None:
@@ -166,7 +168,7 @@ class Api:
         body.setdefault("apiVersion", current.get("apiVersion"))
         body.setdefault("kind", current.get("kind"))
         meta = body.setdefault("metadata", {})
-        for k in _SERVER_META + ("name", "namespace"):
+        for k in (*_SERVER_META, "name", "namespace"):
             if k in current["metadata"]:
                 meta[k] = current["metadata"][k]
             else:
@@ -215,9 +217,9 @@ class Api:
     # -- delete -------------------------------------------------------------------------
     def delete(self, res: Resource, namespace: str | None, name: str, *, grace: int | None = None,
                propagation: str | None = None, uid: str | None = None, rv: str | None = None,
-               ) -> tuple[Obj, list[str]]:
+               ) -> tuple[Obj, builtins.list[str]]:
         """Returns (response body, warnings)."""
-        warnings: list[str] = []
+        warnings: builtins.list[str] = []
         with self.store.lock:
             current = self.get(res, namespace, name)
             meta = current["metadata"]
@@ -264,8 +266,8 @@ class Api:
                 return removed, warnings
             return errors.success_status(res, name, meta["uid"]), warnings
 
-    def delete_collection(self, res: Resource, namespace: str | None, labels: list[Requirement],
-                          fields: list[FieldRequirement], grace: int | None, propagation: str | None) -> Obj:
+    def delete_collection(self, res: Resource, namespace: str | None, labels: builtins.list[Requirement],
+                          fields: builtins.list[FieldRequirement], grace: int | None, propagation: str | None) -> Obj:
         body = self.list(res, namespace, labels, fields)
         for item in body["items"]:
             try:

@@ -10,9 +10,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from . import validate
 from .api import Api
@@ -84,7 +85,7 @@ class FakeCluster:
         self._httpd: HTTPServer | None = None
         self._serve_thread: threading.Thread | None = None
         self.port = o.port
-        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] + list(o.namespaces):
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease", *o.namespaces]:
             self.add_namespace(ns)
         for spec in o.nodes:
             self.add_node(spec)
@@ -144,7 +145,7 @@ class FakeCluster:
         for client in self._clients:
             try:
                 client.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
         if self._own_workdir and self.options.workdir:
             shutil.rmtree(self.options.workdir, ignore_errors=True)

@@ -9,7 +9,8 @@ import logging
 import threading
 import time
 import traceback
-from typing import TYPE_CHECKING, Any, Hashable
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any
 
 from .store import Change
 
@@ -56,7 +57,7 @@ class Controller:
     def _on_change(self, change: Change) -> None:
         try:
             self.on_change(change)
-        except Exception:  # noqa: BLE001 - never break the store
+        except Exception:
             self.cluster.record_error(self.name, traceback.format_exc())
 
     def on_change(self, change: Change) -> None:
@@ -86,7 +87,7 @@ class Controller:
                 return
             try:
                 self.reconcile(key)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 if not self._stopped:
                     self.cluster.record_error(self.name, traceback.format_exc())
                     log.exception("fakekube %s failed on %r", self.name, key)

@@ -68,12 +68,12 @@ def resolve(method: str, path: str, query: dict[str, str]) -> RequestInfo:
         if len(parts) < 3:
             info.verb = "get"
             return info
-        group, version, rest = "", parts[1], parts[2:]
+        group, rest = "", parts[2:]
     else:
         if len(parts) < 4:
             info.verb = "get"
             return info
-        group, version, rest = parts[1], parts[2], parts[3:]
+        group, rest = parts[1], parts[3:]
     info.resource_request = True
     info.group = group
     if rest[0] == "namespaces" and len(rest) > 1:

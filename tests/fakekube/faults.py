@@ -68,9 +68,7 @@ class Rule:
             return False
         if self.verb is not None and self.verb != info.verb:
             return False
-        if self.resource is not None and not _resource_match(self.resource, info):
-            return False
-        return True
+        return self.resource is None or _resource_match(self.resource, info)
 
 
 def _resource_match(pattern: str, info: RequestInfo) -> bool:

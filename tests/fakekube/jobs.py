@@ -13,8 +13,18 @@ from .controller import Controller
 from .errors import ApiError
 from .resources import JOBS, PODS
 from .store import Change
-from .util import (Obj, compress_indexes, condition, condition_true, deep, get_path, now_iso, parse_indexes,
-                   parse_time, set_condition)
+from .util import (
+    Obj,
+    compress_indexes,
+    condition,
+    condition_true,
+    deep,
+    get_path,
+    now_iso,
+    parse_indexes,
+    parse_time,
+    set_condition,
+)
 
 if TYPE_CHECKING:
     from .cluster import FakeCluster
@@ -66,6 +76,8 @@ class JobController(Controller):
             ref = controller_of(change.obj)
             if ref and ref.get("kind") == "Job":
                 self.enqueue((meta["namespace"], ref["name"]))
+            elif change.type != "DELETED" and TRACKING in (meta.get("finalizers") or []):
+                self.enqueue(("orphan-pod", meta["namespace"], meta["name"]))   # its Job was orphaned away
 
     def _event(self, job: Obj, reason: str, message: str, type: str = "Normal") -> None:
         self.cluster.events.record(job, reason, message, component="job-controller", type=type)
@@ -88,6 +100,11 @@ class JobController(Controller):
         self._event(job, "SuccessfulDelete", f"Deleted pod: {pod['metadata']['name']}")
 
     def reconcile(self, key: Any) -> None:
+        if key[0] == "orphan-pod":
+            pod = self.store.get(PODS.key, key[1], key[2])
+            if pod is not None and controller_of(pod) is None:
+                self._remove_finalizer(pod)
+            return
         ns, name = key
         job = self.store.get(JOBS.key, ns, name)
         all_pods, _ = self.store.list(PODS.key, ns)
@@ -244,7 +261,7 @@ class JobController(Controller):
         fails, last = self._last_failure.get(uid, (0, 0.0))
         base = self.cluster.options.job_backoff
         if fails and base > 0:
-            wait = last + min(base * 2 ** (fails - 1), 360.0) - time.monotonic()
+            wait: float = last + min(base * 2 ** (fails - 1), 360.0) - time.monotonic()
             if wait > 0:
                 return wait if requeue is None else min(wait, requeue)
         replace_when_failed = spec.get("podReplacementPolicy") == "Failed"

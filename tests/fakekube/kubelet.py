@@ -11,14 +11,15 @@ import signal
 import subprocess
 import threading
 import time
-import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import podenv
 from .controller import Controller
+from .images import ImagePuller
 from .nodes import node_ip
-from .podstatus import ContainerRun, PodRun, normalize_image
+from .oom import OomMonitor
+from .podstatus import ContainerRun, PodRun
 from .resources import CONFIGMAPS, NODES, PODS, SECRETS
 from .store import Change
 from .util import Obj, get_path, now_iso, parse_quantity, random_suffix
@@ -40,13 +41,12 @@ class Kubelet(Controller):
         self.runs: dict[tuple[str, str], PodRun] = {}
         self.lock = threading.RLock()
         self._ip = 0
-        self._node_images: dict[str, set[str]] = {}
-        self._oom_stop = threading.Event()
-        self._oom_thread = threading.Thread(target=self._oom_loop, name="fakekube-oom", daemon=True)
+        self.images = ImagePuller(self)
+        self.oom = OomMonitor(self)
 
     def start(self) -> None:
         super().start()
-        self._oom_thread.start()
+        self.oom.start()
 
     # -- feed ---------------------------------------------------------------------------
     def on_change(self, change: Change) -> None:
@@ -95,7 +95,7 @@ class Kubelet(Controller):
 
     def _new_run(self, pod: Obj) -> PodRun:
         meta, spec = pod["metadata"], pod["spec"]
-        root = Path(self.opts.workdir) / "pods" / f"{meta['namespace']}_{meta['name']}_{meta['uid'][:8]}"
+        root = Path(self.opts.workdir or ".") / "pods" / f"{meta['namespace']}_{meta['name']}_{meta['uid'][:8]}"
         root.mkdir(parents=True, exist_ok=True)
 
         def crun(c: Obj, init: bool) -> ContainerRun:
@@ -114,7 +114,7 @@ class Kubelet(Controller):
             c.reason = "PodInitializing"
         return run
 
-    def _event(self, pod: Obj, run: PodRun, reason: str, message: str, c: ContainerRun | None = None,
+    def event(self, pod: Obj, run: PodRun, reason: str, message: str, c: ContainerRun | None = None,
                type: str = "Normal") -> None:
         self.cluster.events.record(pod, reason, message, component="kubelet", host=run.node, type=type,
                                    field_path=c.field_path if c else None)
@@ -133,7 +133,7 @@ class Kubelet(Controller):
                 run.volumes = podenv.materialise_volumes(self._view(pod, run), run.root, self.store.get,
                                                          self._alloc(run))
             except podenv.MountError as e:
-                self._event(pod, run, "FailedMount", str(e), type="Warning")
+                self.event(pod, run, "FailedMount", str(e), type="Warning")
                 self._write(pod, run)
                 self.enqueue((run.namespace, run.name), 1.0)
                 return
@@ -170,7 +170,7 @@ class Kubelet(Controller):
             delay = int(10 * 2 ** c.restart_count)
             c.message = f"back-off {delay}s restarting failed container={c.name} pod={run.name}_{run.namespace}" \
                         f"({run.uid})"
-            self._event(pod, run, "BackOff", f"Back-off restarting failed container {c.name} in pod "
+            self.event(pod, run, "BackOff", f"Back-off restarting failed container {c.name} in pod "
                         f"{run.name}_{run.namespace}({run.uid})", c, "Warning")
             c.last_state = {"terminated": dict(c.terminated or {})}
             c.previous_log, c.log = c.log, type(c.log)()
@@ -182,50 +182,6 @@ class Kubelet(Controller):
             self.enqueue((run.namespace, run.name), c.restart_at - now)
 
     # -- starting containers ------------------------------------------------------------
-    def _pull(self, pod: Obj, run: PodRun, c: ContainerRun) -> bool:
-        now = time.monotonic()
-        image = c.spec["image"]
-        key = (run.namespace, run.name)
-        if c.pull_state and now < c.pull_next:
-            self.enqueue(key, c.pull_next - now)
-            return False
-        if c.pull_state == "ErrImagePull":
-            c.pull_state = c.reason = "ImagePullBackOff"
-            c.message = f'Back-off pulling image "{image}"'
-            self._event(pod, run, "BackOff", c.message, c)
-            self._event(pod, run, "Failed", "Error: ImagePullBackOff", c, "Warning")
-            c.pull_next = now + min(self.opts.image_pull_backoff * 2 ** c.pull_failures, 5.0)
-            self.enqueue(key, c.pull_next - now)
-            return False
-        present = image in self._node_images.setdefault(run.node, set())
-        policy = c.spec.get("imagePullPolicy", "IfNotPresent")
-        if present and policy != "Always":
-            self._event(pod, run, "Pulled", f'Container image "{image}" already present on machine', c)
-        elif policy == "Never":
-            c.reason = "ErrImageNeverPull"
-            c.message = f'Container image "{image}" is not present with pull policy of Never'
-            self._event(pod, run, "Failed", c.message, c, "Warning")
-            self._event(pod, run, "Failed", "Error: ErrImageNeverPull", c, "Warning")
-            return False
-        else:
-            self._event(pod, run, "Pulling", f'Pulling image "{image}"', c)
-            if not self.cluster.image_exists(image):
-                ref = normalize_image(image)
-                c.pull_failures += 1
-                c.pull_state = c.reason = "ErrImagePull"
-                c.message = (f'rpc error: code = NotFound desc = failed to pull and unpack image "{ref}": failed to '
-                             f'resolve reference "{ref}": {ref}: not found')
-                self._event(pod, run, "Failed", f'Failed to pull image "{image}": {c.message}', c, "Warning")
-                self._event(pod, run, "Failed", "Error: ErrImagePull", c, "Warning")
-                c.pull_next = now + self.opts.image_pull_delay
-                self.enqueue(key, self.opts.image_pull_delay)
-                return False
-            self._node_images[run.node].add(image)
-            self._event(pod, run, "Pulled", f'Successfully pulled image "{image}" in 12ms (12ms including '
-                        "waiting). Image size: 1048576 bytes.", c)
-        c.image_ok, c.pull_state, c.message = True, "", None
-        return True
-
     def _view(self, pod: Obj, run: PodRun) -> Obj:
         """The pod as the downward API sees it (IPs are known before containers start)."""
         view = dict(pod)
@@ -234,7 +190,8 @@ class Kubelet(Controller):
         return view
 
     def _alloc(self, run: PodRun) -> dict[str, str]:
-        return get_path(self.store.get(NODES.key, "", run.node), "status", "allocatable", default={})
+        alloc: dict[str, str] = get_path(self.store.get(NODES.key, "", run.node), "status", "allocatable", default={})
+        return alloc
 
     def base_env(self, pod: Obj, run: PodRun) -> dict[str, str]:
         env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
@@ -252,13 +209,13 @@ class Kubelet(Controller):
     def _try_start(self, pod: Obj, run: PodRun, c: ContainerRun) -> None:
         if c.restart_at:
             return
-        if not c.image_ok and not self._pull(pod, run, c):
+        if not c.image_ok and not self.images.pull(pod, run, c):
             return
         try:
             env = podenv.container_env(self._view(pod, run), c.spec, self.store.get, self._alloc(run))
         except podenv.ConfigError as e:
             c.reason, c.message = "CreateContainerConfigError", str(e)
-            self._event(pod, run, "Failed", f"Error: {e}", c, "Warning")
+            self.event(pod, run, "Failed", f"Error: {e}", c, "Warning")
             self.enqueue((run.namespace, run.name), 1.0)
             return
         assert run.volumes is not None and c.termination_file is not None
@@ -273,7 +230,7 @@ class Kubelet(Controller):
             os.makedirs(cwd, exist_ok=True)
         (run.root / "tmp").mkdir(exist_ok=True)
         c.container_id = "containerd://" + "".join(random_suffix(8) for _ in range(8))[:64]
-        self._event(pod, run, "Created", f"Created container: {c.name}", c)
+        self.event(pod, run, "Created", f"Created container: {c.name}", c)
         c.started_at = now_iso()
         try:
             proc = subprocess.Popen(argv, env=full_env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -285,11 +242,11 @@ class Kubelet(Controller):
             c.terminated = {"exitCode": 128, "reason": "StartError", "message": msg, "startedAt": "1970-01-01T00:00:00Z",
                             "finishedAt": now_iso(), "containerID": c.container_id}
             c.log.close()
-            self._event(pod, run, "Failed", f"Error: {msg}", c, "Warning")
+            self.event(pod, run, "Failed", f"Error: {msg}", c, "Warning")
             return
         c.proc, c.state, c.reason, c.message = proc, "running", "", None
         self.cluster.pids.add(proc.pid)
-        self._event(pod, run, "Started", f"Started container {c.name}", c)
+        self.event(pod, run, "Started", f"Started container {c.name}", c)
         reader = threading.Thread(target=self._read, args=(c, proc), daemon=True, name=f"fakekube-log-{c.name}")
         waiter = threading.Thread(target=self._wait, args=((run.namespace, run.name), c, proc, reader), daemon=True,
                                   name=f"fakekube-wait-{c.name}")
@@ -310,7 +267,7 @@ class Kubelet(Controller):
     def _wait(self, key: tuple[str, str], c: ContainerRun, proc: subprocess.Popen[bytes],
               reader: threading.Thread) -> None:
         rc = proc.wait()
-        self._killpg(proc.pid, signal.SIGKILL)   # PID 1 exited: the whole "container" goes
+        self.killpg(proc.pid, signal.SIGKILL)   # PID 1 exited: the whole "container" goes
         reader.join(timeout=2)
         if proc.stdout:
             proc.stdout.close()
@@ -320,7 +277,7 @@ class Kubelet(Controller):
         self.enqueue(key)
 
     @staticmethod
-    def _killpg(pid: int, sig: int) -> None:
+    def killpg(pid: int, sig: int) -> None:
         try:
             os.killpg(pid, sig)
         except (ProcessLookupError, PermissionError):
@@ -354,14 +311,14 @@ class Kubelet(Controller):
             run.killing = True
             run.kill_deadline = now + grace
             for c in running:
-                self._event(pod, run, "Killing", f"Stopping container {c.name}", c)
+                self.event(pod, run, "Killing", f"Stopping container {c.name}", c)
                 if c.proc is not None:
-                    self._killpg(c.proc.pid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
+                    self.killpg(c.proc.pid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
         elif running and now >= run.kill_deadline and not run.sigkill_sent:
             run.sigkill_sent = True
             for c in running:
                 if c.proc is not None:
-                    self._killpg(c.proc.pid, signal.SIGKILL)
+                    self.killpg(c.proc.pid, signal.SIGKILL)
         if running:
             if not run.sigkill_sent:
                 self.enqueue(key, max(0.0, run.kill_deadline - now))
@@ -378,7 +335,7 @@ class Kubelet(Controller):
     def _discard(self, key: tuple[str, str], run: PodRun) -> None:
         for c in run.containers:
             if c.state == "running" and c.proc is not None:
-                self._killpg(c.proc.pid, signal.SIGKILL)
+                self.killpg(c.proc.pid, signal.SIGKILL)
             c.log.close()
         self.runs.pop(key, None)
         shutil.rmtree(run.root, ignore_errors=True)
@@ -392,7 +349,7 @@ class Kubelet(Controller):
                     run.lost = True
                     for c in run.containers:
                         if c.state == "running" and c.proc is not None:
-                            self._killpg(c.proc.pid, signal.SIGKILL)
+                            self.killpg(c.proc.pid, signal.SIGKILL)
                     lost.append(run)
         return lost
 
@@ -401,33 +358,11 @@ class Kubelet(Controller):
             run = self.runs.get((namespace, name))
             return run if run is not None and run.uid == uid else None
 
-    # -- OOM ----------------------------------------------------------------------------
-    def _oom_loop(self) -> None:
-        import psutil
-
-        while not self._oom_stop.wait(self.opts.oom_interval):
-            with self.lock:
-                watched = [c for run in self.runs.values() for c in run.containers
-                           if c.state == "running" and c.memory_limit and c.proc is not None and c.exit_code is None]
-            for c in watched:
-                assert c.proc is not None and c.memory_limit is not None
-                try:
-                    root = psutil.Process(c.proc.pid)
-                    rss = sum(p.memory_info().rss for p in [root] + root.children(recursive=True))
-                except psutil.Error:
-                    continue
-                except Exception:  # noqa: BLE001
-                    self.cluster.record_error("oom", traceback.format_exc())
-                    continue
-                if rss > c.memory_limit:
-                    c.oom = True
-                    self._killpg(c.proc.pid, signal.SIGKILL)
-
     def stop(self) -> None:
-        self._oom_stop.set()
+        self.oom.stop()
         super().stop()
         with self.lock:
             for key, run in list(self.runs.items()):
                 self._discard(key, run)
         for pid in list(self.cluster.pids):
-            self._killpg(pid, signal.SIGKILL)
+            self.killpg(pid, signal.SIGKILL)

@@ -9,7 +9,8 @@ Use from a conftest with `pytest_plugins = ["tests.fakekube.plugin"]` (root conf
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 

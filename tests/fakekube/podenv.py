@@ -15,8 +15,8 @@ import os
 import re
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .resources import CONFIGMAPS, SECRETS
 from .util import Obj, get_path, parse_quantity
@@ -53,7 +53,8 @@ def field_ref(pod: Obj, path: str) -> str:
 
 def resource_ref(pod: Obj, ref: Obj, default_container: str, node_alloc: dict[str, str]) -> str:
     cname = ref.get("containerName") or default_container
-    container = next((c for c in get_path(pod, "spec", "containers", default=[]) if c.get("name") == cname), {})
+    containers: list[Obj] = get_path(pod, "spec", "containers", default=[])
+    container: Obj = next((c for c in containers if c.get("name") == cname), {})
     kind, _, res = str(ref.get("resource", "")).partition(".")
     value = get_path(container, "resources", kind, res, default=None)
     if value is None and kind == "requests":

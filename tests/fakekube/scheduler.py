@@ -52,10 +52,10 @@ def pod_requests(pod: Obj) -> dict[str, Fraction]:
         merged.update(res.get("requests") or {})   # limits count as requests when requests are absent
         return {k: parse_quantity(v) for k, v in merged.items()}
 
-    total: Counter[str] = Counter()
+    out: dict[str, Fraction] = {}
     for c in spec.get("containers") or []:
-        total.update(reqs(c))
-    out: dict[str, Fraction] = dict(total)
+        for k, v in reqs(c).items():
+            out[k] = out.get(k, Fraction(0)) + v
     for c in spec.get("initContainers") or []:
         for k, v in reqs(c).items():
             out[k] = max(out.get(k, Fraction(0)), v)

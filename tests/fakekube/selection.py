@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .errors import bad_request
 from .resources import Resource
@@ -145,10 +146,7 @@ _SPECIAL: dict[str, Callable[[Obj], Any]] = {
 
 
 def field_value(obj: Obj, field: str) -> str:
-    if field in _SPECIAL:
-        value = _SPECIAL[field](obj)
-    else:
-        value = get_path(obj, *field.split("."), default="")
+    value = _SPECIAL[field](obj) if field in _SPECIAL else get_path(obj, *field.split("."), default="")
     return str(value)
 
 

@@ -60,10 +60,10 @@ class Handler(BaseHTTPRequestHandler):
     server: HTTPServer
     server_version = "fakekube"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.dispatch()
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
@@ -148,9 +148,9 @@ class Handler(BaseHTTPRequestHandler):
             if not body_read and self.command in ("POST", "PUT", "PATCH", "DELETE"):
                 self._drain()
             self.send_error_status(e)
-        except (BrokenPipeError, ConnectionResetError, socket.timeout, OSError):
+        except (TimeoutError, BrokenPipeError, ConnectionResetError, OSError):
             self.close_connection = True
-        except Exception:  # noqa: BLE001
+        except Exception:
             self.cluster.record_error("server", traceback.format_exc())
             self.send_error_status(errors.internal_error(traceback.format_exc().splitlines()[-1]))
 
@@ -258,7 +258,7 @@ class Handler(BaseHTTPRequestHandler):
             pre = (body or {}).get("preconditions") or {}
             result, warnings = api.delete(res, ns, info.name, grace=grace, propagation=prop,
                                           uid=pre.get("uid"), rv=pre.get("resourceVersion"))
-            self.send_json(200, result, {"Warning": w for w in warnings} if warnings else None)
+            self.send_json(200, result, {"Warning": warnings[0]} if warnings else None)
         else:
             raise errors.method_not_allowed()
 
@@ -275,7 +275,7 @@ class Handler(BaseHTTPRequestHandler):
     def _access_review(self, body: Any) -> Obj:
         if not isinstance(body, dict):
             raise errors.bad_request("the body of the request was in an unknown format")
-        review = json.loads(json.dumps(body))
+        review: Obj = json.loads(json.dumps(body))
         review.setdefault("apiVersion", "authorization.k8s.io/v1")
         review.setdefault("kind", "SelfSubjectAccessReview")
         review.setdefault("metadata", {})["creationTimestamp"] = None

@@ -8,11 +8,13 @@ validation, finalizers); `api.py` does. Every object handed out is a deep copy.
 
 from __future__ import annotations
 
+import builtins
 import queue
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .util import Obj, deep, new_uid, now_iso
 
@@ -141,7 +143,7 @@ class Store:
                      if namespace is None or ns == namespace]
             return items, self._rv
 
-    def all_objects(self) -> list[tuple[str, Obj]]:
+    def all_objects(self) -> builtins.list[tuple[str, Obj]]:
         with self.lock:
             return [(res, deep(o)) for res, objs in self._objects.items() for o in objs.values()]
 
@@ -208,7 +210,8 @@ class Store:
             return final
 
     # -- watches ----------------------------------------------------------
-    def watch(self, resource: str, namespace: str | None, since: int | None) -> tuple[Watcher, list[Change]]:
+    def watch(self, resource: str, namespace: str | None, since: int | None,
+              ) -> tuple[Watcher, builtins.list[Change]]:
         """Register a watcher. since=None: synthetic ADDED for the current state first.
 
         Otherwise the changes after `since` still in the window are replayed, or TooOld is raised.

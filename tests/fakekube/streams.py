@@ -79,7 +79,7 @@ def serve_watch(h: Handler, res: Resource, ns: str | None, labels: list[Requirem
         if drop is not None and drop.after_events == 0:
             _drop(h, drop.clean)
             return
-        pending = list(initial)
+        pending: list[Change] = list(initial)
         while True:
             if stopping.is_set() or cluster.stopped:
                 h.abort()
@@ -88,9 +88,8 @@ def serve_watch(h: Handler, res: Resource, ns: str | None, labels: list[Requirem
             if deadline is not None and now >= deadline:
                 h.end_chunked()
                 return
-            if pending:
-                change: Change | None = pending.pop(0)
-            else:
+            change = pending.pop(0) if pending else None
+            if change is None:
                 wait = min(0.25, next_bookmark - now if bookmarks else 0.25)
                 if deadline is not None:
                     wait = min(wait, deadline - now)

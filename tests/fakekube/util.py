@@ -9,9 +9,10 @@ import random
 import re
 import uuid
 from fractions import Fraction
-from typing import Any
+from typing import Any, TypeVar
 
 Obj = dict[str, Any]
+T = TypeVar("T")
 
 # Alphabet of the real apiserver's generateName / rand.String (no vowels, no 0/1/3).
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
@@ -20,24 +21,24 @@ _MAX_GENERATED_PREFIX = 63 - 5
 
 def now_iso() -> str:
     """RFC 3339 second precision, the format of metadata timestamps."""
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def iso_micro(ts: float | None = None) -> str:
     """RFC 3339 with microseconds (MicroTime, used by event.eventTime)."""
-    d = _dt.datetime.fromtimestamp(ts, _dt.timezone.utc) if ts is not None else _dt.datetime.now(_dt.timezone.utc)
+    d = _dt.datetime.fromtimestamp(ts, _dt.UTC) if ts is not None else _dt.datetime.now(_dt.UTC)
     return d.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def iso_nano(ts: float) -> str:
     """RFC 3339 with nanoseconds, as in `kubectl logs --timestamps`."""
-    d = _dt.datetime.fromtimestamp(ts, _dt.timezone.utc)
-    nanos = int(round((ts % 1) * 1e9)) % 1_000_000_000
+    d = _dt.datetime.fromtimestamp(ts, _dt.UTC)
+    nanos = round((ts % 1) * 1e9) % 1_000_000_000
     return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{nanos:09d}Z"
 
 
 def iso_seconds(ts: float) -> str:
-    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _dt.datetime.fromtimestamp(ts, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_time(value: str) -> float:
@@ -65,7 +66,7 @@ def generate_name(prefix: str) -> str:
     return prefix[:_MAX_GENERATED_PREFIX] + random_suffix()
 
 
-def deep(obj: Any) -> Any:
+def deep(obj: T) -> T:
     return copy.deepcopy(obj)
 
 

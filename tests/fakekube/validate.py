@@ -33,7 +33,7 @@ def warm_up(version: str) -> None:
     def run() -> None:
         try:
             schema_errors({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}, version)
-        except Exception:  # noqa: BLE001 - only a warm-up
+        except Exception:
             pass
 
     threading.Thread(target=run, name="fakekube-validate-warmup", daemon=True).start()

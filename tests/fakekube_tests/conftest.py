@@ -19,17 +19,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture
-def k8s(fake_cluster: FakeCluster) -> Any:
-    """Typed API objects on the fake cluster: k8s.core, k8s.batch, k8s.authz, k8s.client."""
+def k8s(request: pytest.FixtureRequest) -> Any:
+    """Typed API objects on the `fake_cluster`: k8s.core, k8s.batch, k8s.authz, k8s.raw, k8s.cluster."""
     from kubernetes import client  # type: ignore[import-untyped]
 
-    api_client = fake_cluster.api_client()
+    the_cluster: FakeCluster = request.getfixturevalue("fake_cluster")
+    api_client = the_cluster.api_client()
 
     class Apis:
         core = client.CoreV1Api(api_client)
         batch = client.BatchV1Api(api_client)
         authz = client.AuthorizationV1Api(api_client)
         raw = api_client
-        cluster = fake_cluster
+        cluster = the_cluster
 
     return Apis

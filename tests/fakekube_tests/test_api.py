@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ def test_startup_is_fast_and_version_matches(make_fake_cluster: Any) -> None:
 
     version = client.VersionApi(cluster.api_client()).get_code()
     assert (version.git_version, version.major, version.minor) == ("v1.31.4", "1", "31")
-    assert cluster.kubeconfig_path and open(cluster.kubeconfig_path).read().count(cluster.token) == 1
+    assert Path(cluster.kubeconfig_path).read_text().count(cluster.token) == 1
 
 
 def test_discovery_documents(fake_cluster: FakeCluster) -> None:
@@ -180,3 +181,15 @@ def test_request_log(fake_cluster: FakeCluster, k8s: Any) -> None:
     assert (rec.method, rec.namespace, rec.group, rec.status) == ("POST", "default", "batch", 201)
     fake_cluster.clear_requests()
     assert fake_cluster.requests() == []
+
+
+def test_deletecollection_and_cluster_scoped_lists(fake_cluster: FakeCluster, k8s: Any) -> None:
+    fake_cluster.add_namespace("team")
+    k8s.batch.create_namespaced_job("default", job("j1", suspend=True))
+    k8s.batch.create_namespaced_job("team", job("j2", suspend=True))
+    assert sorted(j.metadata.name for j in k8s.batch.list_job_for_all_namespaces().items) == ["j1", "j2"]
+    for i in range(3):
+        k8s.core.create_namespaced_config_map("default", {"metadata": {"name": f"c{i}", "labels": {"g": str(i % 2)}}})
+    k8s.core.delete_collection_namespaced_config_map("default", label_selector="g=0")
+    assert [c.metadata.name for c in k8s.core.list_namespaced_config_map("default").items] == ["c1"]
+    assert fake_cluster.requests(verb="deletecollection", resource="configmaps")

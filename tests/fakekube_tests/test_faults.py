@@ -66,14 +66,14 @@ def test_restart_cuts_streams_and_keeps_state(fake_cluster: FakeCluster, k8s: An
             for _ in watch.Watch().stream(k8s.core.list_namespaced_config_map, "default"):
                 pass
             outcome["watch"] = "ended"
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             outcome["watch"] = type(e).__name__
 
     def follower() -> None:
         resp = k8s.core.read_namespaced_pod_log("long", "default", follow=True, _preload_content=False)
         try:
             outcome["log"] = b"".join(resp.stream(amt=None, decode_content=False))
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             outcome["log"] = type(e).__name__
 
     threads = [threading.Thread(target=watcher), threading.Thread(target=follower)]
@@ -142,7 +142,7 @@ def test_node_gone_fails_pods_and_job_replaces_them(fake_cluster: FakeCluster, k
     stop.set()
     last = watched[-1]
     assert last.status.phase == "Failed"
-    disruption = [c for c in last.status.conditions if c.type == "DisruptionTarget"][0]
+    disruption = next(c for c in last.status.conditions if c.type == "DisruptionTarget")
     assert (disruption.reason, disruption.message) == ("DeletionByPodGC", "PodGC: node no longer exists")
     assert node not in [n.metadata.name for n in k8s.core.list_node().items]
     replacement = fake_cluster.wait_for(lambda: [p for p in pods_of(fake_cluster, "surv")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client  # type: ignore[import-untyped]
@@ -34,12 +35,25 @@ def test_deleted_job_takes_pods_and_owned_secrets(fake_cluster: FakeCluster, k8s
     assert k8s.core.list_namespaced_pod("default", label_selector="job-name=gone").items == []
 
 
-def test_foreground_deletion_waits_for_dependents(fake_cluster: FakeCluster, k8s: Any) -> None:
-    k8s.batch.create_namespaced_job("default", job("fg", SLEEP))
-    fake_cluster.wait_for(lambda: any(p["status"].get("phase") == "Running" for p in pods_of(fake_cluster, "fg")))
+def test_foreground_deletion_waits_for_dependents(fake_cluster: FakeCluster, k8s: Any, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    code = f"""
+import os, signal, sys, time
+def term(*_):
+    while not os.path.exists({str(gate)!r}):
+        time.sleep(0.01)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, term)
+print("up", flush=True)
+time.sleep(60)
+"""
+    k8s.batch.create_namespaced_job("default", job("fg", code))
+    fake_cluster.wait_for(lambda: any(fake_cluster.logs(p["metadata"]["name"]) for p in pods_of(fake_cluster, "fg")))
     k8s.batch.delete_namespaced_job("fg", "default", propagation_policy="Foreground")
-    during = k8s.batch.read_namespaced_job("fg", "default")
+    fake_cluster.wait_for(lambda: all(p["metadata"].get("deletionTimestamp") for p in pods_of(fake_cluster, "fg")))
+    during = k8s.batch.read_namespaced_job("fg", "default")     # the pod is still terminating
     assert during.metadata.deletion_timestamp and "foregroundDeletion" in during.metadata.finalizers
+    gate.touch()
     fake_cluster.wait_for(lambda: fake_cluster.get("jobs", "fg") is None, 10)
     assert pods_of(fake_cluster, "fg") == []
 
@@ -51,8 +65,14 @@ def test_default_propagation_for_jobs_orphans_pods(fake_cluster: FakeCluster, k8
     assert status == 200 and "child pods are preserved by default" in headers.get("Warning", "")
     fake_cluster.wait_for(lambda: fake_cluster.get("jobs", "orph") is None)
     (p,) = pods_of(fake_cluster, "orph")
-    fake_cluster.wait_for(lambda: not (fake_cluster.get("pods", p["metadata"]["name"]) or {})
-                          .get("metadata", {}).get("ownerReferences"))
+    name = p["metadata"]["name"]
+    def released() -> bool:
+        meta = (fake_cluster.get("pods", name) or {}).get("metadata", {})
+        return not meta.get("ownerReferences") and not meta.get("finalizers")
+
+    fake_cluster.wait_for(released)
+    k8s.core.delete_namespaced_pod(name, "default")     # an orphan pod is not stuck on the job-tracking finalizer
+    fake_cluster.wait_for(lambda: fake_cluster.get("pods", name) is None)
 
 
 def test_orphan_leaves_secret_and_dangling_owner_is_collected(fake_cluster: FakeCluster, k8s: Any) -> None:

@@ -131,7 +131,7 @@ def test_suspend_and_resume(fake_cluster: FakeCluster, k8s: Any) -> None:
     assert pods_of(fake_cluster, "sus") == []
     k8s.batch.patch_namespaced_job("sus", "default", {"spec": {"suspend": False}})
     assert fake_cluster.wait_for(lambda: job_finished(fake_cluster, "sus")) == "Complete"
-    cond = [c for c in job_status(fake_cluster, "sus")["conditions"] if c["type"] == "Suspended"][0]
+    cond = next(c for c in job_status(fake_cluster, "sus")["conditions"] if c["type"] == "Suspended")
     assert (cond["status"], cond["reason"]) == ("False", "JobResumed")
 
 

@@ -23,6 +23,7 @@ def phase(cluster: FakeCluster, name: str) -> str | None:
     return p["status"].get("phase") if p else None
 
 
+@pytest.mark.fake_cluster(image_pull_backoff=0.1)
 def test_missing_image_gives_err_image_pull_then_backoff(fake_cluster: FakeCluster, k8s: Any) -> None:
     reasons: list[str] = []
 

@@ -21,7 +21,7 @@ def scheduled_condition(fake_cluster: FakeCluster, name: str) -> dict[str, Any] 
 
 
 def test_gpu_pod_stays_pending_with_real_condition_and_event(fake_cluster: FakeCluster, k8s: Any) -> None:
-    k8s.core.create_namespaced_pod("default", pod("gpu", container={"resources": {"limits": {"nvidia.com/gpu": 1}}}))
+    k8s.core.create_namespaced_pod("default", pod("gpu", container={"resources": {"limits": {"nvidia.com/gpu": "1"}}}))
     cond = fake_cluster.wait_for(lambda: scheduled_condition(fake_cluster, "gpu"))
     expected = ("0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are available: "
                 "3 No preemption victims found for incoming pod.")
@@ -47,7 +47,7 @@ def test_selectors_taints_and_tolerations(fake_cluster: FakeCluster, k8s: Any) -
         "0/2 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 1 node(s) had "
         "untolerated taint {nvidia.com/gpu: present}. preemption: 0/2 nodes are available: 2 Preemption is not helpful "
         "for scheduling.")
-    gpu = {"resources": {"limits": {"nvidia.com/gpu": 1}}}
+    gpu = {"resources": {"limits": {"nvidia.com/gpu": "1"}}}
     k8s.core.create_namespaced_pod("default", pod("untolerated", container=gpu))
     cond = fake_cluster.wait_for(lambda: scheduled_condition(fake_cluster, "untolerated"))
     assert cond["message"].startswith("0/2 nodes are available: 1 Insufficient nvidia.com/gpu, 1 node(s) had "
@@ -85,12 +85,12 @@ def test_autoscaler_events(make_fake_cluster: Any) -> None:
     from kubernetes import client
 
     core = client.CoreV1Api(cluster.api_client())
-    core.create_namespaced_pod("default", pod("g1", container={"resources": {"limits": {"nvidia.com/gpu": 1}}}))
+    core.create_namespaced_pod("default", pod("g1", container={"resources": {"limits": {"nvidia.com/gpu": "1"}}}))
     ev = cluster.wait_for(lambda: cluster.events_for("g1", reason="TriggeredScaleUp"))
     assert ev[0]["message"] == "pod triggered scale-up: [{gpu-pool 0->1 (max: 1)}]"
     assert ev[0]["source"]["component"] == "cluster-autoscaler"
     cluster.wait_for(lambda: (cluster.get("pods", "g1") or {}).get("spec", {}).get("nodeName") == "gpu-pool-1")
-    core.create_namespaced_pod("default", pod("g2", container={"resources": {"limits": {"nvidia.com/gpu": 4}}}))
+    core.create_namespaced_pod("default", pod("g2", container={"resources": {"limits": {"nvidia.com/gpu": "4"}}}))
     ev = cluster.wait_for(lambda: cluster.events_for("g2", reason="NotTriggerScaleUp"))
     assert ev[0]["message"] == "pod didn't trigger scale-up: 1 max node group size reached"
 
@@ -101,5 +101,5 @@ def test_job_pods_pending_on_gpu(fake_cluster: FakeCluster, k8s: Any) -> None:
             {"name": "c", "image": "python:3", "command": ["python", "-c", "pass"],
              "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}}})
     fake_cluster.wait_for(lambda: [e for e in fake_cluster.objects("events") if e["reason"] == "FailedScheduling"])
+    fake_cluster.wait_for(lambda: k8s.batch.read_namespaced_job_status("gj", "default").status.active == 1)
     assert job_finished(fake_cluster, "gj") is None
-    assert k8s.batch.read_namespaced_job_status("gj", "default").status.active == 1

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from kubernetes import watch  # type: ignore[import-untyped]
 from kubernetes.client.exceptions import ApiException  # type: ignore[import-untyped]
+from urllib3.exceptions import ProtocolError
 
 from tests.fakekube.cluster import FakeCluster
 
@@ -158,7 +159,7 @@ def test_expire_and_drop_faults(fake_cluster: FakeCluster, k8s: Any) -> None:
     assert e.value.status == 410
     fake_cluster.drop_watches(after_events=2)
     got: list[str] = []
-    with pytest.raises(Exception):   # urllib3 ProtocolError: the connection was cut mid-stream
+    with pytest.raises(ProtocolError):   # the connection was cut mid-stream
         for ev in watch.Watch().stream(k8s.core.list_namespaced_config_map, "default", timeout_seconds=5):
             got.append(ev["object"].metadata.name)
     assert got == ["d0", "d1"]
@@ -167,12 +168,13 @@ def test_expire_and_drop_faults(fake_cluster: FakeCluster, k8s: Any) -> None:
     assert len(resp.read().splitlines()) == 1
 
 
-@pytest.mark.fake_cluster(bookmark_interval=0.2)
+@pytest.mark.fake_cluster(bookmark_interval=0.1)
 def test_bookmarks(k8s: Any) -> None:
-    resp = k8s.core.list_namespaced_config_map("default", watch=True, allow_watch_bookmarks=True,
-                                               timeout_seconds=1, _preload_content=False)
     import json
 
-    events = [json.loads(line) for line in resp.read().splitlines()]
-    assert events and all(e["type"] == "BOOKMARK" for e in events)
-    assert events[-1]["object"]["metadata"]["resourceVersion"]
+    resp = k8s.core.list_namespaced_config_map("default", watch=True, allow_watch_bookmarks=True,
+                                               timeout_seconds=5, _preload_content=False)
+    first = json.loads(next(resp.stream(amt=None, decode_content=False)).splitlines()[0])
+    resp.close()
+    assert first["type"] == "BOOKMARK" and first["object"]["kind"] == "ConfigMap"
+    assert int(first["object"]["metadata"]["resourceVersion"]) > 0

@@ -11,7 +11,9 @@ import pytest
 pytest.importorskip("jupyter_server", reason="the lab tests need `pip install 'kjupyter[lab,test]'`")
 pytest.importorskip("pytest_jupyter", reason="the lab tests need pytest-jupyter[server]")
 
-pytest_plugins = ["pytest_jupyter.jupyter_server"]
+# pytest_plugins is only allowed in the top-level conftest: bring pytest-jupyter's fixtures
+# and its async-test hooks into this tier's namespace instead.
+from pytest_jupyter.jupyter_server import *  # noqa: F403
 
 
 @pytest.fixture

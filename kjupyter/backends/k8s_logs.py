@@ -1,0 +1,231 @@
+"""Pod logs: followed streams that reconnect without losing or repeating a line.
+
+Every line is read with its timestamp (``timestamps=True``). After a dropped
+stream the follower asks again from a little before the last timestamp
+(``sinceSeconds``: the generated client's ``read_namespaced_pod_log`` has no
+``sinceTime`` parameter) and drops every line at or before the last one it
+delivered, counting lines that share a timestamp. When the container has
+terminated, one final read collects what the stream may have missed, before
+the pod can be garbage-collected.
+
+Lines the runner writes for an inline outcome (see ``kjupyter.runner.InlineChannel``)
+are taken out of the user's log and reassembled here.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from kjupyter.backends.k8s_client import ApiFailure, Kube
+from kjupyter.errors import BackendError
+from kjupyter.runner import INLINE_MARKER
+
+SINCE_MARGIN_S = 60  # extra seconds asked for after a reconnect (clock skew); duplicates are dropped
+BACKOFF_START, BACKOFF_MAX = 0.1, 3.0
+Key = tuple[str, int]
+
+
+def split_timestamp(line: str) -> tuple[Key | None, str]:
+    """``"2026-11-23T12:00:00.123Z text"`` -> ``(("2026-11-23T12:00:00", 123000000), "text")``."""
+    stamp, sep, text = line.partition(" ")
+    if not sep or "T" not in stamp or not stamp[:4].isdigit():
+        return None, line
+    base, _, frac = stamp.rstrip("Z").partition(".")
+    frac = "".join(ch for ch in frac if ch.isdigit())
+    return (base[:19], int((frac + "000000000")[:9])), text
+
+
+def _epoch(key: Key) -> float:
+    return dt.datetime.fromisoformat(key[0]).replace(tzinfo=dt.UTC).timestamp() + key[1] / 1e9
+
+
+class Outcomes:
+    """Reassembles inline outcomes from marker lines; ``take(index)`` returns the bytes."""
+
+    def __init__(self) -> None:
+        self.parts: dict[int, list[str]] = {}
+        self.done: dict[int, bytes] = {}
+        self.lock = threading.Lock()
+
+    def feed(self, payload: str) -> None:
+        kind, _, rest = payload.partition(" ")
+        index_text, _, data = rest.partition(" ")
+        try:
+            index = int(index_text)
+        except ValueError:
+            return
+        with self.lock:
+            if kind == "out":
+                self.parts.setdefault(index, []).append(data.strip())
+            elif kind == "end":
+                size_text, _, digest = data.strip().partition(" ")
+                blob = base64.b64decode("".join(self.parts.pop(index, [])))
+                if str(len(blob)) == size_text and hashlib.sha256(blob).hexdigest() == digest:
+                    self.done[index] = blob
+
+    def get(self, index: int) -> bytes | None:
+        with self.lock:
+            return self.done.get(index)
+
+
+class LineFilter:
+    """Splits a pod's raw log lines into user lines and inline-outcome frames."""
+
+    def __init__(self, emit: Callable[[str], None], outcomes: Outcomes) -> None:
+        self.emit = emit
+        self.outcomes = outcomes
+        self.held_blank = False
+
+    def feed(self, text: str) -> None:
+        before, marker, frame = text.partition(INLINE_MARKER)
+        if marker:
+            if before:
+                self._flush_blank()
+                self.emit(before)
+            self.held_blank = False  # the runner starts its frame on a fresh line
+            self.outcomes.feed(frame)
+            return
+        if text == "":
+            self._flush_blank()
+            self.held_blank = True
+            return
+        self._flush_blank()
+        self.emit(text)
+
+    def _flush_blank(self) -> None:
+        if self.held_blank:
+            self.held_blank = False
+            self.emit("")
+
+    def close(self) -> None:
+        self._flush_blank()
+
+
+class PodLog:
+    """Follows one pod's log until its container ended, then makes a final read."""
+
+    def __init__(self, kube: Kube, namespace: str, pod: str, container: str,
+                 emit: Callable[[str], None], outcomes: Outcomes) -> None:  # fmt: skip
+        self.kube = kube
+        self.namespace = namespace
+        self.pod = pod
+        self.container = container
+        self.filter = LineFilter(emit, outcomes)
+        self.last: Key | None = None
+        self.same = 0  # lines delivered with timestamp == last
+        self.terminated = threading.Event()  # set by the backend from the pod watch
+        self.gone = threading.Event()  # the pod was deleted
+        self.finished = threading.Event()
+        self.response: Any = None
+
+    def run(self, slots: threading.Semaphore) -> None:
+        """Follow while a slot is free (else wait for the end and read once); always sets ``finished``."""
+        try:
+            got = False
+            while not (got := slots.acquire(timeout=0.2)) and not self.terminated.is_set() and not self.gone.is_set():
+                pass
+            try:
+                if got:
+                    self._follow()
+                self._final()
+            finally:
+                if got:
+                    slots.release()
+        finally:
+            self.filter.close()
+            self.finished.set()
+
+    def stop(self) -> None:
+        self.gone.set()
+        response = self.response
+        if response is not None:
+            try:
+                response.close()
+            except Exception:
+                pass
+
+    def _follow(self) -> None:
+        delay = BACKOFF_START
+        while not self.gone.is_set():
+            try:
+                for _ in self._read(follow=True):
+                    delay = BACKOFF_START
+            except ApiFailure as exc:
+                if exc.status == 404:
+                    return
+                # 400: the container is not running yet (ContainerCreating, image pull)
+            except BackendError:
+                pass
+            except Exception:
+                pass
+            if self.terminated.wait(delay) or self.gone.is_set():
+                return
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    def _final(self) -> None:
+        if self.gone.is_set() and not self.terminated.is_set():
+            return
+        for attempt in range(3):
+            try:
+                for _ in self._read(follow=False):
+                    pass
+                return
+            except ApiFailure as exc:
+                if exc.status in (400, 404):
+                    return
+            except Exception:
+                pass
+            time.sleep(0.2 * (attempt + 1))
+
+    def _read(self, follow: bool) -> Iterator[None]:
+        from kubernetes.watch.watch import iter_resp_lines
+
+        kwargs: dict[str, Any] = {"container": self.container, "follow": follow, "timestamps": True}
+        if self.last is not None:
+            kwargs["since_seconds"] = max(1, math.ceil(time.time() - _epoch(self.last)) + SINCE_MARGIN_S)
+        if follow:
+            kwargs["_request_timeout"] = (10, None)
+        response = self.kube.call(f"read the log of pod {self.pod}", self.kube.core.read_namespaced_pod_log,
+                                  self.pod, self.namespace, stream=True, **kwargs)  # fmt: skip
+        self.response = response
+        skipped = 0
+        try:
+            for raw in iter_resp_lines(response):
+                key, text = split_timestamp(raw)
+                if key is not None and self.last is not None:
+                    if key < self.last:
+                        continue
+                    if key == self.last and skipped < self.same:
+                        skipped += 1
+                        continue
+                if key is not None:
+                    if key == self.last:
+                        self.same += 1
+                    else:
+                        self.last, self.same = key, 1
+                    skipped = self.same  # lines at this key are delivered from here on
+                self.filter.feed(text)
+                yield None
+        finally:
+            self.response = None
+            try:
+                response.release_conn()
+            except Exception:
+                pass
+
+
+def read_all(kube: Kube, namespace: str, pod: str, container: str) -> list[str]:
+    """Every user line of a pod's log (inline frames removed), for ``kjupyter logs``."""
+    out: list[str] = []
+    log = PodLog(kube, namespace, pod, container, out.append, Outcomes())
+    log.terminated.set()
+    log._final()
+    log.filter.close()
+    return out

@@ -1,0 +1,167 @@
+"""Shared watches: one pod watch and one job watch per label selector and namespace.
+
+Each watch lists once, then watches from the list's resourceVersion; it
+resumes from the last resourceVersion it saw (bookmarks included) after a
+dropped stream or an API server restart, with exponential backoff, and lists
+again only when the server says the version is too old (410 Gone). Objects
+are handed to a callback as ``(event_type, object_dict)``; a re-list replays
+every current object as ``SYNC`` and reports objects that vanished meanwhile
+as ``DELETED``. Nothing here polls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from kjupyter.backends.k8s_client import ApiFailure, Kube
+from kjupyter.errors import BackendError
+
+Handler = Callable[[str, dict[str, Any]], None]
+WATCH_SECONDS = 290  # server-side timeout of one watch request (it is then resumed, not re-listed)
+BACKOFF_START, BACKOFF_MAX = 0.1, 5.0
+
+
+class _Expired(Exception):
+    pass
+
+
+class Watch:
+    """One watch (pods or jobs) on one label selector, in a daemon thread."""
+
+    def __init__(self, kube: Kube, resource: str, namespace: str, selector: str, handler: Handler,
+                 on_error: Callable[[BackendError], None] | None = None) -> None:  # fmt: skip
+        self.kube = kube
+        self.resource = resource
+        self.namespace = namespace
+        self.selector = selector
+        self.handler = handler
+        self.on_error = on_error
+        self.rv = ""
+        self.known: dict[str, str] = {}  # uid -> name of objects seen, to report deletions after a re-list
+        self.stopped = threading.Event()
+        self.synced = threading.Event()
+        self.response: Any = None
+        self.thread = threading.Thread(target=self._loop, daemon=True, name=f"kjupyter-watch-{resource}")
+
+    def start(self) -> Watch:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopped.set()
+        response = self.response
+        if response is not None:
+            with contextlib.suppress(Exception):
+                response.close()
+
+    def _list_fn(self) -> Callable[..., Any]:
+        if self.resource == "pods":
+            return self.kube.core.list_namespaced_pod  # type: ignore[no-any-return]
+        return self.kube.batch.list_namespaced_job  # type: ignore[no-any-return]
+
+    def _loop(self) -> None:
+        delay = BACKOFF_START
+        while not self.stopped.is_set():
+            try:
+                if not self.rv:
+                    self._relist()
+                self._watch()
+                delay = BACKOFF_START
+            except _Expired:
+                self.rv = ""
+                continue
+            except BackendError as exc:
+                if isinstance(exc, ApiFailure) and exc.status == 410:
+                    self.rv = ""
+                    continue
+                if self.on_error is not None and isinstance(exc, ApiFailure) and exc.status in (401, 403):
+                    self.on_error(exc)
+            except Exception:  # a dropped stream: resume from the last resourceVersion
+                pass
+            if self.stopped.wait(delay):
+                return
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    def _relist(self) -> None:
+        data = self.kube.call(f"list {self.resource}", self._list_fn(), self.namespace, label_selector=self.selector)
+        items = data.get("items") or []
+        current = {i["metadata"]["uid"]: i for i in items}
+        for uid, name in list(self.known.items()):
+            if uid not in current:
+                self.known.pop(uid, None)
+                self._dispatch("DELETED", {"metadata": {"uid": uid, "name": name, "namespace": self.namespace},
+                                           "kind": "Pod" if self.resource == "pods" else "Job"})  # fmt: skip
+        for item in items:
+            self._dispatch("SYNC", item)
+        self.rv = str(data.get("metadata", {}).get("resourceVersion", ""))
+        self.synced.set()
+
+    def _watch(self) -> None:
+        from kubernetes.watch.watch import iter_resp_lines
+
+        response = self.kube.call(
+            f"watch {self.resource}", self._list_fn(), self.namespace, label_selector=self.selector, watch=True,
+            resource_version=self.rv, allow_watch_bookmarks=True, timeout_seconds=WATCH_SECONDS,
+            _request_timeout=(10, WATCH_SECONDS + 30), stream=True,
+        )  # fmt: skip
+        self.response = response
+        try:
+            for line in iter_resp_lines(response):
+                if self.stopped.is_set():
+                    return
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise _Expired()
+                    raise BackendError(f"watch error: {obj.get('message', obj)}")
+                rv = obj.get("metadata", {}).get("resourceVersion")
+                if rv:
+                    self.rv = str(rv)
+                if kind == "BOOKMARK":
+                    continue
+                self._dispatch(str(kind), obj)
+        finally:
+            self.response = None
+            with contextlib.suppress(Exception):
+                response.release_conn()
+
+    def _dispatch(self, kind: str, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata", {})
+        if kind == "DELETED":
+            self.known.pop(meta.get("uid", ""), None)
+        else:
+            self.known[meta.get("uid", "")] = meta.get("name", "")
+        try:
+            self.handler(kind, obj)
+        except Exception:  # a broken handler must not stop the watch
+            import traceback
+
+            traceback.print_exc()
+
+
+class Watcher:
+    """The pod watch and the job watch of one selector (a session, or one attached run)."""
+
+    def __init__(self, kube: Kube, namespace: str, selector: str, on_pod: Handler, on_job: Handler,
+                 on_error: Callable[[BackendError], None] | None = None) -> None:  # fmt: skip
+        self.pods = Watch(kube, "pods", namespace, selector, on_pod, on_error)
+        self.jobs = Watch(kube, "jobs", namespace, selector, on_job, on_error)
+
+    def start(self) -> Watcher:
+        self.jobs.start()
+        self.pods.start()
+        return self
+
+    def wait_synced(self, timeout: float) -> bool:
+        return self.jobs.synced.wait(timeout) and self.pods.synced.wait(timeout)
+
+    def stop(self) -> None:
+        self.pods.stop()
+        self.jobs.stop()

@@ -1,0 +1,345 @@
+"""The Kubernetes backend: one Job per run, status from shared watches, logs streamed.
+
+Payloads travel through the profile's store (``--run URL``), or, with no store,
+inline: the payload in a Secret owned by the Job (mounted as a volume) and the
+outcome printed by the runner on framed lines of the pod's log, read back and
+hidden from the user's log (up to 1 MiB each way).
+
+The image must have kjupyter installed (``pip install kjupyter``): pods run
+``python -m kjupyter.runner``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import threading
+import time
+from collections.abc import Iterator
+from typing import IO, Any
+
+from kjupyter import manifest as mf
+from kjupyter import store as st
+from kjupyter.backends.base import MAP, Backend, RunInfo, SubmitRequest
+from kjupyter.backends.k8s_client import ApiFailure, Kube
+from kjupyter.backends.k8s_logs import read_all
+from kjupyter.backends.k8s_run import KubeRun, delete_job
+from kjupyter.backends.k8s_watch import Watcher
+from kjupyter.config import Profile
+from kjupyter.errors import BackendError, ConfigError
+from kjupyter.events import EventSink, Phase
+from kjupyter.spec import RunSpec
+
+MAX_FOLLOWED_LOGS = 20  # concurrently followed log streams per backend; other pods are read when they end
+DEFAULT_IMAGE = "python:3.11"
+
+
+def target_for(profile: Profile, namespace: str | None = None) -> mf.Target:
+    """The manifest's view of a profile (plain values)."""
+    gpus = {
+        name: mf.GpuPlacement(dict(g.node_selector), tuple(dict(t) for t in g.tolerations), g.resource)
+        for name, g in profile.gpus.items()
+    }
+    return mf.Target(
+        namespace=namespace or profile.namespace or "default",
+        image=profile.image or DEFAULT_IMAGE,
+        cluster=profile.name,
+        service_account=profile.service_account,
+        image_pull_secrets=tuple(profile.image_pull_secrets),
+        secrets=tuple(profile.secrets),
+        gpus=gpus,
+        ttl_after_finished=profile.ttl_after_finished,
+        labels=dict(profile.labels),
+        store_options=dict(profile.store_options),
+    )
+
+
+def render(profile: Profile, spec: RunSpec, *, count: int = 1, kind: str = "call", run_id: str = "render-000000",
+           user: str = "", session: str = "", function: str = "") -> list[dict[str, Any]]:  # fmt: skip
+    """The exact objects a run with ``spec`` sends (payload bytes left empty)."""
+    target = target_for(profile)
+    if profile.store:
+        url = f"{profile.store.rstrip('/')}/{user}/{run_id}"
+        objects = mf.build(run_id=run_id, kind=kind, spec=spec, target=target, count=count,
+                           parallelism=spec.parallelism, user=user, session=session, function=function, run_url=url)  # fmt: skip
+    else:
+        inline = {st.PAYLOAD: b""} if kind != MAP else {st.PAYLOAD: b"", st.ITEMS: b""}
+        objects = mf.build(run_id=run_id, kind=kind, spec=spec, target=target, count=count,
+                           parallelism=spec.parallelism, user=user, session=session, function=function, inline=inline)  # fmt: skip
+    return objects.all()
+
+
+class KubernetesBackend(Backend):
+    """Runs on the cluster of a ``backend = "kubernetes"`` profile."""
+
+    def __init__(self, profile: Profile) -> None:
+        super().__init__(profile)
+        self._kube: Kube | None = None
+        self.store = st.RunStore(profile.store, dict(profile.store_options)) if profile.store else None
+        self._runs: dict[str, KubeRun] = {}
+        self._watchers: dict[str, Watcher] = {}
+        self._outcomes: dict[str, Any] = {}
+        self._run_dirs: dict[str, st.RunDir] = {}
+        self._lock = threading.Lock()
+        self._kube_lock = threading.Lock()
+        self._slots = threading.Semaphore(MAX_FOLLOWED_LOGS)
+
+    @property
+    def kube(self) -> Kube:
+        with self._kube_lock:
+            if self._kube is None:
+                self._kube = Kube(self.profile)
+            return self._kube
+
+    @property
+    def namespace(self) -> str:
+        return self.kube.namespace
+
+    # --- Backend protocol ---------------------------------------------------------------
+
+    def submit(self, request: SubmitRequest, sink: EventSink) -> None:
+        kube = self.kube
+        target = target_for(self.profile, kube.namespace)
+        common: dict[str, Any] = dict(
+            run_id=request.run_id, kind=request.kind, spec=request.spec, target=target, count=request.count,
+            parallelism=request.parallelism, user=request.user, session=request.session, function=request.function,
+        )  # fmt: skip
+        if self.store is not None:
+            run_dir = self.store.run(request.user, request.run_id)
+            run_dir.write_bytes(st.PAYLOAD, request.payload)
+            if request.items is not None:
+                run_dir.write_bytes(st.ITEMS, request.items)
+            self._run_dirs[request.run_id] = run_dir
+            objects = mf.build(**common, run_url=run_dir.url)
+        else:
+            inline = {st.PAYLOAD: request.payload}
+            if request.items is not None:
+                inline[st.ITEMS] = request.items
+            size = sum(len(v) for v in inline.values())
+            if size > mf.INLINE_LIMIT:
+                raise BackendError(
+                    f"the payload of run {request.run_id} is {size} bytes, more than the {mf.INLINE_LIMIT} bytes "
+                    f"that can travel without a store; configure a store for cluster {self.profile.name!r} "
+                    '(store = "s3://bucket/prefix" in its profile)'
+                )
+            objects = mf.build(**common, inline=inline)
+        run = KubeRun(kube, kube.namespace, request.run_id, kind=request.kind, count=request.count,
+                      retries=request.spec.retries, sink=sink, slots=self._slots,
+                      pending_timeout=request.spec.pending_timeout or self.profile.pending_timeout,
+                      on_end=self._ended)  # fmt: skip
+        with self._lock:
+            self._runs[request.run_id] = run
+            self._outcomes[request.run_id] = run.outcomes
+        self._watch(mf.selector(session=request.session))
+        run.start()
+        try:
+            self._create(kube, objects)
+        except BaseException:
+            run.abandon()
+            with self._lock:
+                self._runs.pop(request.run_id, None)
+            raise
+
+    def _create(self, kube: Kube, objects: mf.RunObjects) -> None:
+        ns = kube.namespace
+        name = objects.job["metadata"]["name"]
+        if objects.secret is not None:
+            kube.call(f"create Secret {objects.secret['metadata']['name']}", kube.core.create_namespaced_secret,
+                      ns, objects.secret)  # fmt: skip
+        try:
+            job = kube.call(f"create Job {name}", kube.batch.create_namespaced_job, ns, objects.job)
+        except BaseException:
+            if objects.secret is not None:
+                with contextlib.suppress(Exception):
+                    kube.call(
+                        "delete Secret", kube.core.delete_namespaced_secret, objects.secret["metadata"]["name"], ns
+                    )
+            raise
+        if objects.secret is not None:  # now the Job has a uid: the Secret goes when the Job goes
+            patch = {"metadata": {"ownerReferences": [mf.owner_reference(job)]}}
+            kube.call(f"patch Secret {objects.secret['metadata']['name']}", kube.core.patch_namespaced_secret,
+                      objects.secret["metadata"]["name"], ns, patch)  # fmt: skip
+
+    def _watch(self, selector: str) -> Watcher:
+        kube = self.kube
+        with self._lock:
+            watcher = self._watchers.get(selector)
+            if watcher is None:
+                watcher = self._watchers[selector] = Watcher(kube, kube.namespace, selector,
+                                                             self._on_pod, self._on_job).start()  # fmt: skip
+        return watcher
+
+    def _run_of(self, obj: dict[str, Any]) -> KubeRun | None:
+        run_id = (obj.get("metadata", {}).get("labels") or {}).get(mf.LABEL_RUN) or obj.get("metadata", {}).get("name")
+        with self._lock:
+            return self._runs.get(str(run_id))
+
+    def _on_pod(self, kind: str, pod: dict[str, Any]) -> None:
+        run = self._run_of(pod)
+        if run is not None:
+            run.on_pod(kind, pod)
+
+    def _on_job(self, kind: str, job: dict[str, Any]) -> None:
+        run = self._run_of(job)
+        if run is not None:
+            run.on_job(kind, job)
+
+    def _ended(self, run_id: str) -> None:
+        with self._lock:
+            self._runs.pop(run_id, None)
+
+    def attach(self, run_id: str, sink: EventSink) -> None:
+        with self._lock:
+            run = self._runs.get(run_id)
+        if run is not None:
+            run.add_sink(sink)
+            return
+        job = self._job(run_id)
+        spec = job.get("spec", {})
+        kind = str(job["metadata"].get("labels", {}).get(mf.LABEL_KIND, "call"))
+        retries = int(spec.get("backoffLimitPerIndex", spec.get("backoffLimit", 0)) or 0)
+        run = KubeRun(self.kube, self.namespace, run_id, kind=kind, count=int(spec.get("completions", 1)),
+                      retries=retries, sink=sink, slots=self._slots, pending_timeout=None, on_end=self._ended)  # fmt: skip
+        with self._lock:
+            self._runs[run_id] = run
+            self._outcomes[run_id] = run.outcomes
+        run.start()
+        self._watch(mf.selector(run=run_id))
+
+    def cancel(self, run_id: str) -> bool:
+        with self._lock:
+            run = self._runs.get(run_id)
+        if run is not None:
+            return run.stop(Phase.CANCELLED, "Cancelled", "the run was cancelled")
+        try:
+            job = self._job(run_id)
+        except BackendError:
+            return False
+        if _job_phase(job).finished:
+            return False
+        try:
+            delete_job(self.kube, self.namespace, run_id)
+        except ApiFailure as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    @contextlib.contextmanager
+    def open_outcome(self, run_id: str, index: int) -> Iterator[IO[bytes]]:
+        outcomes = self._outcomes.get(run_id)
+        data = outcomes.get(index) if outcomes is not None else None
+        if data is not None:
+            yield io.BytesIO(data)
+            return
+        run_dir = self._run_dirs.get(run_id) or self._foreign_run_dir(run_id)
+        if run_dir is None or not run_dir.exists(st.result_name(index)):
+            raise BackendError(
+                f"run {run_id} task {index} left no result (it was killed or cancelled before it finished)"
+            )
+        with run_dir.open_read(st.result_name(index)) as f:
+            yield f
+
+    def _foreign_run_dir(self, run_id: str) -> st.RunDir | None:
+        if self.store is None:
+            return None
+        with contextlib.suppress(BackendError):
+            url = self._job(run_id)["metadata"].get("annotations", {}).get(mf.ANNOTATION_STORE)
+            if url:
+                return st.open_run_dir(url, dict(self.profile.store_options))
+        return None
+
+    def _job(self, run_id: str) -> dict[str, Any]:
+        kube = self.kube
+        try:
+            job: dict[str, Any] = kube.call(
+                f"read Job {run_id}", kube.batch.read_namespaced_job, run_id, kube.namespace
+            )
+        except ApiFailure as exc:
+            if exc.status == 404:
+                raise BackendError(
+                    f"no run {run_id!r} in namespace {kube.namespace}; `kjupyter jobs` lists the runs"
+                ) from None
+            raise
+        return job
+
+    def list_runs(self, user: str | None = None) -> list[RunInfo]:
+        from kjupyter import names
+
+        kube = self.kube
+        data = kube.call("list Jobs", kube.batch.list_namespaced_job, kube.namespace,
+                         label_selector=mf.selector(user=user or names.current_user()))  # fmt: skip
+        runs = [self._info(job) for job in data.get("items") or []]
+        return sorted(runs, key=lambda r: r.created, reverse=True)
+
+    def _info(self, job: dict[str, Any]) -> RunInfo:
+        meta, status = job["metadata"], job.get("status", {})
+        return RunInfo(
+            run_id=meta["name"], cluster=self.profile.name, phase=_job_phase(job),
+            kind=str(meta.get("labels", {}).get(mf.LABEL_KIND, "call")),
+            user=str(meta.get("annotations", {}).get(mf.ANNOTATION_USER, "")),
+            function=str(meta.get("annotations", {}).get(mf.ANNOTATION_FUNCTION, "")),
+            created=_epoch(meta.get("creationTimestamp")), finished=_epoch(status.get("completionTime")) or None,
+            total=int(job.get("spec", {}).get("completions", 1)), succeeded=int(status.get("succeeded", 0)),
+            failed=int(status.get("failed", 0)), running=int(status.get("active", 0)),
+        )  # fmt: skip
+
+    def logs(self, run_id: str, index: int | None = None, *, follow: bool = False) -> Iterator[str]:
+        kube = self.kube
+        data = kube.call("list pods", kube.core.list_namespaced_pod, kube.namespace,
+                         label_selector=mf.selector(run=run_id))  # fmt: skip
+        pods = sorted(
+            data.get("items") or [], key=lambda p: (_pod_index(p), p["metadata"].get("creationTimestamp", ""))
+        )
+        if not pods:
+            self._job(run_id)  # a clear error if the run does not exist
+        multi = len({_pod_index(p) for p in pods}) > 1
+        for pod in pods:
+            i = _pod_index(pod)
+            if index is not None and i != index:
+                continue
+            prefix = f"[{i}] " if multi and index is None else ""
+            for line in read_all(kube, kube.namespace, pod["metadata"]["name"], mf.CONTAINER):
+                yield prefix + line
+
+    def close(self) -> None:
+        with self._lock:
+            watchers, self._watchers = list(self._watchers.values()), {}
+        for w in watchers:
+            w.stop()
+
+    def describe(self) -> dict[str, Any]:
+        from kubernetes import client
+
+        kube = self.kube
+        version = kube.call("reach the API server", client.VersionApi(kube.api_client).get_code)
+        return {"reachable": True, "detail": f"Kubernetes {version.get('gitVersion', '?')}, namespace {kube.namespace}"}
+
+
+def _pod_index(pod: dict[str, Any]) -> int:
+    from kjupyter.diagnose import pod_index
+
+    return pod_index(pod)
+
+
+def _job_phase(job: dict[str, Any]) -> Phase:
+    for cond in job.get("status", {}).get("conditions") or []:
+        if cond.get("status") == "True" and cond.get("type") == "Complete":
+            return Phase.SUCCEEDED
+        if cond.get("status") == "True" and cond.get("type") == "Failed":
+            return Phase.FAILED
+    if job.get("metadata", {}).get("deletionTimestamp"):
+        return Phase.CANCELLED
+    return Phase.RUNNING if job.get("status", {}).get("active") else Phase.PENDING
+
+
+def _epoch(stamp: Any) -> float:
+    if not stamp:
+        return 0.0
+    try:
+        return time.mktime(time.strptime(str(stamp)[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+    except ValueError:
+        return 0.0
+
+
+__all__ = ["ConfigError", "KubernetesBackend", "render", "target_for"]

@@ -1,0 +1,232 @@
+"""Why a run is stuck or failed, in one sentence: pure functions of Kubernetes objects.
+
+Input: pod, job and event objects as the API returns them (JSON dicts,
+camelCase keys). Output: a :class:`kjupyter.events.Diagnosis` (or ``None``
+when all is well). No network, no globals, so every rule is unit-tested on
+recorded objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from kjupyter.events import Diagnosis
+
+Obj = Mapping[str, Any]
+_IMAGE_PULL = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
+_KJUPYTER_EXIT_CODES = (0, 1, 2)  # the runner's own codes: the outcome envelope explains those
+_TAIL = 10
+
+
+def _get(obj: Any, *path: Any, default: Any = None) -> Any:
+    for key in path:
+        if isinstance(obj, Mapping):
+            obj = obj.get(key)
+        elif isinstance(obj, Sequence) and isinstance(key, int) and -len(obj) <= key < len(obj):
+            obj = obj[key]
+        else:
+            return default
+        if obj is None:
+            return default
+    return obj
+
+
+def pod_index(pod: Obj) -> int:
+    """The task index of a pod of an Indexed Job (0 when it has none)."""
+    meta = _get(pod, "metadata", default={})
+    text = _get(meta, "labels", "batch.kubernetes.io/job-completion-index") or _get(
+        meta, "annotations", "batch.kubernetes.io/job-completion-index"
+    )
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _where(index: int, count: int) -> str:
+    return "The task" if count <= 1 else f"Task {index}"
+
+
+def _container(pod: Obj, name: str | None) -> Obj:
+    statuses = _get(pod, "status", "containerStatuses", default=[]) or []
+    for cs in statuses:
+        if name is None or cs.get("name") == name:
+            return dict(cs)
+    return {}
+
+
+def _memory_limit(pod: Obj, name: str | None) -> str:
+    for c in _get(pod, "spec", "containers", default=[]) or []:
+        if name is None or c.get("name") == name:
+            return str(_get(c, "resources", "limits", "memory", default=""))
+    return ""
+
+
+def _tail(lines: Iterable[str]) -> str:
+    kept = [line for line in lines if line.strip()][-_TAIL:]
+    return ("Last log lines:\n" + "\n".join(kept)) if kept else ""
+
+
+def diagnose_pod(
+    run_id: str,
+    pod: Obj,
+    events: Iterable[Obj] = (),
+    *,
+    count: int = 1,
+    container: str | None = "task",
+    log_tail: Iterable[str] = (),
+) -> Diagnosis | None:
+    """The most important thing wrong with one pod, or None."""
+    index = pod_index(pod)
+    who = _where(index, count)
+    status = _get(pod, "status", default={})
+    events = list(events)
+    if status.get("reason") == "Evicted":
+        return Diagnosis(
+            run_id, "Evicted", f"{who} was evicted from its node: {str(status.get('message', '')).strip()}",
+            "The node ran short of memory or disk; ask for more memory= (requests) or retry with retries=.",
+            fatal=True, index=index,
+        )  # fmt: skip
+    cs = _container(pod, container)
+    terminated = _get(cs, "state", "terminated") or _get(cs, "lastState", "terminated")
+    if terminated:
+        reason = terminated.get("reason", "")
+        code = terminated.get("exitCode")
+        if reason == "OOMKilled" or (code == 137 and reason != "Error" and not _disrupted(pod)):
+            limit = _memory_limit(pod, container)
+            return Diagnosis(
+                run_id, "OOMKilled",
+                f"{who} ran out of memory and was killed (OOMKilled{', limit ' + limit if limit else ''}).",
+                f"Raise memory= (for example memory=\"{_double(limit)}\")." if limit else "Set a larger memory=.",
+                fatal=True, index=index,
+            )  # fmt: skip
+        if reason == "DeadlineExceeded":
+            return Diagnosis(run_id, "DeadlineExceeded", f"{who} exceeded its timeout.",
+                             "Raise timeout= if the work needs longer.", fatal=True, index=index)  # fmt: skip
+        if code not in _KJUPYTER_EXIT_CODES and code is not None:
+            disrupted = _disrupted(pod)
+            if disrupted:
+                return Diagnosis(run_id, "Disrupted", f"{who} was stopped by the cluster: {disrupted}",
+                                 "Retry the run, or set retries= to do it automatically.", fatal=True, index=index)  # fmt: skip
+            message = str(terminated.get("message", "")).strip()
+            tail = _tail(log_tail) or (f"Last log lines:\n{message}" if message else "")
+            return Diagnosis(
+                run_id, "Crashed", f"{who} crashed with exit code {code}{_signal(code)}.",
+                tail or "The process died without a Python exception; look at `kjupyter logs " + run_id + "`.",
+                fatal=True, index=index,
+            )  # fmt: skip
+    waiting = _get(cs, "state", "waiting") or {}
+    wreason = waiting.get("reason", "")
+    wmessage = str(waiting.get("message", "")).strip()
+    if wreason in _IMAGE_PULL:
+        image = cs.get("image") or _image(pod, container)
+        return Diagnosis(
+            run_id, wreason, f"The image {image!r} cannot be pulled ({wreason}){': ' + wmessage if wmessage else ''}.",
+            "Check the image name and tag, and add imagePullSecrets to the profile for a private registry.",
+            fatal=True, index=index,
+        )  # fmt: skip
+    if wreason == "CreateContainerConfigError":
+        return Diagnosis(
+            run_id, wreason, f"The container cannot be created: {wmessage or 'its configuration is invalid'}.",
+            f"Create the missing secret in namespace {_get(pod, 'metadata', 'namespace', default='?')!r}, "
+            "or remove it from secrets=.",
+            fatal=True, index=index,
+        )  # fmt: skip
+    if wreason == "CrashLoopBackOff":
+        return Diagnosis(run_id, wreason, f"{who} keeps crashing ({wmessage or 'CrashLoopBackOff'}).",
+                         _tail(log_tail), fatal=True, index=index)  # fmt: skip
+    mount = _last_event(events, "FailedMount")
+    if mount is not None and status.get("phase") == "Pending":
+        return Diagnosis(run_id, "FailedMount", f"A volume cannot be mounted: {mount.get('message', '')}",
+                         "Check that the secrets named in the profile exist in the namespace.", index=index)  # fmt: skip
+    if status.get("phase") == "Pending":
+        return _scheduling(run_id, pod, events, index)
+    return None
+
+
+def _scheduling(run_id: str, pod: Obj, events: list[Obj], index: int) -> Diagnosis | None:
+    nope = _last_event(events, "NotTriggerScaleUp")
+    if nope is not None:
+        return Diagnosis(
+            run_id, "NotTriggerScaleUp", f"The cluster autoscaler will not add a node: {nope.get('message', '')}",
+            "No node group can fit this pod: ask for less cpu/memory/gpu, or use a cluster that offers it.",
+            index=index,
+        )  # fmt: skip
+    for cond in _get(pod, "status", "conditions", default=[]) or []:
+        if (
+            cond.get("type") == "PodScheduled"
+            and cond.get("status") == "False"
+            and cond.get("reason") == "Unschedulable"
+        ):
+            message = str(cond.get("message", "")).strip()
+            up = _last_event(events, "TriggeredScaleUp")
+            if up is not None:
+                return Diagnosis(run_id, "TriggeredScaleUp", "Waiting for the cluster autoscaler to add a node.",
+                                 str(up.get("message", "")), index=index)  # fmt: skip
+            hint = "Ask for fewer resources, or pick a cluster whose nodes can run it."
+            if "gpu" in message.lower():
+                hint = "No node offers the GPUs asked for: lower gpu=, choose another GPU type, or another cluster."
+            return Diagnosis(run_id, "Unschedulable", f"No node can run the pod: {message}", hint, index=index)
+    failed = _last_event(events, "FailedScheduling")
+    if failed is not None:
+        return Diagnosis(run_id, "Unschedulable", f"No node can run the pod: {failed.get('message', '')}",
+                         "Ask for fewer resources, or pick a cluster whose nodes can run it.", index=index)  # fmt: skip
+    return None
+
+
+def diagnose_job(run_id: str, job: Obj) -> Diagnosis | None:
+    """Why a Job failed, from its conditions (None if it has not failed)."""
+    for cond in _get(job, "status", "conditions", default=[]) or []:
+        if cond.get("type") in ("Failed", "FailureTarget") and cond.get("status") == "True":
+            reason = cond.get("reason", "")
+            message = str(cond.get("message", "")).strip()
+            if reason == "DeadlineExceeded":
+                deadline = _get(job, "spec", "activeDeadlineSeconds")
+                return Diagnosis(run_id, reason, f"The run exceeded its timeout of {deadline}s and was stopped.",
+                                 "Raise timeout= if the work needs longer.", fatal=True)  # fmt: skip
+            if reason == "BackoffLimitExceeded":
+                return Diagnosis(run_id, reason, "The task failed and has no retries left.",
+                                 "Raise retries= to try again automatically.", fatal=True)  # fmt: skip
+            return Diagnosis(run_id, reason or "Failed", f"The Job failed: {message or reason}.", fatal=True)
+    return None
+
+
+def pending_timeout(run_id: str, seconds: float, last: Diagnosis | None) -> Diagnosis:
+    """The diagnosis of a run deleted because it stayed Pending too long."""
+    why = f" {last.sentence}" if last is not None else ""
+    return Diagnosis(
+        run_id, "PendingTimeout", f"The run was still pending after {seconds:g}s and was deleted.{why}",
+        (last.hint if last is not None and last.hint else "Raise pending_timeout= or ask for fewer resources."),
+        fatal=True,
+    )  # fmt: skip
+
+
+def _disrupted(pod: Obj) -> str:
+    for cond in _get(pod, "status", "conditions", default=[]) or []:
+        if cond.get("type") == "DisruptionTarget" and cond.get("status") == "True":
+            return str(cond.get("message") or cond.get("reason") or "disrupted")
+    return ""
+
+
+def _last_event(events: list[Obj], reason: str) -> Obj | None:
+    found = [e for e in events if e.get("reason") == reason]
+    return found[-1] if found else None
+
+
+def _image(pod: Obj, container: str | None) -> str:
+    for c in _get(pod, "spec", "containers", default=[]) or []:
+        if container is None or c.get("name") == container:
+            return str(c.get("image", "?"))
+    return "?"
+
+
+def _signal(code: int) -> str:
+    names = {134: "SIGABRT", 137: "SIGKILL", 139: "SIGSEGV", 143: "SIGTERM"}
+    return f" ({names[code]})" if code in names else ""
+
+
+def _double(limit: str) -> str:
+    digits = "".join(ch for ch in limit if ch.isdigit())
+    unit = limit[len(digits) :]
+    return f"{int(digits) * 2}{unit}" if digits and limit.startswith(digits) else limit

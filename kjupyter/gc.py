@@ -1,0 +1,82 @@
+"""Garbage collection of the run store: ``kjupyter gc --older-than 7d``.
+
+Only the caller's own prefix (``<store>/<user>/``) is ever looked at, and a run
+is deleted only when its ``run.json`` says it has finished (succeeded, failed
+or cancelled) and it finished (or, lacking that, was created) before the
+bound. A run without a readable ``run.json`` is left alone: it may be one
+being written right now. ``include_unfinished`` also removes runs that never
+recorded an end but were created before the bound (their client died).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from kjupyter.errors import StoreError
+from kjupyter.store import RUN_JSON, RunStore
+
+FINISHED = frozenset({"Succeeded", "Failed", "Cancelled"})
+DEFAULT_OLDER_THAN = 7 * 86400.0
+
+
+@dataclass
+class GcReport:
+    deleted: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # run id -> why it was not considered
+
+    def summary(self, dry_run: bool = False) -> str:
+        verb = "would delete" if dry_run else "deleted"
+        text = f"{verb} {len(self.deleted)} run(s), kept {len(self.kept)}"
+        return text + (f", skipped {len(self.skipped)} without readable metadata" if self.skipped else "")
+
+
+def is_collectable(meta: dict[str, Any], user: str, bound: float, *, include_unfinished: bool = False) -> bool:
+    """Whether the run described by ``meta`` (its run.json) may be deleted by ``user`` at ``bound``."""
+    if str(meta.get("user", "")) != user:
+        return False  # never another user's run, even if it sits under our prefix
+    created = _number(meta.get("created"))
+    if created is None:
+        return False
+    if str(meta.get("phase", "")) in FINISHED:
+        return (_number(meta.get("finished")) or created) < bound
+    return include_unfinished and created < bound
+
+
+def collect(
+    store: RunStore,
+    user: str,
+    older_than: float = DEFAULT_OLDER_THAN,
+    *,
+    dry_run: bool = False,
+    include_unfinished: bool = False,
+    now: float | None = None,
+) -> GcReport:
+    """Delete ``user``'s finished runs that ended more than ``older_than`` seconds ago."""
+    bound = (time.time() if now is None else now) - older_than
+    report = GcReport()
+    for run_id in store.run_ids(user):
+        run_dir = store.run(user, run_id)
+        try:
+            meta = run_dir.read_json(RUN_JSON)
+        except (StoreError, ValueError) as exc:
+            report.skipped[run_id] = str(exc)
+            continue
+        if str(meta.get("run_id", run_id)) != run_id or not is_collectable(
+            meta, user, bound, include_unfinished=include_unfinished
+        ):
+            report.kept.append(run_id)
+            continue
+        if not dry_run:
+            run_dir.delete()
+        report.deleted.append(run_id)
+    return report
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,263 @@
+"""``%%kube`` (run a cell remotely) and ``%kube`` (use, clusters, jobs, logs, cancel, attach, doctor, render).
+
+The only module that imports IPython. A cell becomes ``CellTask(code)(**inputs)``
+(see :mod:`kjupyter.cell`), submitted like any ``@remote`` call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+
+from kjupyter import cell as cl
+from kjupyter import views
+from kjupyter.errors import ConfigError, KjupyterError, SerializationError, SpecError
+from kjupyter.futures import RunFuture
+from kjupyter.session import Session, get_session
+from kjupyter.spec import RunSpec
+
+
+class _HelpShown(Exception):
+    """``--help`` printed the help: nothing to run."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        raise UsageError(f"{self.prog}: {message}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> Any:
+        if status or message:
+            raise UsageError(f"{self.prog}: {(message or 'error').strip()}")
+        raise _HelpShown
+
+
+def _cell_parser() -> _Parser:
+    p = _Parser(prog="%%kube", description="Run this cell on a cluster.", allow_abbrev=False)
+    p.add_argument("--cluster", help="cluster profile (default: %%kube use NAME, or the default profile)")
+    p.add_argument("--gpu", help="N or TYPE:N, e.g. A100:2")
+    p.add_argument("--cpu", help="e.g. 2 or 500m")
+    p.add_argument("--memory", help="e.g. 16Gi")
+    p.add_argument("--image", help="container image")
+    p.add_argument("--timeout", help="e.g. 1h30m")
+    p.add_argument("--retries", help="retries on failure")
+    p.add_argument("--env", action="append", default=[], metavar="K=V", help="environment variable (repeatable)")
+    p.add_argument("--secret", action="append", default=[], metavar="NAME", help="Secret mounted as env (repeatable)")
+    p.add_argument("--out", help="bring back only these names: a,b")
+    p.add_argument("--detach", action="store_true", help="return at once; reattach with %%kube attach RUN")
+    p.add_argument("--name", help="run name")
+    return p
+
+
+def parse_cell_options(line: str, session: Session) -> tuple[dict[str, Any], argparse.Namespace]:
+    """``%%kube`` arguments as run options, validated (UsageError: one line, no traceback)."""
+    try:
+        args = _cell_parser().parse_args(shlex.split(line))
+    except ValueError as exc:  # unbalanced quotes
+        raise UsageError(f"%%kube: {exc}") from None
+    options: dict[str, Any] = {}
+    for key in ("cluster", "gpu", "cpu", "memory", "image", "timeout", "retries", "name"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    if args.env:
+        env = {}
+        for item in args.env:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise UsageError(f"%%kube: --env takes K=V, got {item!r}")
+            env[key] = value
+        options["env"] = env
+    if args.secret:
+        options["secrets"] = list(args.secret)
+    try:
+        RunSpec.build(**{k: v for k, v in options.items() if k != "cluster"})
+        if args.cluster:
+            session.config.profile(args.cluster)
+    except (SpecError, ConfigError) as exc:
+        raise UsageError(f"%%kube: {exc}") from None
+    return options, args
+
+
+def _one_line(exc: BaseException) -> Callable[[], list[str]]:
+    return lambda: [f"kjupyter: {type(exc).__name__}: {exc}"]
+
+
+def _remote_traceback(exc: BaseException, future: RunFuture) -> list[str]:
+    text = str(getattr(exc, "remote_traceback", "") or "")
+    kept: list[str] = []
+    skipping = False
+    for line in text.splitlines():  # drop kjupyter's own frames (the cell runner)
+        if line.startswith('  File "'):
+            skipping = "kjupyter" in line.split('"')[1].replace("\\", "/").split("/")[-2:-1]
+        elif not line.startswith("    "):
+            skipping = False
+        if not skipping:
+            kept.append(line)
+    head = f"Remote traceback (run {future.run_id} on {future.cluster}):"
+    return [head, *kept] if kept else [head, *traceback.format_exception_only(type(exc), exc)]
+
+
+def _present(exc: BaseException, future: RunFuture) -> BaseException:
+    """Make IPython show the remote traceback (or one line), not kjupyter's frames."""
+    if hasattr(exc, "remote_traceback"):
+        render = lambda: _remote_traceback(exc, future)  # noqa: E731
+    elif isinstance(exc, KjupyterError):
+        render = lambda: [f"kjupyter: {exc}"]  # noqa: E731
+    else:
+        return exc
+    try:
+        exc._render_traceback_ = render  # type: ignore[attr-defined]
+    except AttributeError:
+        pass
+    return exc
+
+
+@magics_class
+class KubeMagics(Magics):  # type: ignore[misc]
+    @property
+    def session(self) -> Session:
+        session = get_session()
+        session.notice = lambda text: print(text, file=sys.stderr)
+        return session
+
+    @cell_magic("kube")  # type: ignore[misc,untyped-decorator,unused-ignore]
+    def kube_cell(self, line: str, cell: str) -> Any:
+        """Run the cell remotely: ``%%kube --gpu 1 --memory 16Gi``. ``%%kube --help`` lists the options."""
+        session = self.session
+        try:
+            options, args = parse_cell_options(line, session)
+        except _HelpShown:
+            return None
+        try:
+            analysis = cl.analyze(cell)
+        except SyntaxError as exc:
+            raise UsageError(f"%%kube: the cell has a syntax error (line {exc.lineno}): {exc.msg}") from None
+        ns = self.shell.user_ns  # type: ignore[union-attr,unused-ignore]
+        wanted = [n.strip() for n in args.out.split(",") if n.strip()] if args.out else None
+        task = cl.CellTask(cell, wanted if wanted is not None else analysis.assigns, display=analysis.has_value,
+                           strict=wanted is not None, deletes=analysis.deletes)  # fmt: skip
+        inputs = cl.shippable(analysis.reads, ns)
+        try:
+            future = session.submit_call(task, (), inputs, options)
+        except SerializationError as exc:
+            raise UsageError(str(exc).replace("argument ", "variable ", 1).replace(" (position 0)", "")) from None
+        except KjupyterError as exc:
+            raise UsageError(f"%%kube: {exc}") from None
+        if args.detach:
+            future.detached = True
+            print(f"kjupyter: run {future.run_id} started on {future.cluster}; "
+                  f"collect it with %kube attach {future.run_id}")  # fmt: skip
+            return future
+        return self._collect(future)
+
+    def _collect(self, future: RunFuture) -> Any:
+        try:
+            result = views.wait(future)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            raise _present(exc, future) from None
+        if not isinstance(result, cl.CellResult):
+            return result  # attached to a run that was not a cell
+        ns = self.shell.user_ns  # type: ignore[union-attr,unused-ignore]
+        for name, value in result.outputs.items():
+            ns[name] = cl.rebind_globals(value, ns)
+        for name in result.deleted:
+            ns.pop(name, None)
+        return result.value
+
+    @line_magic("kube")  # type: ignore[misc,untyped-decorator,unused-ignore]
+    def kube_line(self, line: str) -> Any:
+        """``%kube use NAME | clusters | jobs | logs RUN | cancel RUN | attach RUN | doctor | render [OPTIONS]``."""
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            raise UsageError(f"%kube: {exc}") from None
+        if not words:
+            raise UsageError("%kube: use one of: " + ", ".join(sorted(_COMMANDS)))
+        command = _COMMANDS.get(words[0])
+        if command is None:
+            raise UsageError(f"%kube: unknown command {words[0]!r}; use one of: {', '.join(sorted(_COMMANDS))}")
+        try:
+            return command(self, words[1:])
+        except KjupyterError as exc:
+            raise UsageError(f"%kube {words[0]}: {exc}") from None
+
+    # --- line commands ----------------------------------------------------------------------
+
+    def _use(self, argv: list[str]) -> None:
+        if len(argv) != 1:
+            raise UsageError("%kube use NAME")
+        session = self.session
+        profile = session.config.profile(argv[0])
+        session.cluster = profile.name
+        print(f"kjupyter: this session's runs go to {profile.name!r} ({profile.backend})")
+
+    def _clusters(self, argv: list[str]) -> Any:
+        return _cli(["clusters", *argv])
+
+    def _jobs(self, argv: list[str]) -> Any:
+        return _cli(["jobs", *self._with_cluster(argv)])
+
+    def _logs(self, argv: list[str]) -> Any:
+        return _cli(["logs", *self._with_cluster(argv)])
+
+    def _cancel(self, argv: list[str]) -> Any:
+        return _cli(["cancel", *self._with_cluster(argv)])
+
+    def _doctor(self, argv: list[str]) -> Any:
+        return _cli(["doctor", *self._with_cluster(argv)])
+
+    def _render(self, argv: list[str]) -> Any:
+        """The manifest the next ``%%kube`` with these options would send: ``%kube render --gpu 1``."""
+        try:
+            parse_cell_options(" ".join(shlex.quote(a) for a in argv), self.session)  # same errors as %%kube
+        except _HelpShown:
+            return None
+        return _cli(["render", *self._with_cluster(argv)])
+
+    def _attach(self, argv: list[str]) -> Any:
+        if not argv or len(argv) > 2:
+            raise UsageError("%kube attach RUN [CLUSTER]")
+        future = self.session.attach(argv[0], argv[1] if len(argv) > 1 else None)
+        return self._collect(future)
+
+    def _with_cluster(self, argv: list[str]) -> list[str]:
+        if "--cluster" not in argv and self.session.cluster:
+            return [*argv, "--cluster", self.session.cluster]
+        return argv
+
+
+_COMMANDS: dict[str, Callable[[KubeMagics, list[str]], Any]] = {
+    "use": KubeMagics._use,
+    "clusters": KubeMagics._clusters,
+    "jobs": KubeMagics._jobs,
+    "logs": KubeMagics._logs,
+    "cancel": KubeMagics._cancel,
+    "attach": KubeMagics._attach,
+    "doctor": KubeMagics._doctor,
+    "render": KubeMagics._render,
+}
+
+
+def _cli(argv: list[str]) -> None:
+    """Run a ``kjupyter`` CLI command in this process; its errors are one line, its exit code an error."""
+    from kjupyter import cli
+
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:  # argparse: unknown option or command (e.g. a CLI without `render` yet)
+        code = exc.code if isinstance(exc.code, int) else 2
+    if code:
+        raise UsageError(f"%kube {argv[0]} failed (exit code {code})")
+
+
+def register(ipython: Any) -> None:
+    """Register ``%%kube`` and ``%kube`` with an IPython shell (``%load_ext kjupyter``)."""
+    ipython.register_magics(KubeMagics)

@@ -1,0 +1,193 @@
+"""The live run view in a notebook (ipywidgets only: JupyterLab, Notebook 7, VS Code).
+
+A header (status, cluster, pod/node, elapsed time, Cancel), a diagnosis line
+when something is wrong, for a map a progress bar with counts and a viewer for
+one item's log, and the live log. Events arrive on backend threads; log lines
+are batched and appended a few times a second by one flusher thread with
+``Output.append_stdout`` (never ``with out:`` from a thread). The widget keeps
+the last lines; :meth:`RunWidget.log` has them all. When the run ends, the
+plain-text :func:`kjupyter.console.summary` is printed too, so a notebook
+reopened without widget state still says what happened.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+from typing import Any
+
+import ipywidgets as w
+from IPython.display import display
+
+from kjupyter.console import summary
+from kjupyter.events import Diagnosis, Event, LogLine, Phase, PhaseChanged, Progress, RunFinished
+from kjupyter.futures import RunFuture
+from kjupyter.spec import format_duration
+
+FLUSH_INTERVAL = 0.2  # seconds between log batches
+KEEP_LINES = 500  # lines kept in the widget; the full log stays in RunWidget.log()
+
+_COLOURS = {
+    Phase.PENDING: "#b58900",
+    Phase.RUNNING: "#268bd2",
+    Phase.SUCCEEDED: "#2e7d32",
+    Phase.FAILED: "#c62828",
+    Phase.CANCELLED: "#6c757d",
+}
+
+
+class RunWidget:
+    """One run's live view. Call it with events (it is an EventSink); ``box`` is the displayed widget."""
+
+    def __init__(self, future: RunFuture, *, keep_lines: int = KEEP_LINES) -> None:
+        self.future = future
+        self.is_map = future.kind == "map"
+        self.keep_lines = keep_lines
+        self.phase = Phase.PENDING
+        self.where = ""
+        self.lines: list[str] = []  # the full log, every task (map lines prefixed with [index])
+        self.by_index: dict[int, list[str]] = {}
+        self._pending: list[str] = []
+        self._shown = 0  # lines currently in the log Output
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._finished = False
+
+        self.header = w.HTML()
+        self.cancel_button = w.Button(description="Cancel", button_style="warning", icon="stop",
+                                      layout=w.Layout(width="auto"))  # fmt: skip
+        self.cancel_button.on_click(lambda _: self.future.cancel())
+        self.diagnosis = w.HTML(layout=w.Layout(display="none"))
+        self.out = w.Output(layout=w.Layout(max_height="24em", overflow="auto"))
+        children: list[Any] = [w.HBox([self.header, self.cancel_button]), self.diagnosis]
+        if self.is_map:
+            self.progress = w.IntProgress(value=0, min=0, max=max(future.total, 1), bar_style="info",
+                                          layout=w.Layout(width="40%"))  # fmt: skip
+            self.counts = w.HTML(self._counts_html(Progress(future.run_id, future.total, pending=future.total)))
+            self.index = w.BoundedIntText(value=0, min=0, max=max(future.total - 1, 0), description="item",
+                                          layout=w.Layout(width="10em"))  # fmt: skip
+            self.index_button = w.Button(description="Show its log", layout=w.Layout(width="auto"))
+            self.index_button.on_click(lambda _: self.show_index(int(self.index.value)))
+            self.index_out = w.Output(layout=w.Layout(max_height="16em", overflow="auto"))
+            children += [w.HBox([self.progress, self.counts]), w.HBox([self.index, self.index_button]), self.index_out]
+        children.append(self.out)
+        self.box = w.VBox(children)
+        self._render_header()
+        self._thread = threading.Thread(target=self._flusher, name=f"kjupyter-widget-{future.run_id}", daemon=True)
+
+    @classmethod
+    def show(cls, future: RunFuture) -> RunWidget:
+        """Display a widget for ``future`` and return it (subscribe it to the future's events)."""
+        widget = cls(future)
+        display(widget.box)  # type: ignore[no-untyped-call,unused-ignore]
+        widget._thread.start()
+        return widget
+
+    # --- events (backend threads) -----------------------------------------------------------
+
+    def __call__(self, event: Event) -> None:
+        with self._lock:
+            if isinstance(event, LogLine):
+                text = f"[{event.index}] {event.text}" if self.is_map else event.text
+                self.lines.append(text)
+                self.by_index.setdefault(event.index, []).append(event.text)
+                self._pending.append(text)
+            elif isinstance(event, PhaseChanged):
+                self._phase(event)
+            elif isinstance(event, Diagnosis):
+                where = f" (item {event.index})" if self.is_map and event.index is not None else ""
+                level = "error" if event.fatal else "warning"
+                self.diagnosis.value = (
+                    f"<div class='kjupyter-diagnosis kjupyter-{level}' style='color:{_COLOURS[Phase.FAILED] if event.fatal else _COLOURS[Phase.PENDING]}'>"
+                    f"⚠ {html.escape(str(event))}{where}</div>"
+                )  # fmt: skip
+                self.diagnosis.layout.display = None
+            elif isinstance(event, Progress) and self.is_map:
+                self.progress.value = event.succeeded + event.failed
+                self.progress.bar_style = "danger" if event.failed else "info"
+                self.counts.value = self._counts_html(event)
+            elif isinstance(event, RunFinished):
+                self._finish(event)
+
+    def _phase(self, event: PhaseChanged) -> None:
+        if event.pod or event.node:
+            if event.index is None or not self.is_map:
+                self.where = " / ".join(x for x in (event.pod, event.node) if x)
+        if event.index is None:
+            self.phase = event.phase
+            diagnosis = self.future.diagnosis
+            if event.phase is Phase.RUNNING and (diagnosis is None or not diagnosis.fatal):
+                self.diagnosis.layout.display = "none"  # a warning (say, waiting for a node) resolved itself
+        self._render_header()
+
+    def _finish(self, event: RunFinished) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self.phase = event.phase
+        self._stop.set()
+        self._flush()
+        self.cancel_button.disabled = True
+        if self.is_map:
+            self.progress.bar_style = {"Succeeded": "success", "Failed": "danger"}.get(event.phase.value, "warning")
+        self._render_header(ended=event.time)
+        text = summary(self.future)
+        if event.message and event.phase is Phase.FAILED and event.message not in text:
+            text += f"\n  {event.message}"
+        print(text, flush=True)
+
+    # --- rendering --------------------------------------------------------------------------
+
+    def _render_header(self, ended: float | None = None) -> None:
+        f = self.future
+        elapsed = (ended or f.finished_at or time.time()) - f.created
+        colour = _COLOURS[self.phase]
+        parts = [
+            f"<b style='color:{colour}' class='kjupyter-status'>{self.phase.value}</b>",
+            f"<code>{html.escape(f.run_id)}</code>",
+            f"on <b>{html.escape(f.cluster)}</b>",
+        ]
+        if self.where:
+            parts.append(html.escape(self.where))
+        parts.append(f"<span class='kjupyter-elapsed'>{format_duration(round(elapsed, 1))}</span>")
+        self.header.value = " · ".join(parts)
+
+    @staticmethod
+    def _counts_html(p: Progress) -> str:
+        return (
+            f"<span class='kjupyter-counts'>{p.succeeded + p.failed}/{p.total}: succeeded {p.succeeded}, "
+            f"failed {p.failed}, running {p.running}, pending {p.pending}</span>"
+        )
+
+    def _flusher(self) -> None:
+        while not self._stop.wait(FLUSH_INTERVAL):
+            with self._lock:
+                self._flush()
+                self._render_header()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        if self._shown + len(batch) > 2 * self.keep_lines:  # keep the widget small: reset to the last lines
+            tail = self.lines[-self.keep_lines :]
+            self.out.outputs = ({"output_type": "stream", "name": "stdout", "text": "\n".join(tail) + "\n"},)
+            self._shown = len(tail)
+            return
+        self.out.append_stdout("\n".join(batch) + "\n")
+        self._shown += len(batch)
+
+    # --- for the user -----------------------------------------------------------------------
+
+    def show_index(self, index: int) -> None:
+        """Show the log of one item of a map in the item viewer."""
+        with self._lock:
+            lines = self.by_index.get(index, [])
+            text = "\n".join(lines) + "\n" if lines else f"(no log lines from item {index} yet)\n"
+        self.index_out.outputs = ({"output_type": "stream", "name": "stdout", "text": text},)
+
+    def log(self, index: int | None = None) -> str:
+        """The full log (or one item's), however long."""
+        with self._lock:
+            return "\n".join(self.lines if index is None else self.by_index.get(index, []))

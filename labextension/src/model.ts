@@ -1,0 +1,172 @@
+/**
+ * Pure helpers of the runs panel: no JupyterLab imports, unit-tested with node's test runner.
+ */
+
+export type Phase = 'Pending' | 'Running' | 'Succeeded' | 'Failed' | 'Cancelled';
+
+export const PHASES: Phase[] = ['Pending', 'Running', 'Succeeded', 'Failed', 'Cancelled'];
+
+/** A run as GET /kjupyter/runs returns it (RunInfo.as_dict() plus `active`). */
+export interface IRun {
+  run_id: string;
+  cluster: string;
+  phase: Phase;
+  kind: string;
+  user: string;
+  function: string;
+  created: number;
+  finished: number | null;
+  total: number;
+  succeeded: number;
+  failed: number;
+  running: number;
+  diagnosis: string;
+  active: boolean;
+}
+
+export interface ICluster {
+  name: string;
+  backend: string;
+  where: string;
+  gpus: string[];
+  default: boolean;
+  current: boolean;
+  reachable: boolean | null;
+  detail: string;
+}
+
+export interface IRunsFilter {
+  cluster: string; // '' for every cluster
+  status: string; // '' for every status, else a Phase
+}
+
+/** "4s", "2m 05s", "1h 02m": how long a run has been going (or went). */
+export function formatDuration(seconds: number): string {
+  const s = Math.max(0, Math.floor(seconds));
+  if (s < 60) {
+    return `${s}s`;
+  }
+  const m = Math.floor(s / 60);
+  if (m < 60) {
+    return `${m}m ${String(s % 60).padStart(2, '0')}s`;
+  }
+  const h = Math.floor(m / 60);
+  return `${h}h ${String(m % 60).padStart(2, '0')}m`;
+}
+
+/** Seconds from the run's creation to its end, or to `now` (seconds since the epoch) while it runs. */
+export function elapsed(run: IRun, now: number): number {
+  if (!run.created) {
+    return 0;
+  }
+  return (run.finished ?? now) - run.created;
+}
+
+/** The CSS class of a run's status badge. */
+export function badgeClass(phase: string): string {
+  const known = PHASES.includes(phase as Phase) ? phase.toLowerCase() : 'unknown';
+  return `kj-badge kj-badge-${known}`;
+}
+
+/** "3/10 done · 1 failed" for a map, '' for a single call. */
+export function progressText(run: IRun): string {
+  if (run.kind !== 'map') {
+    return '';
+  }
+  const parts = [`${run.succeeded}/${run.total} done`];
+  if (run.running) {
+    parts.push(`${run.running} running`);
+  }
+  if (run.failed) {
+    parts.push(`${run.failed} failed`);
+  }
+  return parts.join(' · ');
+}
+
+/** Fraction of a map's tasks that ended (succeeded or failed), 0..1. */
+export function progressFraction(run: IRun): number {
+  if (run.total <= 0) {
+    return 0;
+  }
+  return Math.min(1, (run.succeeded + run.failed) / run.total);
+}
+
+/** Runs that pass the panel's cluster and status filters, in the order given. */
+export function filterRuns(runs: IRun[], filter: IRunsFilter): IRun[] {
+  return runs.filter(
+    r =>
+      (!filter.cluster || r.cluster === filter.cluster) &&
+      (!filter.status || r.phase === filter.status)
+  );
+}
+
+/** The clusters that appear in a list of runs, sorted, each once. */
+export function clustersOf(runs: IRun[]): string[] {
+  return Array.from(new Set(runs.map(r => r.cluster))).sort();
+}
+
+/**
+ * How long to wait before the next conditional refresh of the runs list:
+ * quick while something runs, slower as nothing changes, slowest when the tab is hidden.
+ */
+export function nextDelay(anyActive: boolean, unchanged: number, hidden: boolean): number {
+  if (hidden) {
+    return 30000;
+  }
+  if (anyActive) {
+    return 1500;
+  }
+  return Math.min(15000, 3000 * 2 ** Math.min(unchanged, 3));
+}
+
+/** A query string from the non-empty values of `params` ("" when none). */
+export function queryString(params: Record<string, string | number | boolean | undefined>): string {
+  const parts = Object.entries(params)
+    .filter(([, v]) => v !== undefined && v !== '' && v !== false)
+    .map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(String(v))}`);
+  return parts.length ? `?${parts.join('&')}` : '';
+}
+
+/**
+ * Turns the chunks of a streamed log into whole lines, keeping at most `limit` of them.
+ * A chunk may end in the middle of a line: that part waits for the next chunk (or `end()`).
+ */
+export class LineBuffer {
+  readonly limit: number;
+  lines: string[] = [];
+  dropped = 0;
+  private _partial = '';
+
+  constructor(limit = 5000) {
+    this.limit = limit;
+  }
+
+  /** Adds a chunk; returns the lines it completed. */
+  push(chunk: string): string[] {
+    const text = this._partial + chunk;
+    const pieces = text.split('\n');
+    this._partial = pieces.pop() ?? '';
+    this._keep(pieces);
+    return pieces;
+  }
+
+  /** The stream ended: the unfinished line, if any, is a line too. */
+  end(): string[] {
+    if (!this._partial) {
+      return [];
+    }
+    const last = [this._partial];
+    this._partial = '';
+    this._keep(last);
+    return last;
+  }
+
+  private _keep(pieces: string[]): void {
+    this.lines.push(...pieces);
+    const extra = this.lines.length - this.limit;
+    if (extra > 0) {
+      this.lines.splice(0, extra);
+      this.dropped += extra;
+    }
+  }
+}

@@ -1,0 +1,269 @@
+/**
+ * The "Kubernetes runs" sidebar: the user's runs with live status badges, filters,
+ * progress, the diagnosis of stuck runs, and per-run Log and Cancel buttons.
+ *
+ * It refreshes with conditional requests (If-None-Match -> 304): every 1.5 s while
+ * a run is active, backing off to 15 s when nothing changes, 30 s when hidden.
+ */
+import { Widget } from '@lumino/widgets';
+
+import { KjupyterAPI } from './api';
+import {
+  IRun,
+  IRunsFilter,
+  PHASES,
+  badgeClass,
+  clustersOf,
+  elapsed,
+  filterRuns,
+  formatDuration,
+  nextDelay,
+  progressFraction,
+  progressText
+} from './model';
+
+export interface IRunsPanelOptions {
+  onLogs: (run: IRun) => void;
+  onCancel: (run: IRun) => Promise<void>;
+}
+
+export class RunsPanel extends Widget {
+  private _api: KjupyterAPI;
+  private _options: IRunsPanelOptions;
+  private _runs: IRun[] = [];
+  private _errors: { cluster: string; message: string }[] = [];
+  private _etag = '';
+  private _unchanged = 0;
+  private _timer = 0;
+  private _ticker = 0;
+  private _filter: IRunsFilter = { cluster: '', status: '' };
+  private _list: HTMLElement;
+  private _clusterSelect: HTMLSelectElement;
+  private _statusSelect: HTMLSelectElement;
+  private _message: HTMLElement;
+
+  constructor(api: KjupyterAPI, options: IRunsPanelOptions) {
+    super();
+    this._api = api;
+    this._options = options;
+    this.id = 'kjupyter-runs';
+    this.title.caption = 'Kubernetes runs';
+    this.addClass('kj-runs');
+
+    const header = document.createElement('div');
+    header.className = 'kj-runs-header';
+    const heading = document.createElement('h2');
+    heading.textContent = 'Kubernetes runs';
+    const refresh = document.createElement('button');
+    refresh.className = 'jp-Button jp-mod-minimal kj-refresh';
+    refresh.title = 'Refresh';
+    refresh.textContent = '↻';
+    refresh.onclick = () => void this.refresh();
+    header.append(heading, refresh);
+
+    const filters = document.createElement('div');
+    filters.className = 'kj-filters';
+    this._clusterSelect = this._select('kj-filter-cluster', 'Cluster', [['', 'All clusters']], v => {
+      this._filter.cluster = v;
+      this._render();
+    });
+    this._statusSelect = this._select(
+      'kj-filter-status',
+      'Status',
+      [['', 'All statuses'], ...PHASES.map(p => [p, p] as [string, string])],
+      v => {
+        this._filter.status = v;
+        this._render();
+      }
+    );
+    filters.append(this._clusterSelect, this._statusSelect);
+
+    this._message = document.createElement('div');
+    this._message.className = 'kj-message';
+    this._list = document.createElement('ul');
+    this._list.className = 'kj-run-list';
+    this.node.append(header, filters, this._message, this._list);
+    document.addEventListener('visibilitychange', this._onVisibility);
+  }
+
+  get runs(): IRun[] {
+    return this._runs;
+  }
+
+  dispose(): void {
+    window.clearTimeout(this._timer);
+    window.clearInterval(this._ticker);
+    document.removeEventListener('visibilitychange', this._onVisibility);
+    super.dispose();
+  }
+
+  /** Fetches the runs now (conditionally) and schedules the next refresh. */
+  async refresh(): Promise<void> {
+    window.clearTimeout(this._timer);
+    try {
+      const result = await this._api.runs(this._etag);
+      if (result === null) {
+        this._unchanged += 1;
+      } else {
+        this._unchanged = 0;
+        this._etag = result.etag;
+        this._runs = result.listing.runs;
+        this._errors = result.listing.errors;
+        this._render();
+      }
+    } catch (error) {
+      this._errors = [{ cluster: '', message: String(error) }];
+      this._renderMessage();
+    }
+    if (!this.isDisposed) {
+      const delay = nextDelay(this._runs.some(r => r.active), this._unchanged, document.hidden);
+      this._timer = window.setTimeout(() => void this.refresh(), delay);
+    }
+  }
+
+  protected onAfterAttach(): void {
+    void this.refresh();
+    this._ticker = window.setInterval(() => this._tick(), 1000);
+  }
+
+  protected onBeforeDetach(): void {
+    window.clearTimeout(this._timer);
+    window.clearInterval(this._ticker);
+  }
+
+  private _onVisibility = (): void => {
+    if (!document.hidden && this.isAttached) {
+      void this.refresh();
+    }
+  };
+
+  private _select(
+    cls: string,
+    label: string,
+    options: [string, string][],
+    onChange: (value: string) => void
+  ): HTMLSelectElement {
+    const select = document.createElement('select');
+    select.className = `jp-mod-styled ${cls}`;
+    select.setAttribute('aria-label', label);
+    for (const [value, text] of options) {
+      select.add(new Option(text, value));
+    }
+    select.onchange = () => onChange(select.value);
+    return select;
+  }
+
+  private _renderMessage(): void {
+    this._message.textContent = this._errors.map(e => e.message).join('\n');
+    this._message.hidden = this._errors.length === 0;
+  }
+
+  private _render(): void {
+    const clusters = clustersOf(this._runs);
+    const current = this._clusterSelect.value;
+    while (this._clusterSelect.options.length > 1) {
+      this._clusterSelect.remove(1);
+    }
+    for (const name of clusters) {
+      this._clusterSelect.add(new Option(name, name));
+    }
+    this._clusterSelect.value = clusters.includes(current) ? current : '';
+    this._filter.cluster = this._clusterSelect.value;
+    this._renderMessage();
+
+    const shown = filterRuns(this._runs, this._filter);
+    this._list.replaceChildren(...shown.map(run => this._item(run)));
+    if (!shown.length) {
+      const empty = document.createElement('li');
+      empty.className = 'kj-empty';
+      empty.textContent = this._runs.length
+        ? 'No run matches these filters.'
+        : 'No runs yet. Runs started with @remote or %%kube appear here.';
+      this._list.appendChild(empty);
+    }
+  }
+
+  private _item(run: IRun): HTMLElement {
+    const li = document.createElement('li');
+    li.className = 'kj-run';
+    li.dataset.runId = run.run_id;
+    li.dataset.phase = run.phase;
+
+    const top = document.createElement('div');
+    top.className = 'kj-run-top';
+    const badge = document.createElement('span');
+    badge.className = badgeClass(run.phase);
+    badge.textContent = run.phase;
+    const name = document.createElement('span');
+    name.className = 'kj-run-name';
+    name.textContent = run.function || run.run_id;
+    name.title = `${run.run_id} on ${run.cluster}`;
+    top.append(badge, name);
+
+    const meta = document.createElement('div');
+    meta.className = 'kj-run-meta';
+    const time = document.createElement('span');
+    time.className = 'kj-run-elapsed';
+    time.dataset.created = String(run.created);
+    time.dataset.finished = run.finished === null ? '' : String(run.finished);
+    time.textContent = formatDuration(elapsed(run, Date.now() / 1000));
+    meta.append(`${run.run_id} · ${run.cluster} · `, time);
+    li.append(top, meta);
+
+    const progress = progressText(run);
+    if (progress) {
+      const bar = document.createElement('div');
+      bar.className = 'kj-progress';
+      const fill = document.createElement('div');
+      fill.className = 'kj-progress-fill';
+      fill.style.width = `${Math.round(progressFraction(run) * 100)}%`;
+      bar.appendChild(fill);
+      const text = document.createElement('div');
+      text.className = 'kj-progress-text';
+      text.textContent = progress;
+      li.append(bar, text);
+    }
+    if (run.diagnosis) {
+      const diag = document.createElement('div');
+      diag.className = 'kj-diagnosis';
+      diag.textContent = run.diagnosis;
+      li.appendChild(diag);
+    }
+
+    const actions = document.createElement('div');
+    actions.className = 'kj-run-actions';
+    const logs = document.createElement('button');
+    logs.className = 'jp-Button jp-mod-styled jp-mod-reject kj-logs-button';
+    logs.textContent = 'Log';
+    logs.onclick = () => this._options.onLogs(run);
+    actions.appendChild(logs);
+    if (run.active) {
+      const cancel = document.createElement('button');
+      cancel.className = 'jp-Button jp-mod-styled jp-mod-warn kj-cancel-button';
+      cancel.textContent = 'Cancel';
+      cancel.onclick = async () => {
+        cancel.disabled = true;
+        try {
+          await this._options.onCancel(run);
+        } finally {
+          cancel.disabled = false;
+          void this.refresh();
+        }
+      };
+      actions.appendChild(cancel);
+    }
+    li.appendChild(actions);
+    return li;
+  }
+
+  private _tick(): void {
+    const now = Date.now() / 1000;
+    for (const el of Array.from(this._list.querySelectorAll<HTMLElement>('.kj-run-elapsed'))) {
+      const created = Number(el.dataset.created);
+      const finished = el.dataset.finished ? Number(el.dataset.finished) : null;
+      if (finished === null && created) {
+        el.textContent = formatDuration(now - created);
+      }
+    }
+  }
+}

@@ -1,0 +1,24 @@
+/**
+ * The status-bar item: the current cluster; a click switches it.
+ */
+import { Widget } from '@lumino/widgets';
+
+export class ClusterStatus extends Widget {
+  private _label: HTMLElement;
+
+  constructor(onClick: () => void) {
+    super();
+    this.addClass('kj-status');
+    this.node.title = 'Kubernetes cluster for new runs (click to switch)';
+    this._label = document.createElement('span');
+    this._label.className = 'kj-status-label';
+    this.node.append('☸ ', this._label);
+    this.node.onclick = onClick;
+    this.cluster = '…';
+  }
+
+  set cluster(name: string) {
+    this._label.textContent = name;
+    this.node.dataset.cluster = name;
+  }
+}

@@ -1,0 +1,35 @@
+"""Sessions whose default profile is a kubernetes profile on a fake (or real) cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from kjupyter import session as session_mod
+from kjupyter.config import load_config
+
+
+def kube_session(
+    tmp_path: Path, kubeconfig: str, *, store: bool = True, extra: str = "", **fields: Any
+) -> Iterator[session_mod.Session]:
+    fields.setdefault("image", '"python:3.11"')
+    lines = ['default = "kube"', "[clusters.kube]", 'backend = "kubernetes"', f'kubeconfig = "{kubeconfig}"',
+             'pending_timeout = "20s"']  # fmt: skip
+    if store:
+        lines.append(f'store = "file://{tmp_path / "store"}"')
+    for key, value in fields.items():
+        lines.append(f"{key} = {value}")
+    path = tmp_path / "kjupyter.toml"
+    path.write_text("\n".join(lines) + "\n" + extra)
+    sess = session_mod.Session(load_config(files=[path]))
+    old = session_mod._session
+    session_mod._session = sess
+    try:
+        yield sess
+    finally:
+        for future in sess.active_runs():
+            future.cancel()
+            future.wait_ended(5)
+        sess.close()
+        session_mod._session = old
