@@ -72,7 +72,7 @@ print("squares:", squares)
 # %%kube --memory 1Gi
 total = sum(squares)
 print("summing on", __import__("socket").gethostname())
-total
+total  # noqa: B018  (the last expression: displayed in the notebook)
 
 # %%
 print("total:", total)
