@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kjupyter.errors import KjupyterError
-from kjupyter.store import _translated, open_fs, protocol_of
+from kjupyter.store import _translated, check_bucket, open_fs, protocol_of
 
 
 class FileError(KjupyterError):
@@ -52,6 +52,8 @@ def expand(pattern: str | Sequence[str], storage_options: Mapping[str, Any] | No
                 paths = sorted(p for p, info in found.items() if info.get("type", "file") != "directory")
             else:
                 paths = [body]
+            if not paths:
+                check_bucket(fs, pat)  # an empty match in a missing bucket is an error, not []
         urls += [f"{protocol}://{p}" if "://" in pat else p for p in paths]
     return urls
 
@@ -80,7 +82,8 @@ class FileStep:
             try:
                 out.append(self.fn(url))
             except Exception as exc:
-                error = FileError(url, f"{type(exc).__name__}: {exc}", _picklable(exc), traceback.format_exc())
+                tb = traceback.format_exc()
+                error = FileError(url, f"{type(exc).__name__}: {exc}", _picklable(exc), tb)
                 if not self.chunked:
                     raise error from exc
                 print(f"[kjupyter] {url} failed:\n{error.remote_traceback}", flush=True)
@@ -119,7 +122,7 @@ def _picklable(exc: BaseException) -> BaseException | None:
         pickle.dumps(exc)
     except Exception:
         return None
-    return exc.with_traceback(None)
+    return exc
 
 
 # --- whoami -------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import subprocess
@@ -46,15 +47,27 @@ class Channel(Protocol):
 class StoreChannel:
     """Inputs and outcomes in the run store (any fsspec URL)."""
 
+    PAYLOAD_CACHE_LIMIT = 16 * 2**20  # a map's function is read once per worker when it is this small
+
     def __init__(self, run_url: str, options: dict[str, Any]) -> None:
         self.run = st.open_run_dir(run_url, options)
+        self._payload: bytes | None = None  # kept for the next task of the same worker (serve mode)
+        self._count: int | None = None
 
     def open_payload(self) -> contextlib.AbstractContextManager[IO[bytes]]:
-        return self.run.open_read(st.PAYLOAD)
+        if self._payload is not None:
+            return contextlib.nullcontext(io.BytesIO(self._payload))
+        if self.run.exists(st.ITEMS):  # a map: every task of this worker runs the same function
+            data = self.run.read_bytes(st.PAYLOAD)
+            if len(data) <= self.PAYLOAD_CACHE_LIMIT:
+                self._payload = data
+            return contextlib.nullcontext(io.BytesIO(data))
+        return self.run.open_read(st.PAYLOAD)  # a call: streamed, however large its arguments
 
     def read_item(self, index: int) -> bytes:
-        head = self.run.read_bytes(st.ITEMS, 0, len(pl.ITEMS_MAGIC) + 8)
-        count = pl.item_count(head)
+        if self._count is None:
+            self._count = pl.item_count(self.run.read_bytes(st.ITEMS, 0, len(pl.ITEMS_MAGIC) + 8))
+        count = self._count
         if not 0 <= index < count:
             raise IndexError(f"task index {index} is out of range: the map has {count} items")
         start, end = pl.item_bounds(self.run.read_bytes(st.ITEMS, *pl.item_range_request(index)))

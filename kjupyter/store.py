@@ -412,6 +412,13 @@ def _translated(url: str, name: str, fs: AbstractFileSystem | None = None) -> It
         raise
 
 
+def check_bucket(fs: AbstractFileSystem, url: str) -> None:
+    """Raise a StoreError naming ``url`` if its bucket does not exist (object stores only)."""
+    if not _bucket_exists(fs, url):
+        bucket = f"{protocol_of(url)}://{_bucket(url)}"
+        raise StoreError(f"the bucket {bucket} of {url} does not exist: create it, or fix the URL")
+
+
 def _bucket(url: str) -> str:
     return url.split("://", 1)[-1].split("/", 1)[0]
 

@@ -58,7 +58,7 @@ export class KjupyterAPI {
   /** The runs, or null when they did not change since `etag` (304). */
   async runs(etag: string): Promise<{ listing: IRunsListing; etag: string } | null> {
     const headers: Record<string, string> = etag ? { 'If-None-Match': etag } : {};
-    const response = await this.fetch(['runs'], { headers, cache: 'no-store' });
+    const response = await this.fetch(['runs'], { headers });
     if (response.status === 304) {
       return null;
     }

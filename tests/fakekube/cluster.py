@@ -211,7 +211,9 @@ preferences: {{}}
             spec = NodeSpec(name=spec or f"node-{self._node_count + 1}", **kwargs)
         node = NodeSpec.coerce(spec)
         self._node_count += 1
-        return self.api.create(NODES, node_object(node, self._node_count - 1), validate=False)
+        obj = node_object(node, self._node_count - 1)
+        obj["status"]["nodeInfo"]["kubeletVersion"] = "v" + self.options.kubernetes_version.lstrip("v")
+        return self.api.create(NODES, obj, validate=False)
 
     def remove_node(self, name: str, how: str = "gone") -> None:
         """Make a node disappear.

@@ -50,10 +50,13 @@ def schema_errors(obj: Obj, version: str) -> list[Cause]:
     import kubernetes_validate  # type: ignore[import-untyped]
 
     try:
-        kubernetes_validate.validate(obj, version, strict=True)
-    except kubernetes_validate.SchemaNotFoundError:
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.utils.VersionNotSupportedError:   # newer than the installed schemas
+            kubernetes_validate.validate(obj, kubernetes_validate.latest_version(), strict=True)
+    except kubernetes_validate.utils.SchemaNotFoundError:
         return []
-    except kubernetes_validate.ValidationError as e:
+    except kubernetes_validate.utils.ValidationError as e:
         field = _path(e.path)
         m = re.search(r"\('([^']+)' was unexpected\)|\(('[^)]+') were unexpected\)", e.message)
         if m and m.group(1):

@@ -160,5 +160,6 @@ def _scenario(page: Any, tmp_path: Path, isolated_home: Path) -> None:
             page.wait_for_event("response", lambda r: "/kjupyter/runs" in r.url and r.status == 304, timeout=20000)
 
         command(page, "apputils:change-theme", {"theme": "JupyterLab Dark"})
-        page.locator("body[data-jp-theme-light='false']").wait_for()
+        page.wait_for_function("document.body.dataset.jpThemeLight === 'false'")
+        page.locator("#jupyterlab-splash").wait_for(state="detached")
         save_screenshot(page, "lab-runs-log-dark.png")

@@ -19,10 +19,8 @@ pytestmark = [
     ),
 ]
 
-from tests.fakekube.plugin import make_fake_cluster  # noqa: E402, F401
 
-
-def kube_profile(folder: Path, make_fake_cluster: Callable[..., Any]) -> None:  # noqa: F811
+def kube_profile(folder: Path, make_fake_cluster: Callable[..., Any]) -> None:
     """A fake cluster with CPU nodes only, as the default profile of a kernel started in ``folder``."""
     cluster = make_fake_cluster(nodes=[{"name": "cpu-1", "cpu": "8", "memory": "32Gi"}])
     (folder / "kjupyter.toml").write_text(
@@ -32,7 +30,7 @@ def kube_profile(folder: Path, make_fake_cluster: Callable[..., Any]) -> None:  
     )
 
 
-def test_round_trip_on_the_fake_cluster(tmp_path: Path, make_fake_cluster: Callable[..., Any]) -> None:  # noqa: F811
+def test_round_trip_on_the_fake_cluster(tmp_path: Path, make_fake_cluster: Callable[..., Any]) -> None:
     kube_profile(tmp_path, make_fake_cluster)
     nb = h.notebook(
         "%load_ext kjupyter",
@@ -49,7 +47,9 @@ def test_round_trip_on_the_fake_cluster(tmp_path: Path, make_fake_cluster: Calla
     assert "on kube Succeeded" in h.text(nb.cells[2])
 
 
-def test_unschedulable_run_shows_the_diagnosis_while_pending(tmp_path: Path, make_fake_cluster: Callable[..., Any]) -> None:  # noqa: F811
+def test_unschedulable_run_shows_the_diagnosis_while_pending(
+    tmp_path: Path, make_fake_cluster: Callable[..., Any]
+) -> None:
     kube_profile(tmp_path, make_fake_cluster)
     nb = h.notebook(
         "%load_ext kjupyter",

@@ -1,0 +1,85 @@
+"""Globbing, chunking and per-file errors of ``map_files``; ``whoami`` on GCS and local disk."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+
+from kjupyter import files, remote, whoami
+from kjupyter.errors import StoreError
+from kjupyter.session import Session
+from tests.servers import ObjectServer
+
+
+def read_int(url: str) -> int:
+    import fsspec
+
+    with fsspec.open(url, "rt") as f:
+        return int(f.read())
+
+
+def test_expand_sorts_files_and_skips_folders(object_store: tuple[ObjectServer, str]) -> None:
+    server, bucket = object_store
+    fs = server.filesystem()
+    fs.pipe({f"{bucket}/raw/b.csv": b"1", f"{bucket}/raw/a.csv": b"2", f"{bucket}/raw/sub/c.csv": b"3",
+             f"{bucket}/raw/notes.txt": b"x"})  # fmt: skip
+    p = server.protocol
+    assert files.expand(f"{p}://{bucket}/raw/*.csv", server.options) == [f"{p}://{bucket}/raw/a.csv",
+                                                                       f"{p}://{bucket}/raw/b.csv"]  # fmt: skip
+    assert files.expand(f"{p}://{bucket}/raw/**/*.csv", server.options)[-1] == f"{p}://{bucket}/raw/sub/c.csv"
+    assert files.expand(f"{p}://{bucket}/raw/none-*.csv", server.options) == []
+
+
+def test_expand_names_a_missing_bucket(s3: ObjectServer) -> None:
+    with pytest.raises(StoreError, match=r"s3://no-bucket-here"):
+        files.expand("s3://no-bucket-here/raw/*.csv", s3.options)
+
+
+def test_chunks_and_flatten() -> None:
+    urls = [f"file:///d/{i}" for i in range(5)]
+    groups = files.chunks(urls, 2)
+    assert groups == [urls[0:2], urls[2:4], urls[4:5]]
+    boom = RuntimeError("pod killed")
+    out = files.flatten(urls, groups, [[1, 2], boom, [5]])
+    assert out[:2] == [1, 2] and out[4] == 5
+    assert [e.path for e in out[2:4]] == urls[2:4] and out[2].error is boom
+    with pytest.raises(ValueError):
+        files.chunks(urls, 0)
+
+
+def test_file_step_reports_the_path() -> None:
+    def step(url: str) -> int:
+        if url.endswith("bad"):
+            raise KeyError("no column 'value'")
+        return len(url)
+
+    single = files.FileStep(step, chunked=False)
+    assert single(["ok"]) == [2]
+    with pytest.raises(files.FileError) as info:
+        single(["s3://b/bad"])
+    assert str(info.value) == "s3://b/bad: KeyError: \"no column 'value'\""
+    again = pickle.loads(pickle.dumps(info.value))
+    assert again.path == "s3://b/bad" and isinstance(again.error, KeyError) and "Traceback" in again.remote_traceback
+    chunk = files.FileStep(step, chunked=True)(["a", "s3://b/bad", "ccc"])
+    assert chunk[0] == 1 and chunk[2] == 3 and isinstance(chunk[1], files.FileError)
+
+
+def test_map_files_on_the_local_store(local_session: Session, tmp_path: Path) -> None:
+    for i in range(6):
+        (tmp_path / f"n{i}.txt").write_text("oops" if i == 4 else str(i))
+    step = remote(read_int)
+    out = step.map_files(f"file://{tmp_path}/n*.txt", chunk_size=4, return_exceptions=True)
+    assert out[:4] == [0, 1, 2, 3] and out[5] == 5
+    assert isinstance(out[4], files.FileError) and out[4].path == f"file://{tmp_path}/n4.txt"
+    with pytest.raises(files.FileError, match=r"n4\.txt: ValueError"):
+        step.map_files(f"file://{tmp_path}/n*.txt")
+    assert step.map_files(f"file://{tmp_path}/none-*.txt") == []
+
+
+def test_whoami_on_gcs_and_local_disk(gcs: ObjectServer, tmp_path: Path) -> None:
+    bucket_id = whoami("gs://some-bucket", gcs.options)
+    assert (bucket_id.protocol, bucket_id.method, bucket_id.principal) == ("gs", "anon", "anonymous")
+    local = whoami(f"file://{tmp_path}")
+    assert local.method == "uid" and "uid" in local.principal

@@ -1,0 +1,105 @@
+"""%%kube and %kube in a real IPython shell (terminal IPython: the plain-text view), on the local backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+from kjupyter import magics
+from kjupyter.session import Session
+
+
+@pytest.fixture
+def ip(local_session: Session) -> Iterator[Any]:
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "kjupyter")
+    saved = dict(shell.user_ns)
+    yield shell
+    shell.user_ns.clear()
+    shell.user_ns.update(saved)
+    local_session.cluster = None
+
+
+def test_cell_round_trip(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    ip.user_ns.update(k=4, scale=lambda v: v * 10)
+    value = ip.run_cell_magic("kube", "--memory 1Gi", "print('remote line', flush=True)\nm = scale(k)\nm + 1")
+    assert value == 41 and ip.user_ns["m"] == 40
+    out, err = capsys.readouterr()
+    assert "remote line" in out and "Succeeded" in err  # the console view: plain lines and the summary
+
+
+def test_out_restricts_and_del_deletes(ip: Any) -> None:
+    ip.user_ns.update(old=1)
+    assert ip.run_cell_magic("kube", "--out a", "a = 1\nb = 2") is None
+    assert ip.user_ns["a"] == 1 and "b" not in ip.user_ns
+    ip.run_cell_magic("kube", "", "del old\nnew = 2")
+    assert "old" not in ip.user_ns and ip.user_ns["new"] == 2
+
+
+def test_remote_exception_renders_the_remote_traceback(ip: Any) -> None:
+    with pytest.raises(ZeroDivisionError) as info:
+        ip.run_cell_magic("kube", "", "x = 1\n1 / 0")
+    lines = info.value._render_traceback_()  # type: ignore[attr-defined]
+    assert lines[0].startswith("Remote traceback (run cell-") and "ZeroDivisionError: division by zero" in lines
+    assert not any("kjupyter" in line for line in lines[1:])
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("--bogus", "unrecognized arguments: --bogus"),
+        ("--mem 1Gi", "unrecognized arguments: --mem"),  # no abbreviations: a typo is an error
+        ("--memory lots", "invalid memory='lots'"),
+        ("--cluster nowhere", "unknown cluster 'nowhere'"),
+        ("--env NOEQUALS", "--env takes K=V"),
+        ("--timeout forever", "invalid timeout"),
+    ],
+)
+def test_argument_errors_are_usage_errors(ip: Any, line: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        ip.run_cell_magic("kube", line, "x = 1")
+
+
+def test_unpicklable_variable_is_named(ip: Any) -> None:
+    import threading
+
+    ip.user_ns["lock"] = threading.Lock()
+    with pytest.raises(UsageError, match="variable 'lock' cannot be pickled"):
+        ip.run_cell_magic("kube", "", "with lock:\n    y = 1")
+
+
+def test_syntax_error_is_one_line(ip: Any) -> None:
+    with pytest.raises(UsageError, match=r"syntax error \(line 1\)"):
+        ip.run_cell_magic("kube", "", "x = = 1")
+
+
+def test_line_commands(ip: Any, local_session: Session, capsys: pytest.CaptureFixture[str]) -> None:
+    ip.run_line_magic("kube", "use local")
+    assert local_session.cluster == "local"
+    with pytest.raises(UsageError, match="unknown cluster 'nowhere'"):
+        ip.run_line_magic("kube", "use nowhere")
+    with pytest.raises(UsageError, match="unknown command 'frobnicate'"):
+        ip.run_line_magic("kube", "frobnicate")
+    ip.run_line_magic("kube", "clusters --no-probe")
+    assert "local" in capsys.readouterr().out
+    future = ip.run_cell_magic("kube", "--detach --name later", "answer = 42\nanswer")
+    assert "%kube attach later-" in capsys.readouterr().out
+    ip.run_line_magic("kube", "jobs")
+    assert future.run_id in capsys.readouterr().out
+    ip.user_ns.pop("answer", None)
+    assert ip.run_line_magic("kube", f"attach {future.run_id}") == 42 and ip.user_ns["answer"] == 42
+    ip.run_line_magic("kube", f"logs {future.run_id}")
+    ip.run_line_magic("kube", f"cancel {future.run_id}")
+    assert "already finished" in capsys.readouterr().out
+
+
+def test_help_runs_nothing(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    assert ip.run_cell_magic("kube", "--help", "raise SystemExit") is None
+    assert "--memory" in capsys.readouterr().out
+    assert magics.parse_cell_options("--gpu A100:2 --env A=1 --secret s3", Session())[0] == {
+        "gpu": "A100:2", "env": {"A": "1"}, "secrets": ["s3"],
+    }  # fmt: skip
