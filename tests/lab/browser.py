@@ -80,10 +80,14 @@ def running_lab(tmp: Path, extra_env: dict[str, str]) -> Iterator[Lab]:
     (jpath / "labextensions" / "kjupyter").symlink_to(BUILT)
     config = tmp / "jupyter-config"
     config.mkdir()
-    (config / "jupyter_server_config.json").write_text(json.dumps({"ServerApp": {"jpserver_extensions": {"kjupyter.server": True}}}))
+    (config / "jupyter_server_config.json").write_text(
+        json.dumps({"ServerApp": {"jpserver_extensions": {"kjupyter.server": True}}})
+    )
     settings = tmp / "lab-settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    (settings / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
     root = tmp / "notebooks"
     root.mkdir()
     token, port = secrets.token_hex(16), _free_port()

@@ -17,7 +17,7 @@ from pytest_jupyter.jupyter_server import *  # noqa: F403
 
 
 @pytest.fixture
-def jp_server_config(isolated_home: Any) -> dict[str, Any]:
+def jp_server_config(isolated_home: Any) -> dict[str, Any]:  # type: ignore[no-redef]
     # isolated_home first: the extension must see the test's own KJUPYTER_HOME and configuration.
     return {"ServerApp": {"jpserver_extensions": {"kjupyter.server": True}}}
 

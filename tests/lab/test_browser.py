@@ -89,7 +89,9 @@ def browser_page(tmp_path: Path) -> Any:
             browser.close()
 
 
-def test_sidebar_follows_logs_and_cancels_on_the_local_backend(browser_page: Any, tmp_path: Path, isolated_home: Path) -> None:
+def test_sidebar_follows_logs_and_cancels_on_the_local_backend(
+    browser_page: Any, tmp_path: Path, isolated_home: Path
+) -> None:
     page = browser_page
     problems: list[str] = []
     page.on("requestfailed", lambda r: problems.append(f"request failed: {r.method} {r.url} {r.failure}"))
@@ -105,7 +107,11 @@ def test_sidebar_follows_logs_and_cancels_on_the_local_backend(browser_page: Any
 def _scenario(page: Any, tmp_path: Path, isolated_home: Path) -> None:
     gates = tmp_path / "gates"
     gates.mkdir()
-    env = {"KJUPYTER_HOME": str(isolated_home), "XDG_CONFIG_HOME": str(tmp_path / "xdgconfig"), "KJ_TEST_GATES": str(gates)}
+    env = {
+        "KJUPYTER_HOME": str(isolated_home),
+        "XDG_CONFIG_HOME": str(tmp_path / "xdgconfig"),
+        "KJ_TEST_GATES": str(gates),
+    }
     with running_lab(tmp_path / "lab", env) as lab:
         notebook(lab.root / "runs.ipynb", SETUP, SECOND)
         statuses: list[int] = []

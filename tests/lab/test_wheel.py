@@ -44,7 +44,9 @@ def test_wheel_install_enables_the_lab_and_server_extensions(tmp_path: Path) -> 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER_", "PYTHONPATH"))}
     env["JUPYTER_CONFIG_DIR"] = str(tmp_path / "no-user-config")
     env["JUPYTER_DATA_DIR"] = str(tmp_path / "no-user-data")
-    location = run([str(python), "-c", "import kjupyter.server, os; print(os.path.dirname(kjupyter.server.__file__))"], env=env)
+    location = run(
+        [str(python), "-c", "import kjupyter.server, os; print(os.path.dirname(kjupyter.server.__file__))"], env=env
+    )
     assert str(env_dir) in location, f"the venv imports kjupyter from {location.strip()}, not from the wheel"
 
     labext = run([str(python), "-m", "jupyterlab.labextensions", "list"], env=env)
