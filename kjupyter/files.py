@@ -152,9 +152,11 @@ def whoami(url: str | None = None, storage_options: Mapping[str, Any] | None = N
     """
     import json
 
-    url = url or os.environ.get("KJUPYTER_RUN") or "file:///"
-    if storage_options is None:
-        storage_options = json.loads(os.environ.get("KJUPYTER_STORE_OPTIONS") or "{}")
+    run_url = os.environ.get("KJUPYTER_RUN") or ""
+    url = url or run_url or "file:///"
+    if storage_options is None:  # the run store's options, when ``url`` is on the store's protocol
+        same = run_url and protocol_of(run_url) == protocol_of(url)
+        storage_options = json.loads(os.environ.get("KJUPYTER_STORE_OPTIONS") or "{}") if same else {}
     fs, _ = open_fs(url, storage_options)
     protocol = protocol_of(url)
     with _translated(url, ""):

@@ -3,8 +3,9 @@
 Only the caller's own prefix (``<store>/<user>/``) is ever looked at, and a run
 is deleted only when its ``run.json`` says it has finished (succeeded, failed
 or cancelled) and it finished (or, lacking that, was created) before the
-bound. A run without a readable ``run.json`` is left alone: it may be one
-being written right now. ``include_unfinished`` also removes runs that never
+bound; a run whose every task left a result counts as finished even if no
+end was recorded. A run without a readable ``run.json`` is left alone: it may
+be one being written right now. ``include_unfinished`` also removes runs that never
 recorded an end but were created before the bound (their client died).
 """
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kjupyter.errors import StoreError
-from kjupyter.store import RUN_JSON, RunStore
+from kjupyter.store import RUN_JSON, RunDir, RunStore
 
 FINISHED = frozenset({"Succeeded", "Failed", "Cancelled"})
 DEFAULT_OLDER_THAN = 7 * 86400.0
@@ -64,6 +65,8 @@ def collect(
         except (StoreError, ValueError) as exc:
             report.skipped[run_id] = str(exc)
             continue
+        if str(meta.get("phase", "")) not in FINISHED and _all_results_written(run_dir, meta):
+            meta = {**meta, "phase": "Succeeded"}  # every task left an outcome: nothing can still write here
         if str(meta.get("run_id", run_id)) != run_id or not is_collectable(
             meta, user, bound, include_unfinished=include_unfinished
         ):
@@ -73,6 +76,19 @@ def collect(
             run_dir.delete()
         report.deleted.append(run_id)
     return report
+
+
+def _all_results_written(run_dir: RunDir, meta: dict[str, Any]) -> bool:
+    """Whether each of the run's tasks left a result or error envelope (its phase may never have been recorded)."""
+    count = _number(meta.get("count"))
+    if not count:
+        return False
+    try:
+        found = run_dir.fs.ls(f"{run_dir.path}/results", detail=False)
+    except (OSError, ValueError):
+        return False
+    names = {str(p).rstrip("/").rsplit("/", 1)[-1] for p in found}
+    return all(f"{i}.pkl" in names for i in range(int(count)))
 
 
 def _number(value: Any) -> float | None:

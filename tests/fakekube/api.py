@@ -107,8 +107,8 @@ class Api:
              fields: list[FieldRequirement] | None = None, limit: int = 0, cont: str | None = None) -> Obj:
         if namespace is not None:
             self._check_namespace(res, namespace)
-        items, rv = self.store.list(res.key, namespace)
-        items = [o for o in items if labels_match(labels or [], o) and fields_match(fields or [], o)]
+        items, rv = self.store.list(res.key, namespace,
+                                    where=lambda o: labels_match(labels or [], o) and fields_match(fields or [], o))
         meta: Obj = {"resourceVersion": str(rv)}
         if cont:
             try:

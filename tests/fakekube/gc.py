@@ -34,7 +34,7 @@ class GarbageCollector(Controller):
             self.enqueue(("dependent", change.resource, meta.get("namespace", ""), meta["name"]), 0.05)
 
     def _dependents(self, uid: str) -> list[tuple[str, Obj]]:
-        return [(res, o) for res, o in self.store.all_objects() if uid in owner_uids(o)]
+        return self.store.all_objects(where=lambda o: uid in owner_uids(o))   # read-only objects
 
     def _delete(self, res: str, obj: Obj, propagation: str = "Background") -> None:
         meta = obj["metadata"]

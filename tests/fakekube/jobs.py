@@ -107,7 +107,7 @@ class JobController(Controller):
             return
         ns, name = key
         job = self.store.get(JOBS.key, ns, name)
-        all_pods, _ = self.store.list(PODS.key, ns)
+        all_pods, _ = self.store.list(PODS.key, ns, copy=False)   # read-only
         if job is None or job["metadata"].get("deletionTimestamp"):
             uid = job["metadata"]["uid"] if job else None
             for p in all_pods:
@@ -164,7 +164,7 @@ class JobController(Controller):
         finished = condition_true(job, "Complete") or condition_true(job, "Failed")
         if not finished:
             requeue = self._sync(job, status, conds, active, terminating, completed, failed_indexes, now)
-            active = [p for p in self.store.list(PODS.key, ns)[0]
+            active = [p for p in self.store.list(PODS.key, ns, copy=False)[0]
                       if (controller_of(p) or {}).get("uid") == uid and not terminal(p)
                       and not p["metadata"].get("deletionTimestamp")]
         status["active"] = len(active)

@@ -78,7 +78,7 @@ class Kubelet(Controller):
             if pod is None:
                 return
             node = get_path(pod, "spec", "nodeName")
-            if not node or self.store.get(NODES.key, "", node) is None:
+            if not node or self.store.get(NODES.key, "", node, copy=False) is None:
                 return
             if run is None:
                 if get_path(pod, "status", "phase") in ("Succeeded", "Failed"):
@@ -106,7 +106,7 @@ class Kubelet(Controller):
             cr.termination_file.parent.mkdir(parents=True, exist_ok=True)
             cr.fallback_to_logs = c.get("terminationMessagePolicy") == "FallbackToLogsOnError"
             return cr
-        node = self.store.get(NODES.key, "", spec["nodeName"]) or {}
+        node = self.store.get(NODES.key, "", spec["nodeName"], copy=False) or {}
         run = PodRun(meta["uid"], meta["namespace"], meta["name"], spec["nodeName"], root,
                      spec.get("restartPolicy", "Always"), [crun(c, True) for c in spec.get("initContainers") or []],
                      [crun(c, False) for c in spec.get("containers") or []], host_ip=node_ip(node))
@@ -190,7 +190,8 @@ class Kubelet(Controller):
         return view
 
     def _alloc(self, run: PodRun) -> dict[str, str]:
-        alloc: dict[str, str] = get_path(self.store.get(NODES.key, "", run.node), "status", "allocatable", default={})
+        node = self.store.get(NODES.key, "", run.node, copy=False)
+        alloc: dict[str, str] = get_path(node, "status", "allocatable", default={})
         return alloc
 
     def base_env(self, pod: Obj, run: PodRun) -> dict[str, str]:

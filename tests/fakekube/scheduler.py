@@ -182,7 +182,7 @@ class Scheduler(Controller):
     def usage(self) -> tuple[dict[str, dict[str, Fraction]], dict[str, int]]:
         used: dict[str, dict[str, Fraction]] = {}
         counts: dict[str, int] = {}
-        pods, _ = self.store.list(PODS.key)
+        pods, _ = self.store.list(PODS.key, copy=False, where=lambda p: bool(get_path(p, "spec", "nodeName")))
         for p in pods:
             node = get_path(p, "spec", "nodeName")
             if not node or get_path(p, "status", "phase") in ("Succeeded", "Failed"):
@@ -199,7 +199,7 @@ class Scheduler(Controller):
         if (pod is None or get_path(pod, "spec", "nodeName") or pod["metadata"].get("deletionTimestamp")
                 or get_path(pod, "spec", "schedulerName", default="default-scheduler") != "default-scheduler"):
             return
-        nodes, _ = self.store.list(NODES.key)
+        nodes, _ = self.store.list(NODES.key, copy=False)
         used, counts = self.usage()
         results: list[tuple[list[str], str]] = []
         feasible: list[tuple[float, str]] = []

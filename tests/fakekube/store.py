@@ -3,7 +3,9 @@ a bounded history of changes (the watch window) and fan-out to watchers and
 controllers.
 
 The store is deliberately dumb: it knows nothing about API semantics (defaults,
-validation, finalizers); `api.py` does. Every object handed out is a deep copy.
+validation, finalizers); `api.py` does. Stored objects are never mutated in
+place (a write replaces them), so `Change` objects and `copy=False` reads share
+them: such objects are read-only. Everything else handed out is a deep copy.
 """
 
 from __future__ import annotations
@@ -120,10 +122,10 @@ class Store:
         return str(self._rv)
 
     # -- reads ------------------------------------------------------------
-    def get(self, resource: str, namespace: str, name: str) -> Obj | None:
+    def get(self, resource: str, namespace: str, name: str, *, copy: bool = True) -> Obj | None:
         with self.lock:
             obj = self._objects.get(resource, {}).get((namespace, name))
-            return deep(obj) if obj is not None else None
+            return deep(obj) if obj is not None and copy else obj
 
     def get_by_uid(self, uid: str) -> tuple[str, Obj] | None:
         with self.lock:
@@ -137,15 +139,19 @@ class Store:
         with self.lock:
             return uid in self._uids
 
-    def list(self, resource: str, namespace: str | None = None) -> tuple[list[Obj], int]:
+    def list(self, resource: str, namespace: str | None = None, *, copy: bool = True,
+             where: Callable[[Obj], bool] | None = None) -> tuple[list[Obj], int]:
+        """Objects in name order, filtered by `where` (on the stored objects) before copying."""
         with self.lock:
-            items = [deep(o) for (ns, _n), o in sorted(self._objects.get(resource, {}).items())
-                     if namespace is None or ns == namespace]
-            return items, self._rv
+            items = [o for (ns, _n), o in sorted(self._objects.get(resource, {}).items())
+                     if (namespace is None or ns == namespace) and (where is None or where(o))]
+            return ([deep(o) for o in items] if copy else items), self._rv
 
-    def all_objects(self) -> builtins.list[tuple[str, Obj]]:
+    def all_objects(self, where: Callable[[Obj], bool] | None = None) -> builtins.list[tuple[str, Obj]]:
+        """(resource, read-only object) pairs, optionally filtered."""
         with self.lock:
-            return [(res, deep(o)) for res, objs in self._objects.items() for o in objs.values()]
+            return [(res, o) for res, objs in self._objects.items() for o in objs.values()
+                    if where is None or where(o)]
 
     # -- writes -----------------------------------------------------------
     def insert(self, resource: str, obj: Obj) -> Obj:
@@ -159,10 +165,10 @@ class Store:
             meta.setdefault("uid", new_uid())
             meta.setdefault("creationTimestamp", now_iso())
             meta["resourceVersion"] = self._bump()
-            stored = deep(obj)
+            stored = obj                      # the store owns it from now on
             bucket[key] = stored
             self._uids[meta["uid"]] = (resource, key[0], key[1])
-            self._emit(Change(self._rv, "ADDED", resource, deep(stored), None))
+            self._emit(Change(self._rv, "ADDED", resource, stored, None))
             return deep(stored)
 
     def mutate(self, resource: str, namespace: str, name: str, fn: Callable[[Obj], Any],
@@ -191,9 +197,9 @@ class Store:
         meta = new["metadata"]
         meta["uid"] = current["metadata"]["uid"]
         meta["resourceVersion"] = self._bump()
-        stored = deep(new)
+        stored = new                          # the store owns it from now on
         self._objects[resource][(meta.get("namespace", ""), meta["name"])] = stored
-        self._emit(Change(self._rv, "MODIFIED", resource, deep(stored), deep(current)))
+        self._emit(Change(self._rv, "MODIFIED", resource, stored, current))
         return deep(stored)
 
     def remove(self, resource: str, namespace: str, name: str, uid: str | None = None) -> Obj | None:
@@ -204,10 +210,9 @@ class Store:
                 return None
             del bucket[(namespace, name)]
             self._uids.pop(current["metadata"]["uid"], None)
-            final = deep(current)
-            final["metadata"]["resourceVersion"] = self._bump()
-            self._emit(Change(self._rv, "DELETED", resource, deep(final), deep(current)))
-            return final
+            final = dict(current, metadata=dict(current["metadata"], resourceVersion=self._bump()))
+            self._emit(Change(self._rv, "DELETED", resource, final, current))
+            return deep(final)
 
     # -- watches ----------------------------------------------------------
     def watch(self, resource: str, namespace: str | None, since: int | None,
@@ -221,7 +226,7 @@ class Store:
             if since is None:
                 items = [o for (ns, _n), o in sorted(self._objects.get(resource, {}).items())
                          if namespace is None or ns == namespace]
-                initial = [Change(int(o["metadata"]["resourceVersion"]), "ADDED", resource, deep(o), None)
+                initial = [Change(int(o["metadata"]["resourceVersion"]), "ADDED", resource, o, None)
                            for o in items]
             else:
                 if since < self._compacted:

@@ -35,20 +35,23 @@ def _populate(store: st.RunStore) -> None:
     store.run("me", "foreign").update_meta(user="someone-else")  # sits under my prefix, but is not mine
     _seed(store, "bob", "bobs-old", "Succeeded", 10)
     store.run("me", "no-metadata").write_bytes(st.PAYLOAD, b"half-written")
+    _seed(store, "me", "old-done-unrecorded", "Running", 9, count=2)  # its client died, but both tasks ended
+    for i in range(2):
+        store.run("me", "old-done-unrecorded").write_bytes(st.result_name(i), b"result")
 
 
 def test_collect_on_local_disk(tmp_path: Path) -> None:
     store = st.RunStore(f"file://{tmp_path}/runs")
     _populate(store)
     dry = gc.collect(store, "me", 7 * DAY, dry_run=True)
-    assert sorted(dry.deleted) == ["old-cancelled", "old-failed", "old-ok"]
-    assert len(store.run_ids("me")) == 8  # a dry run deletes nothing
+    assert sorted(dry.deleted) == ["old-cancelled", "old-done-unrecorded", "old-failed", "old-ok"]
+    assert len(store.run_ids("me")) == 9  # a dry run deletes nothing
     report = gc.collect(store, "me", 7 * DAY)
-    assert sorted(report.deleted) == ["old-cancelled", "old-failed", "old-ok"]
+    assert sorted(report.deleted) == ["old-cancelled", "old-done-unrecorded", "old-failed", "old-ok"]
     assert sorted(store.run_ids("me")) == ["foreign", "long-run-just-ended", "no-metadata", "old-running", "recent"]
     assert "no-metadata" in report.skipped
     assert store.run_ids("bob") == ["bobs-old"]
-    assert report.summary() == "deleted 3 run(s), kept 4, skipped 1 without readable metadata"
+    assert report.summary() == "deleted 4 run(s), kept 4, skipped 1 without readable metadata"
     unfinished = gc.collect(store, "me", 7 * DAY, include_unfinished=True)
     assert unfinished.deleted == ["old-running"]
 
@@ -57,7 +60,7 @@ def test_collect_on_s3(s3: ObjectServer, s3_bucket: str) -> None:
     store = st.RunStore(f"s3://{s3_bucket}/kj", s3.options)
     _populate(store)
     report = gc.collect(store, "me", 7 * DAY)
-    assert sorted(report.deleted) == ["old-cancelled", "old-failed", "old-ok"]
+    assert sorted(report.deleted) == ["old-cancelled", "old-done-unrecorded", "old-failed", "old-ok"]
     fs = s3.filesystem()
     fs.invalidate_cache()
     left = {p.split("/")[3] for p in fs.find(f"{s3_bucket}/kj/me")}

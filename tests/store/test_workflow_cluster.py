@@ -38,7 +38,6 @@ def cluster_session(tmp_path: Path, make_fake_cluster: Callable[..., Any], s3: O
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "aws-creds", "namespace": "default"},
         "type": "Opaque", "stringData": dict(FAKE_AWS_ENV),
     })  # fmt: skip
-    print("KCFG", repr(Path(cluster.kubeconfig_path).read_text()[:60]))
     extra = f'store = "s3://{s3_bucket}/kj"\nstore_options = {_toml_inline(s3.options)}\n'
     for session in kube_session(tmp_path, cluster.kubeconfig_path, store=False, extra=extra):
         yield session, cluster
