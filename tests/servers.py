@@ -26,7 +26,7 @@ from typing import Any
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 FAKE_AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "AKIAKJUPYTERTESTKEY1",
+    "AWS_ACCESS_KEY_ID": "kjupyter-fake-access-key-id",  # fake, for moto; scanned for in tests
     "AWS_SECRET_ACCESS_KEY": "kjupyter-test-secret-do-not-leak-0123456789",
     "AWS_DEFAULT_REGION": "us-east-1",
 }

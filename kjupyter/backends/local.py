@@ -264,7 +264,7 @@ class _LocalRun:
         env.update(self.req.spec.env_dict)
         env.update({
             "KJUPYTER_RUN": self.run_dir.url, "KJUPYTER_RUN_ID": self.req.run_id, "PYTHONUNBUFFERED": "1",
-            "KJUPYTER_STORE_OPTIONS": json.dumps(dict(self.profile.store_options)),
+            "KJUPYTER_STORE_OPTIONS": json.dumps(st.shareable_options(self.profile.store_options)),
         })  # fmt: skip
         workdir = tempfile.mkdtemp(prefix=f"kjupyter-{self.req.run_id}-")  # like a pod: not the notebook's folder
         proc = subprocess.Popen(
