@@ -129,10 +129,22 @@ def cmd_gc(args: argparse.Namespace) -> int:
     profile, store = _profile_store(session, args.cluster)
     older = parse_duration(args.older_than, "--older-than")
     report = gc.collect(store, session.user, older, dry_run=args.dry_run, include_unfinished=args.include_unfinished)
+    if profile.backend == "local" and not args.dry_run:
+        _forget_local_runs(report.deleted)
     for run_id in report.deleted:
         print(f"{'would delete' if args.dry_run else 'deleted'} {store.url}/{session.user}/{run_id}")
     print(f"{profile.name}: {report.summary(args.dry_run)}")
     return 0
+
+
+def _forget_local_runs(run_ids: list[str]) -> None:
+    """The local backend keeps logs and pids beside the store: they go with the run."""
+    import shutil
+
+    from kjupyter.backends.local import state_root
+
+    for run_id in run_ids:
+        shutil.rmtree(state_root() / run_id, ignore_errors=True)
 
 
 def check_store(session: Session, cluster: str | None, *, remote: bool = False) -> list[str]:

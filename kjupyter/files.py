@@ -204,7 +204,22 @@ def _gcs_identity(fs: Any, url: str) -> Identity:
     method = str(getattr(creds, "method", "unknown"))
     inner = getattr(creds, "credentials", None)
     principal = str(getattr(inner, "service_account_email", "") or getattr(inner, "signer_email", "") or "")
+    if principal == "default" and hasattr(inner, "refresh"):
+        principal = _metadata_service_account(inner) or principal
     if method == "anon":
         principal = principal or "anonymous"
     detail = f"project {fs.project}" if getattr(fs, "project", None) else ""
     return Identity(url, "gs", method, principal, detail)
+
+
+def _metadata_service_account(credentials: Any) -> str:
+    """Workload Identity / GCE credentials say "default" until refreshed from the metadata server."""
+    try:
+        import requests
+        from google.auth.transport.requests import Request
+
+        with requests.Session() as http:
+            credentials.refresh(Request(http))
+    except Exception:  # the metadata server is unreachable: "default" is all we know
+        return ""
+    return str(getattr(credentials, "service_account_email", "") or "")

@@ -10,6 +10,10 @@ import pytest
 
 from kjupyter import session as session_mod
 from kjupyter.config import load_config
+from tests.sessions import installed_session
+
+# The fake Kubernetes API server's fixtures and marker, for every test folder.
+pytest_plugins = ["tests.fakekube.plugin"]
 
 
 @pytest.fixture(autouse=True)
@@ -32,14 +36,5 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def local_session(isolated_home: Path) -> Iterator[session_mod.Session]:
     """The process-wide session, on the built-in local profile, replaced for this test."""
-    sess = session_mod.Session(load_config())
-    old = session_mod._session
-    session_mod._session = sess
-    try:
+    with installed_session(load_config()) as sess:
         yield sess
-    finally:
-        for future in sess.active_runs():
-            future.cancel()
-            future.wait_ended(5)
-        sess.close()
-        session_mod._session = old

@@ -17,6 +17,7 @@ import pytest
 from kjupyter import session as session_mod
 from kjupyter.config import load_config
 from tests.servers import ObjectServer, gcs_server, s3_server
+from tests.sessions import installed_session
 
 _bucket_numbers = itertools.count()
 
@@ -87,14 +88,5 @@ def s3_profile_session(
     """A process-wide session whose default profile ("s3") is the local backend with its store in S3."""
     config = write_profile(tmp_path / "kjupyter.toml", "s3", f"s3://{s3_bucket}/kj", s3.options)
     monkeypatch.setenv("KJUPYTER_CONFIG", str(config))
-    sess = session_mod.Session(load_config())
-    old = session_mod._session
-    session_mod._session = sess
-    try:
+    with installed_session(load_config()) as sess:
         yield sess
-    finally:
-        for future in sess.active_runs():
-            future.cancel()
-            future.wait_ended(5)
-        sess.close()
-        session_mod._session = old

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
+import json
+import os
 import pickle
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -83,3 +91,72 @@ def test_whoami_on_gcs_and_local_disk(gcs: ObjectServer, tmp_path: Path) -> None
     assert (bucket_id.protocol, bucket_id.method, bucket_id.principal) == ("gs", "anon", "anonymous")
     local = whoami(f"file://{tmp_path}")
     assert local.method == "uid" and "uid" in local.principal
+
+
+def test_whoami_names_the_irsa_role(s3: ObjectServer, s3_bucket: str, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """A pod with IRSA has no keys, only a projected token and a role: whoami says it assumed that role."""
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    token = tmp_path / "token"
+    token.write_text("a-projected-service-account-token")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/kjupyter-pods")
+    monkeypatch.setenv("AWS_WEB_IDENTITY_TOKEN_FILE", str(token))
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", s3.endpoint)  # moto answers AssumeRoleWithWebIdentity
+    identity = whoami(f"s3://{s3_bucket}", {**s3.options, "skip_instance_cache": True})  # not the keyed one
+    assert identity.method == "assume-role-with-web-identity"
+    assert identity.principal.startswith("arn:aws:sts::123456789012:assumed-role/kjupyter-pods/")
+
+
+def test_whoami_names_the_workload_identity_account(gcs: ObjectServer, tmp_path: Path) -> None:
+    """On GKE with Workload Identity a pod has no key file; the metadata server says which account it is."""
+    account = "kjupyter-pods@kj-project.iam.gserviceaccount.com"
+    with fake_gce_metadata(account, "kj-project") as host:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "GCE_", "CLOUDSDK_"))}
+        env.update(gcs.env, GCE_METADATA_HOST=host, GCE_METADATA_IP=host, CLOUDSDK_CONFIG=str(tmp_path / "gcloud"))
+        options = {"endpoint_url": gcs.options["endpoint_url"]}  # no token: google_default, as in a pod
+        code = f"from kjupyter import whoami; print(whoami('gs://any-bucket', {options!r}))"
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert f"calls act as {account} (credentials from google_default); project kj-project" in out.stdout, out.stderr
+
+
+@contextlib.contextmanager
+def fake_gce_metadata(account: str, project: str) -> Iterator[str]:
+    """The few GCE metadata endpoints google-auth reads, as GKE's metadata server serves them."""
+    answers = {
+        "/": "",
+        "/computeMetadata/v1/project/project-id": project,
+        "/computeMetadata/v1/universe/universe-domain": "googleapis.com",
+        "/computeMetadata/v1/instance/service-accounts/default/": json.dumps(
+            {"email": account, "aliases": ["default"], "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}
+        ),
+        "/computeMetadata/v1/instance/service-accounts/default/token": json.dumps(
+            {"access_token": "not-a-real-token", "expires_in": 3600, "token_type": "Bearer"}
+        ),
+    }
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = answers.get(self.path.split("?")[0])
+            if body is None or self.headers.get("Metadata-Flavor") != "Google":
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Metadata-Flavor", "Google")
+            self.send_header("Content-Type", "application/json" if body.startswith("{") else "text/plain")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -9,6 +9,7 @@ import pytest
 
 from kjupyter import gc, remote
 from kjupyter import store as st
+from kjupyter.backends.local import state_root
 from kjupyter.cli import main as cli_main
 from kjupyter.session import Session
 from tests.servers import ObjectServer
@@ -82,8 +83,11 @@ def test_cli_gc_keeps_runs_inside_the_bound(s3_profile_session: Session, capsys:
     out = capsys.readouterr().out
     assert f"deleted {profile.store}/{user}/ancient" in out and "deleted 1 run(s), kept 1" in out
     assert len(store.run_ids(user)) == 1 and store.run_ids("another-user") == ["ancient"]
+    (real_run,) = store.run_ids(user)
+    assert (state_root() / real_run).is_dir()  # the local backend's logs and pids
     time.sleep(1.1)
     assert cli_main(["gc", "--older-than", "1s"]) == 0
     assert store.run_ids(user) == [] and store.run_ids("another-user") == ["ancient"]
+    assert not (state_root() / real_run).exists()  # the logs went with the run
     assert cli_main(["gc", "--older-than", "soon"]) == 1
     assert "--older-than" in capsys.readouterr().err
