@@ -145,6 +145,11 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
             self.backend.cancel(self.run_id)
         return super().cancel()
 
+    def detach(self) -> RunFuture:
+        """Let the run outlive this interpreter (it is not cancelled at exit); ``kjupyter.attach`` finds it."""
+        self.detached = True
+        return self
+
     def result_or_raise(self, timeout: float | None = None) -> Any:
         """``result()``, but a cancellation raises :class:`RunCancelled` (a KjupyterError)."""
         try:

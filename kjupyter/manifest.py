@@ -8,8 +8,12 @@ profile) and returns the exact objects the Kubernetes backend sends and
 One run is ONE ``batch/v1`` Job in Indexed completion mode (``completions=N``,
 ``parallelism=P``), a call being a map of one. A run whose payload travels
 inline (no store) also gets a Secret holding the payload, mounted as a
-volume; the backend gives it an ownerReference to the Job once the Job
-exists, so the garbage collector removes it with the Job.
+volume. The Job is created first and the Secret second, already carrying
+its ownerReference to the Job (:func:`owned_by`): a Secret can never exist
+without an owner, so the garbage collector always removes it with its Job,
+whatever happens to the client. Until the Secret exists the pod waits in
+``ContainerCreating`` (the kubelet retries the mount), which costs one round
+trip at most.
 
 The image must have kjupyter installed: the container runs
 ``python -m kjupyter.runner --run <store URL of the run>`` (or
@@ -44,9 +48,11 @@ CONTAINER = "task"
 PAYLOAD_MOUNT = "/var/run/kjupyter/payload"
 PAYLOAD_VOLUME = "kjupyter-payload"
 INLINE_LIMIT = 1024 * 1024  # bytes of payload (+ items) that may travel in a Secret
-DEFAULT_DEADLINE_S = 7 * 86400  # activeDeadlineSeconds when the run has no timeout
-# Store options whose values are credentials: never copied into a manifest.
-_SECRET_OPTION_WORDS = ("key", "secret", "token", "password", "credential", "auth")
+# activeDeadlineSeconds when the run has no timeout. DESIGN.md asks for a deadline on every Job: it is the
+# backstop that frees the nodes (GPUs above all) of a run nobody watches any more, e.g. an endless loop
+# whose kernel is gone. A week lets the longest ordinary training runs finish (they should set timeout=
+# anyway); a run that needs longer says so with timeout=.
+DEFAULT_DEADLINE_S = 7 * 86400
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,8 @@ class Target:
     gpus: Mapping[str, GpuPlacement] = field(default_factory=dict)
     ttl_after_finished: float = 86400.0
     labels: Mapping[str, str] = field(default_factory=dict)
+    # Store options the pods need (endpoint, region...): already shareable, i.e. without credentials
+    # (the backend filters them with kjupyter.store.shareable_options); copied into every pod's env.
     store_options: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -76,13 +84,17 @@ class GpuPlacement:
 
 @dataclass(frozen=True)
 class RunObjects:
-    """The objects of one run, in the order they are created."""
+    """The objects of one run: the Job, then (inline payload) the Secret, created in that order.
+
+    ``secret`` has no ownerReference yet: the Job's uid is only known once it
+    exists; :func:`owned_by` adds it before the Secret is sent.
+    """
 
     job: dict[str, Any]
     secret: dict[str, Any] | None = None
 
     def all(self) -> list[dict[str, Any]]:
-        return [o for o in (self.secret, self.job) if o is not None]
+        return [o for o in (self.job, self.secret) if o is not None]
 
 
 def job_name(run_id: str) -> str:
@@ -218,23 +230,18 @@ def owner_reference(job: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def safe_store_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Store options without anything that looks like a credential (pods get those from secrets)."""
-    out: dict[str, Any] = {}
-    for key, value in options.items():
-        if any(word in key.lower() for word in _SECRET_OPTION_WORDS):
-            continue
-        out[key] = safe_store_options(value) if isinstance(value, Mapping) else value
-    return out
+def owned_by(obj: Mapping[str, Any], job: Mapping[str, Any]) -> dict[str, Any]:
+    """``obj`` with an ownerReference to ``job`` (a created Job, with its uid)."""
+    meta = {**obj["metadata"], "ownerReferences": [owner_reference(job)]}
+    return {**obj, "metadata": meta}
 
 
 def _env(run_id: str, spec: RunSpec, target: Target) -> list[dict[str, Any]]:
     env = [{"name": k, "value": v} for k, v in spec.env]
     env.append({"name": "KJUPYTER_RUN_ID", "value": run_id})
     env.append({"name": "PYTHONUNBUFFERED", "value": "1"})
-    options = safe_store_options(target.store_options)
-    if options:
-        env.append({"name": "KJUPYTER_STORE_OPTIONS", "value": json.dumps(options, sort_keys=True)})
+    if target.store_options:
+        env.append({"name": "KJUPYTER_STORE_OPTIONS", "value": json.dumps(dict(target.store_options), sort_keys=True)})
     return env
 
 

@@ -94,6 +94,10 @@ class KubeRun:
         for event in past:
             sink(event)
 
+    def remove_sink(self, sink: EventSink) -> None:
+        with self.lock, contextlib.suppress(ValueError):
+            self.sinks.remove(sink)
+
     def start(self) -> None:
         self.emit(PhaseChanged(self.run_id, Phase.PENDING, message=f"{self.count} task(s) on {self.namespace}"))
         self._progress()

@@ -1,4 +1,10 @@
-"""Shared watches: one pod watch and one job watch per label selector and namespace.
+"""Shared watches: one pod watch and one job watch per session and namespace.
+
+They select kjupyter's objects by the session label
+(``kjupyter.io/session in (...)``). Following a run of another session
+(``attach``, ``kjupyter logs -f``) adds that session to the set and
+re-lists once with the wider selector: the number of open watches stays two
+however many runs are followed.
 
 Each watch lists once, then watches from the list's resourceVersion; it
 resumes from the last resourceVersion it saw (bookmarks included) after a
@@ -19,6 +25,8 @@ from typing import Any
 
 from kjupyter.backends.k8s_client import ApiFailure, Kube
 from kjupyter.errors import BackendError
+from kjupyter.manifest import LABEL_SESSION, MANAGED_BY
+from kjupyter.names import label_value
 
 Handler = Callable[[str, dict[str, Any]], None]
 WATCH_SECONDS = 290  # server-side timeout of one watch request (it is then resumed, not re-listed)
@@ -43,6 +51,7 @@ class Watch:
         self.rv = ""
         self.known: dict[str, str] = {}  # uid -> name of objects seen, to report deletions after a re-list
         self.stopped = threading.Event()
+        self.reset = threading.Event()  # the selector changed: list again, then watch
         self.synced = threading.Event()
         self.response: Any = None
         self.thread = threading.Thread(target=self._loop, daemon=True, name=f"kjupyter-watch-{resource}")
@@ -58,6 +67,16 @@ class Watch:
             with contextlib.suppress(Exception):
                 response.close()
 
+    def reselect(self, selector: str) -> None:
+        """Follow a new selector: the current stream is closed and the objects listed again."""
+        self.selector = selector
+        self.synced.clear()
+        self.reset.set()
+        response = self.response
+        if response is not None:
+            with contextlib.suppress(Exception):
+                response.close()
+
     def _list_fn(self) -> Callable[..., Any]:
         if self.resource == "pods":
             return self.kube.core.list_namespaced_pod  # type: ignore[no-any-return]
@@ -67,8 +86,13 @@ class Watch:
         delay = BACKOFF_START
         while not self.stopped.is_set():
             try:
+                if self.reset.is_set():
+                    self.reset.clear()
+                    self.rv = ""
                 if not self.rv:
                     self._relist()
+                if self.reset.is_set():
+                    continue
                 self._watch()
                 delay = BACKOFF_START
             except _Expired:
@@ -110,8 +134,10 @@ class Watch:
         )  # fmt: skip
         self.response = response
         try:
+            if self.reset.is_set():
+                return
             for line in iter_resp_lines(response):
-                if self.stopped.is_set():
+                if self.stopped.is_set() or self.reset.is_set():
                     return
                 if not line.strip():
                     continue
@@ -146,13 +172,33 @@ class Watch:
             traceback.print_exc()
 
 
-class Watcher:
-    """The pod watch and the job watch of one selector (a session, or one attached run)."""
+def session_selector(sessions: set[str]) -> str:
+    """``app.kubernetes.io/managed-by=kjupyter,kjupyter.io/session in (a,b)``."""
+    values = ",".join(sorted(label_value(s) for s in sessions))
+    return f"{MANAGED_BY}=kjupyter,{LABEL_SESSION} in ({values})"
 
-    def __init__(self, kube: Kube, namespace: str, selector: str, on_pod: Handler, on_job: Handler,
+
+class Watcher:
+    """The pod watch and the job watch of one namespace, for the runs of a set of sessions."""
+
+    def __init__(self, kube: Kube, namespace: str, session: str, on_pod: Handler, on_job: Handler,
                  on_error: Callable[[BackendError], None] | None = None) -> None:  # fmt: skip
+        self.sessions = {session}
+        self.lock = threading.Lock()
+        selector = session_selector(self.sessions)
         self.pods = Watch(kube, "pods", namespace, selector, on_pod, on_error)
         self.jobs = Watch(kube, "jobs", namespace, selector, on_job, on_error)
+
+    def add_session(self, session: str) -> bool:
+        """Also follow the runs of ``session``; True if that needed a re-list (a new session)."""
+        with self.lock:
+            if session in self.sessions:
+                return False
+            self.sessions.add(session)
+            selector = session_selector(self.sessions)
+        self.jobs.reselect(selector)
+        self.pods.reselect(selector)
+        return True
 
     def start(self) -> Watcher:
         self.jobs.start()

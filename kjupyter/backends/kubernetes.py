@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -25,9 +26,10 @@ from kjupyter.backends.k8s_client import ApiFailure, Kube
 from kjupyter.backends.k8s_logs import read_all
 from kjupyter.backends.k8s_run import KubeRun, delete_job
 from kjupyter.backends.k8s_watch import Watcher
+from kjupyter.backends.records import RunRecord, open_result, run_meta
 from kjupyter.config import Profile
 from kjupyter.errors import BackendError, ConfigError
-from kjupyter.events import EventSink, Phase
+from kjupyter.events import Event, EventSink, LogLine, Phase, RunFinished
 from kjupyter.spec import RunSpec
 
 MAX_FOLLOWED_LOGS = 20  # concurrently followed log streams per backend; other pods are read when they end
@@ -50,13 +52,21 @@ def target_for(profile: Profile, namespace: str | None = None) -> mf.Target:
         gpus=gpus,
         ttl_after_finished=profile.ttl_after_finished,
         labels=dict(profile.labels),
-        store_options=dict(profile.store_options),
+        store_options=st.shareable_options(profile.store_options),  # never credentials in a manifest
     )
+
+
+UID_PLACEHOLDER = "<uid of the created Job>"
 
 
 def render(profile: Profile, spec: RunSpec, *, count: int = 1, kind: str = "call", run_id: str = "render-000000",
            user: str = "", session: str = "", function: str = "") -> list[dict[str, Any]]:  # fmt: skip
-    """The exact objects a run with ``spec`` sends (payload bytes left empty)."""
+    """The exact objects a run with ``spec`` sends, in the order they are sent.
+
+    Two things are only known when the run is sent: the payload bytes of an
+    inline Secret (left empty here) and the uid of the Job that owns it
+    (:data:`UID_PLACEHOLDER`).
+    """
     target = target_for(profile)
     if profile.store:
         url = f"{profile.store.rstrip('/')}/{user}/{run_id}"
@@ -66,6 +76,9 @@ def render(profile: Profile, spec: RunSpec, *, count: int = 1, kind: str = "call
         inline = {st.PAYLOAD: b""} if kind != MAP else {st.PAYLOAD: b"", st.ITEMS: b""}
         objects = mf.build(run_id=run_id, kind=kind, spec=spec, target=target, count=count,
                            parallelism=spec.parallelism, user=user, session=session, function=function, inline=inline)  # fmt: skip
+    if objects.secret is not None:
+        owner = {"metadata": {"name": objects.job["metadata"]["name"], "uid": UID_PLACEHOLDER}}
+        return [objects.job, mf.owned_by(objects.secret, owner)]
     return objects.all()
 
 
@@ -77,7 +90,7 @@ class KubernetesBackend(Backend):
         self._kube: Kube | None = None
         self.store = st.RunStore(profile.store, dict(profile.store_options)) if profile.store else None
         self._runs: dict[str, KubeRun] = {}
-        self._watchers: dict[str, Watcher] = {}
+        self._watcher: Watcher | None = None
         self._outcomes: dict[str, Any] = {}
         self._run_dirs: dict[str, st.RunDir] = {}
         self._lock = threading.Lock()
@@ -104,8 +117,13 @@ class KubernetesBackend(Backend):
             run_id=request.run_id, kind=request.kind, spec=request.spec, target=target, count=request.count,
             parallelism=request.parallelism, user=request.user, session=request.session, function=request.function,
         )  # fmt: skip
+        record: RunRecord | None = None
         if self.store is not None:
             run_dir = self.store.run(request.user, request.run_id)
+            record = RunRecord(run_dir)
+            record.create(run_meta(request, cluster=self.profile.name, backend="kubernetes",
+                                   namespace=kube.namespace, job=mf.job_name(request.run_id)))  # fmt: skip
+            sink = record.wrap(sink)
             run_dir.write_bytes(st.PAYLOAD, request.payload)
             if request.items is not None:
                 run_dir.write_bytes(st.ITEMS, request.items)
@@ -130,43 +148,29 @@ class KubernetesBackend(Backend):
         with self._lock:
             self._runs[request.run_id] = run
             self._outcomes[request.run_id] = run.outcomes
-        self._watch(mf.selector(session=request.session))
+        self._follow_session(request.session)
         run.start()
         try:
-            self._create(kube, objects)
+            create(kube, objects)
         except BaseException:
             run.abandon()
             with self._lock:
                 self._runs.pop(request.run_id, None)
-            raise
-
-    def _create(self, kube: Kube, objects: mf.RunObjects) -> None:
-        ns = kube.namespace
-        name = objects.job["metadata"]["name"]
-        if objects.secret is not None:
-            kube.call(f"create Secret {objects.secret['metadata']['name']}", kube.core.create_namespaced_secret,
-                      ns, objects.secret)  # fmt: skip
-        try:
-            job = kube.call(f"create Job {name}", kube.batch.create_namespaced_job, ns, objects.job)
-        except BaseException:
-            if objects.secret is not None:
+            if record is not None:
                 with contextlib.suppress(Exception):
-                    kube.call(
-                        "delete Secret", kube.core.delete_namespaced_secret, objects.secret["metadata"]["name"], ns
-                    )
+                    record.finish(Phase.FAILED, "NotCreated")
             raise
-        if objects.secret is not None:  # now the Job has a uid: the Secret goes when the Job goes
-            patch = {"metadata": {"ownerReferences": [mf.owner_reference(job)]}}
-            kube.call(f"patch Secret {objects.secret['metadata']['name']}", kube.core.patch_namespaced_secret,
-                      objects.secret["metadata"]["name"], ns, patch)  # fmt: skip
 
-    def _watch(self, selector: str) -> Watcher:
+    def _follow_session(self, session: str) -> Watcher:
+        """The namespace's shared watches, following the runs of ``session`` too."""
         kube = self.kube
         with self._lock:
-            watcher = self._watchers.get(selector)
+            watcher = self._watcher
             if watcher is None:
-                watcher = self._watchers[selector] = Watcher(kube, kube.namespace, selector,
-                                                             self._on_pod, self._on_job).start()  # fmt: skip
+                watcher = self._watcher = Watcher(kube, kube.namespace, session, self._on_pod, self._on_job)
+                watcher.start()
+                return watcher
+        watcher.add_session(session)
         return watcher
 
     def _run_of(self, obj: dict[str, Any]) -> KubeRun | None:
@@ -189,14 +193,19 @@ class KubernetesBackend(Backend):
             self._runs.pop(run_id, None)
 
     def attach(self, run_id: str, sink: EventSink) -> None:
+        self._attach(run_id, sink)
+
+    def _attach(self, run_id: str, sink: EventSink) -> KubeRun:
+        """Follow a run on the shared watches (adding its session to them): no watch of its own."""
         with self._lock:
             run = self._runs.get(run_id)
         if run is not None:
             run.add_sink(sink)
-            return
+            return run
         job = self._job(run_id)
         spec = job.get("spec", {})
-        kind = str(job["metadata"].get("labels", {}).get(mf.LABEL_KIND, "call"))
+        labels = job["metadata"].get("labels", {})
+        kind = str(labels.get(mf.LABEL_KIND, "call"))
         retries = int(spec.get("backoffLimitPerIndex", spec.get("backoffLimit", 0)) or 0)
         run = KubeRun(self.kube, self.namespace, run_id, kind=kind, count=int(spec.get("completions", 1)),
                       retries=retries, sink=sink, slots=self._slots, pending_timeout=None, on_end=self._ended)  # fmt: skip
@@ -204,7 +213,8 @@ class KubernetesBackend(Backend):
             self._runs[run_id] = run
             self._outcomes[run_id] = run.outcomes
         run.start()
-        self._watch(mf.selector(run=run_id))
+        self._follow_session(str(labels.get(mf.LABEL_SESSION, "")))
+        return run
 
     def cancel(self, run_id: str) -> bool:
         with self._lock:
@@ -225,20 +235,12 @@ class KubernetesBackend(Backend):
             raise
         return True
 
-    @contextlib.contextmanager
-    def open_outcome(self, run_id: str, index: int) -> Iterator[IO[bytes]]:
+    def open_outcome(self, run_id: str, index: int) -> contextlib.AbstractContextManager[IO[bytes]]:
         outcomes = self._outcomes.get(run_id)
         data = outcomes.get(index) if outcomes is not None else None
         if data is not None:
-            yield io.BytesIO(data)
-            return
-        run_dir = self._run_dirs.get(run_id) or self._foreign_run_dir(run_id)
-        if run_dir is None or not run_dir.exists(st.result_name(index)):
-            raise BackendError(
-                f"run {run_id} task {index} left no result (it was killed or cancelled before it finished)"
-            )
-        with run_dir.open_read(st.result_name(index)) as f:
-            yield f
+            return contextlib.nullcontext(io.BytesIO(data))
+        return open_result(self._run_dirs.get(run_id) or self._foreign_run_dir(run_id), run_id, index)
 
     def _foreign_run_dir(self, run_id: str) -> st.RunDir | None:
         if self.store is None:
@@ -285,6 +287,9 @@ class KubernetesBackend(Backend):
         )  # fmt: skip
 
     def logs(self, run_id: str, index: int | None = None, *, follow: bool = False) -> Iterator[str]:
+        if follow:
+            yield from self._follow_logs(run_id, index)
+            return
         kube = self.kube
         data = kube.call("list pods", kube.core.list_namespaced_pod, kube.namespace,
                          label_selector=mf.selector(run=run_id))  # fmt: skip
@@ -302,11 +307,25 @@ class KubernetesBackend(Backend):
             for line in read_all(kube, kube.namespace, pod["metadata"]["name"], mf.CONTAINER):
                 yield prefix + line
 
+    def _follow_logs(self, run_id: str, index: int | None) -> Iterator[str]:
+        """Lines as the run prints them (on the shared watches, as ``attach``), until it ends."""
+        events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        run = self._attach(run_id, events.put)
+        try:
+            while True:
+                event = events.get()
+                if isinstance(event, LogLine) and (index is None or event.index == index):
+                    yield (f"[{event.index}] " if run.count > 1 and index is None else "") + event.text
+                elif isinstance(event, RunFinished):
+                    return
+        finally:
+            run.remove_sink(events.put)
+
     def close(self) -> None:
         with self._lock:
-            watchers, self._watchers = list(self._watchers.values()), {}
-        for w in watchers:
-            w.stop()
+            watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
 
     def describe(self) -> dict[str, Any]:
         from kubernetes import client
@@ -314,6 +333,26 @@ class KubernetesBackend(Backend):
         kube = self.kube
         version = kube.call("reach the API server", client.VersionApi(kube.api_client).get_code)
         return {"reachable": True, "detail": f"Kubernetes {version.get('gitVersion', '?')}, namespace {kube.namespace}"}
+
+
+def create(kube: Kube, objects: mf.RunObjects) -> None:
+    """Send a run's objects: the Job, then its payload Secret already owned by the Job.
+
+    A Secret is never without an owner, so nothing can orphan it; if it cannot
+    be created the Job (still waiting for it) is deleted with its pod.
+    """
+    ns = kube.namespace
+    name = objects.job["metadata"]["name"]
+    job = kube.call(f"create Job {name}", kube.batch.create_namespaced_job, ns, objects.job)
+    if objects.secret is None:
+        return
+    secret = mf.owned_by(objects.secret, job)
+    try:
+        kube.call(f"create Secret {secret['metadata']['name']}", kube.core.create_namespaced_secret, ns, secret)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            delete_job(kube, ns, name)
+        raise
 
 
 def _pod_index(pod: dict[str, Any]) -> int:

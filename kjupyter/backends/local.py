@@ -34,6 +34,7 @@ from typing import IO, Any
 from kjupyter import names
 from kjupyter import store as st
 from kjupyter.backends.base import Backend, RunInfo, SubmitRequest
+from kjupyter.backends.records import RunRecord, open_result, run_meta
 from kjupyter.config import Profile
 from kjupyter.errors import BackendError
 from kjupyter.events import (
@@ -72,11 +73,12 @@ class LocalBackend(Backend):
 
     def submit(self, request: SubmitRequest, sink: EventSink) -> None:
         run_dir = self.store.run(request.user, request.run_id)
-        run_dir.write_json(st.RUN_JSON, _meta(request, self.profile.name))
+        record = RunRecord(run_dir)
+        record.create(run_meta(request, cluster=self.profile.name, backend="local"))
         run_dir.write_bytes(st.PAYLOAD, request.payload)
         if request.items is not None:
             run_dir.write_bytes(st.ITEMS, request.items)
-        run = _LocalRun(request, run_dir, sink, self.profile, self._forget)
+        run = _LocalRun(request, run_dir, record.wrap(sink), self.profile, self._forget)
         with self._lock:
             self._runs[request.run_id] = run
         run.start()
@@ -106,15 +108,11 @@ class LocalBackend(Backend):
         self._run_dir(meta).update_meta(phase=Phase.CANCELLED.value, finished=time.time())
         return True
 
-    @contextlib.contextmanager
-    def open_outcome(self, run_id: str, index: int) -> Iterator[IO[bytes]]:
-        run_dir = self._run_dir(self._meta(run_id))
-        if not run_dir.exists(st.result_name(index)):
-            raise BackendError(
-                f"run {run_id} task {index} left no result (it was killed or cancelled before it finished)"
-            )
-        with run_dir.open_read(st.result_name(index)) as f:
-            yield f
+    def open_outcome(self, run_id: str, index: int) -> contextlib.AbstractContextManager[IO[bytes]]:
+        with self._lock:
+            run = self._runs.get(run_id)
+        run_dir = run.run_dir if run is not None else self._run_dir(self._meta(run_id))
+        return open_result(run_dir, run_id, index)
 
     def list_runs(self, user: str | None = None) -> list[RunInfo]:
         return [_info(meta, self.profile.name) for meta in self.store.runs(user or names.current_user())]
@@ -154,15 +152,6 @@ class LocalBackend(Backend):
         return self.store.run(str(meta["user"]), str(meta["run_id"]))
 
 
-def _meta(request: SubmitRequest, cluster: str) -> dict[str, Any]:
-    return {
-        "run_id": request.run_id, "kind": request.kind, "count": request.count, "user": request.user,
-        "session": request.session, "function": request.function, "cluster": cluster, "backend": "local",
-        "created": time.time(), "phase": Phase.PENDING.value, "host": socket.gethostname(),
-        "owner_pid": os.getpid(), "spec": request.spec.summary(),
-    }  # fmt: skip
-
-
 def _info(meta: dict[str, Any], cluster: str) -> RunInfo:
     phase = Phase(str(meta.get("phase", "Pending")))
     if not phase.finished and not _owner_alive(meta):
@@ -176,6 +165,7 @@ def _info(meta: dict[str, Any], cluster: str) -> RunInfo:
         finished=meta.get("finished"),
         total=int(meta.get("count", 1)),
         succeeded=int(counts.get("succeeded", 0)), failed=int(counts.get("failed", 0)),
+        running=int(counts.get("running", 0)) if not phase.finished else 0,
         diagnosis=str(meta.get("diagnosis", "")),
     )  # fmt: skip
 
@@ -312,9 +302,8 @@ class _LocalRun:
             self.state["running"] += 1
             first = not self.started
             self.started = True
-        if first:
+        if first:  # (the RunRecord wrapped around the sink records it in run.json)
             self.emit(PhaseChanged(rid, Phase.RUNNING, node=socket.gethostname(), pod=f"pid {proc.pid}"))
-            self.run_dir.update_meta(phase=Phase.RUNNING.value)
         self.emit(PhaseChanged(rid, Phase.RUNNING, index=index, node=socket.gethostname(), pod=f"pid {proc.pid}"))
         self.progress()
         assert proc.stdin and proc.stdout
@@ -396,8 +385,6 @@ class _LocalRun:
             phase, reason, message = Phase.FAILED, "Failed", f"{s['failed']} of {self.req.count} task(s) failed"
         else:
             phase, reason, message = Phase.SUCCEEDED, "Completed", f"{s['succeeded']} task(s) succeeded"
-        with contextlib.suppress(Exception):
-            self.run_dir.update_meta(phase=phase.value, finished=time.time(), counts=dict(s), reason=reason)
         self.emit(RunFinished(self.req.run_id, phase, reason, message))
         self.on_end(self.req.run_id)
 

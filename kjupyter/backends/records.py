@@ -1,0 +1,162 @@
+"""What every backend keeps in a run's store folder: ``run.json`` and the task outcomes.
+
+``run.json`` is what ``kjupyter jobs`` (local backend), the JupyterLab sidebar
+and ``kjupyter gc`` read: owner, created, kind, task count, phase, counts, and
+when and why the run ended. :class:`RunRecord` writes it from the run's own
+events (it wraps the sink a backend is given), so both backends record the
+same thing the same way:
+
+- once at submit (``created``, phase ``Pending``);
+- once when the run starts running;
+- the task counts while it runs, throttled to at most one write per
+  :data:`PROGRESS_INTERVAL_S` (a map of 100,000 tasks costs a handful of
+  writes per minute, never one per task), plus a trailing write so the last
+  counts before a quiet spell are not lost;
+- once at the end (phase, ``finished``, reason, final counts), before the
+  run's ``RunFinished`` reaches anyone, so a finished future implies a
+  finished record.
+
+Every write goes through :meth:`kjupyter.store.RunDir.update_meta`, which is atomic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+from kjupyter import store as st
+from kjupyter.backends.base import SubmitRequest
+from kjupyter.errors import BackendError
+from kjupyter.events import Event, EventSink, Phase, PhaseChanged, Progress, RunFinished, TaskFinished
+
+PROGRESS_INTERVAL_S = 1.0  # at most one counts write per run and interval
+Schedule = Callable[[float, Callable[[], None]], Any]
+
+
+def run_meta(request: SubmitRequest, *, cluster: str, backend: str, **extra: Any) -> dict[str, Any]:
+    """The ``run.json`` of a run at submit time."""
+    meta = {
+        "run_id": request.run_id, "kind": request.kind, "count": request.count, "user": request.user,
+        "session": request.session, "function": request.function, "cluster": cluster, "backend": backend,
+        "created": time.time(), "phase": Phase.PENDING.value, "host": socket.gethostname(),
+        "owner_pid": os.getpid(), "spec": request.spec.summary(),
+        "counts": {"succeeded": 0, "failed": 0, "running": 0, "pending": request.count},
+    }  # fmt: skip
+    meta.update(extra)
+    return meta
+
+
+@contextlib.contextmanager
+def open_result(run_dir: st.RunDir | None, run_id: str, index: int) -> Iterator[IO[bytes]]:
+    """Task ``index``'s result or error envelope in the store; BackendError if it left none."""
+    if run_dir is None or not run_dir.exists(st.result_name(index)):
+        raise BackendError(f"run {run_id} task {index} left no result (it was killed or cancelled before it finished)")
+    with run_dir.open_read(st.result_name(index)) as f:
+        yield f
+
+
+def _timer(delay: float, fn: Callable[[], None]) -> threading.Timer:
+    timer = threading.Timer(delay, fn)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+class RunRecord:
+    """Keeps one run's ``run.json`` up to date from the run's events (see the module docstring)."""
+
+    def __init__(self, run_dir: st.RunDir, *, interval: float | None = None,
+                 clock: Callable[[], float] = time.monotonic, schedule: Schedule = _timer) -> None:  # fmt: skip
+        self.run_dir = run_dir
+        self.interval = PROGRESS_INTERVAL_S if interval is None else interval
+        self.clock = clock
+        self.schedule = schedule
+        self.lock = threading.Lock()
+        self.last = clock()
+        self.counts: dict[str, int] = {}
+        self.dirty = False
+        self.flush_due = False  # a trailing write is scheduled
+        self.started = False
+        self.closed = False
+        self.tally = {"succeeded": 0, "failed": 0, "cancelled": 0}
+        self.progress_writes = 0
+
+    def create(self, meta: dict[str, Any]) -> None:
+        with self.lock:
+            self.counts = dict(meta.get("counts") or {})
+            self.run_dir.write_json(st.RUN_JSON, meta)
+            self.last = self.clock()
+
+    def wrap(self, sink: EventSink) -> EventSink:
+        """A sink that records ``event`` and then passes it on to ``sink``."""
+
+        def recording(event: Event) -> None:
+            with contextlib.suppress(Exception):  # a store hiccup must not break the run's events
+                self.observe(event)
+            sink(event)
+
+        return recording
+
+    def observe(self, event: Event) -> None:
+        if isinstance(event, PhaseChanged) and event.index is None and event.phase is Phase.RUNNING:
+            with self.lock:
+                if self.started or self.closed:
+                    return
+                self.started = True
+                self._write(phase=Phase.RUNNING.value)
+        elif isinstance(event, Progress):
+            counts = {"succeeded": event.succeeded, "failed": event.failed, "running": event.running,
+                      "pending": event.pending}  # fmt: skip
+            self._progress(counts)
+        elif isinstance(event, TaskFinished):
+            key = {Phase.SUCCEEDED: "succeeded", Phase.CANCELLED: "cancelled"}.get(event.phase, "failed")
+            with self.lock:
+                self.tally[key] += 1
+        elif isinstance(event, RunFinished):
+            self.finish(event.phase, event.reason)
+
+    def finish(self, phase: Phase, reason: str = "") -> None:
+        """The final write (also used when a run could not even be started)."""
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            self.counts = {**self.tally, "running": 0, "pending": 0}
+            self._write(phase=phase.value, finished=time.time(), reason=reason)
+
+    def _progress(self, counts: dict[str, int]) -> None:
+        with self.lock:
+            if self.closed or counts == self.counts:
+                return
+            self.counts, self.dirty = counts, True
+            wait = self.last + self.interval - self.clock()
+            if wait <= 0:
+                self.progress_writes += 1
+                self._write()
+            elif not self.flush_due:
+                self.flush_due = True
+                self.schedule(wait, self._flush)
+
+    def _flush(self) -> None:
+        with self.lock:
+            self.flush_due = False
+            if self.closed or not self.dirty:
+                return
+            wait = self.last + self.interval - self.clock()
+            if wait > 0:  # another write happened meanwhile: keep the pace
+                self.flush_due = True
+                self.schedule(wait, self._flush)
+                return
+            self.progress_writes += 1
+            self._write()
+
+    def _write(self, **changes: Any) -> None:
+        """One atomic update of run.json (the caller holds the lock, so writes never reorder)."""
+        self.dirty = False
+        self.last = self.clock()
+        self.run_dir.update_meta(counts=dict(self.counts), **changes)
