@@ -71,6 +71,19 @@ def attach(run_id: str, cluster: str | None = None) -> RunFuture:
     return get_session().attach(run_id, cluster)
 
 
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """The prebuilt JupyterLab extension, ``kjupyter/labextension`` (``jupyter labextension develop .``).
+
+    A wheel also installs it as shared data in ``share/jupyter/labextensions/kjupyter``.
+    """
+    return [{"src": "labextension", "dest": "kjupyter"}]
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    """The Jupyter server extension (REST routes under ``/kjupyter/``) lives in :mod:`kjupyter.server`."""
+    return [{"module": "kjupyter.server"}]
+
+
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext kjupyter``: registers ``%%kube`` and ``%kube``."""
     from kjupyter.magics import register

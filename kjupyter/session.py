@@ -11,15 +11,18 @@ from __future__ import annotations
 import atexit
 import contextlib
 import io
+import os
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 from kjupyter import names, store
 from kjupyter import payload as pl
 from kjupyter.backends.base import CALL, MAP, Backend, SubmitRequest
 from kjupyter.config import Config, Profile, load_config
-from kjupyter.errors import ConfigError
+from kjupyter.errors import ConfigError, KjupyterWarning
 from kjupyter.futures import MapFuture, RunFuture
 from kjupyter.spec import RunSpec
 
@@ -37,6 +40,7 @@ class Session:
         self.user = names.current_user()
         self.session_id = names.SESSION_ID
         self.notice: Notice = lambda text: None  # where "picked cluster X" style notes go
+        self._ignored_lab_choice: str | None = None  # warned about once, not at every run
 
     @property
     def config(self) -> Config:
@@ -50,6 +54,29 @@ class Session:
 
     # --- resolution -------------------------------------------------------------------------
 
+    def default_profile(self) -> Profile:
+        """Where a run goes when it names no cluster and no ``%kube use`` was done.
+
+        The cluster chosen in JupyterLab's status bar (``$KJUPYTER_HOME/current-cluster``), read
+        at each run so a switch in the lab applies to running kernels, if it names a configured
+        profile; otherwise (with a :class:`KjupyterWarning` for an unknown name) the
+        configuration's ``default``.
+        """
+        chosen = read_lab_cluster()
+        if chosen is not None:
+            if chosen in self.config.profiles:
+                return self.config.profiles[chosen]
+            if chosen != self._ignored_lab_choice:
+                self._ignored_lab_choice = chosen
+                warnings.warn(
+                    f"the cluster {chosen!r} chosen in JupyterLab ({lab_cluster_file()}) is not configured "
+                    f"here; using the default cluster {self.config.default!r}. Configured clusters: "
+                    f"{', '.join(sorted(self.config.profiles))}.",
+                    KjupyterWarning,
+                    stacklevel=3,
+                )
+        return self.config.profile()
+
     def profile_for(self, options: Mapping[str, Any]) -> Profile:
         """The profile a run goes to: named, or the session's, or one offering the GPU type, or the default."""
         name = options.get("cluster") or self.cluster
@@ -58,7 +85,7 @@ class Session:
         gpu_type = RunSpec.build(
             **{k: options[k] for k in ("gpu", "gpu_type") if options.get(k) is not None}
         ).resources.gpu_type
-        default = self.config.profile()
+        default = self.default_profile()
         if gpu_type and not default.offers_gpu(gpu_type):
             offering = self.config.profiles_offering_gpu(gpu_type)
             if not offering:
@@ -133,7 +160,8 @@ class Session:
 
     def attach(self, run_id: str, cluster: str | None = None) -> RunFuture:
         """A future for a run started earlier, by this or another process."""
-        profile = self.config.profile(cluster or self.cluster)
+        name = cluster or self.cluster
+        profile = self.config.profile(name) if name else self.default_profile()
         backend = self.backend(profile)
         info = next((r for r in backend.list_runs(self.user) if r.run_id == run_id), None)
         if info is not None and info.kind == MAP:
@@ -165,6 +193,23 @@ class Session:
         for backend in backends:
             with contextlib.suppress(Exception):
                 backend.close()
+
+
+def lab_cluster_file() -> Path:
+    """``$KJUPYTER_HOME/current-cluster``: the cluster chosen in JupyterLab's status bar, one name."""
+    base = os.environ.get("KJUPYTER_HOME") or os.path.join(
+        os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "kjupyter"
+    )
+    return Path(base) / "current-cluster"
+
+
+def read_lab_cluster() -> str | None:
+    """The cluster chosen in JupyterLab, or None when none was (or the file cannot be read)."""
+    try:
+        name = lab_cluster_file().read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return name or None
 
 
 def make_backend(profile: Profile) -> Backend:

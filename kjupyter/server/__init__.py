@@ -1,17 +1,14 @@
 """Jupyter server extension: REST routes under ``/kjupyter/`` for the JupyterLab extension.
 
 Enabled by ``pip install`` (``jupyter-config/server-config/jupyter_server_config.d/kjupyter.json``
-is installed as shared data). Loading it imports nothing heavy: the backends are
-created on the first request that needs them.
+is installed as shared data); ``jupyter server extension enable kjupyter`` works too
+(``kjupyter._jupyter_server_extension_points`` points here). Loading it imports nothing
+heavy: the backends are created on the first request that needs them.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-
-def _jupyter_labextension_paths() -> list[dict[str, str]]:
-    return [{"src": "labextension", "dest": "kjupyter"}]
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:

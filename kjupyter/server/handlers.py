@@ -132,8 +132,8 @@ class RunHandler(BaseHandler):
 class CancelHandler(BaseHandler):
     @tornado.web.authenticated
     async def post(self, run_id: str) -> None:
-        cluster, _ = await self.blocking(self.service.find, run_id, self.arg("cluster"))
-        cancelled = await self.blocking(self.service.cancel, cluster, run_id)
+        cluster, info = await self.blocking(self.service.find, run_id, self.arg("cluster"))
+        cancelled = await self.blocking(self.service.cancel, cluster, info)
         _, after = await self.blocking(self.service.find, run_id, cluster)
         self.send_json({"run_id": run_id, "cluster": cluster, "cancelled": cancelled, "run": run_row(after)})
 
@@ -152,11 +152,11 @@ class LogsHandler(BaseHandler):
         except ValueError:
             raise BadRequest(f"index must be a task number, not {index_arg!r}.") from None
         follow = self.get_argument("follow", "0") in ("1", "true", "yes") and not info.phase.finished
-        lines = await self.blocking(self.service.logs, cluster, info, index, follow)
+        self._stop = threading.Event()
+        lines = await self.blocking(self.service.logs, cluster, info, index, follow, self._stop)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")  # proxies must not hold a followed log back
-        self._stop = threading.Event()
         queue: asyncio.Queue[object] = asyncio.Queue()
         loop = asyncio.get_running_loop()
         threading.Thread(target=_pump, args=(lines, queue, loop, self._stop), daemon=True,

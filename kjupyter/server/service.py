@@ -8,15 +8,18 @@ nothing here reads a payload or an outcome, so the server never unpickles.
 from __future__ import annotations
 
 import threading
+import time
+from collections import Counter, OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kjupyter import names
 from kjupyter.backends.base import Backend, RunInfo
 from kjupyter.config import Config, Profile, load_config
 from kjupyter.errors import ConfigError, KjupyterError
+from kjupyter.events import Phase
 from kjupyter.server import state
 from kjupyter.session import make_backend
 
@@ -36,13 +39,22 @@ class Listing:
 
 
 class RunService:
-    """Configuration, one backend per cluster, and the user whose runs are shown."""
+    """Configuration, one backend per cluster, and the user whose runs are shown.
+
+    Runs cancelled here are remembered (the last ``KEEP_CANCELLED``, while the server runs):
+    a backend that forgets a run once it is gone (Kubernetes deletes the Job) would otherwise
+    make it vanish from the panel instead of showing it Cancelled.
+    """
+
+    KEEP_CANCELLED = 200
+    FOLLOW_INTERVAL = 1.0  # seconds between re-reads of a log the backend stopped following
 
     def __init__(self, config: Config | None = None, user: str | None = None) -> None:
         self._config = config
         self.user = user or names.current_user()
         self._backends: dict[str, Backend] = {}
         self._lock = threading.Lock()
+        self._cancelled: OrderedDict[tuple[str, str], RunInfo] = OrderedDict()
 
     @property
     def config(self) -> Config:
@@ -128,9 +140,15 @@ class RunService:
                 for info in result:
                     if info.run_id not in found or info.cluster == name:
                         found[info.run_id] = info
+                for info in self._cancelled_on(name):
+                    found.setdefault(info.run_id, info)
         runs = sorted(found.values(), key=lambda r: r.created, reverse=True)
         rows = [run_row(r) for r in runs if wanted is None or r.phase.value.lower() in wanted]
         return Listing(rows, errors)
+
+    def _cancelled_on(self, name: str) -> list[RunInfo]:
+        with self._lock:
+            return [info for (cluster, _), info in self._cancelled.items() if cluster == name]
 
     def _runs_of(self, name: str) -> list[RunInfo] | str:
         try:
@@ -147,18 +165,79 @@ class RunService:
                 for info in result:
                     if info.run_id == run_id:
                         return name, info
+            with self._lock:
+                gone = self._cancelled.get((name, run_id))
+            if gone is not None:
+                return name, gone
         where = f"cluster {cluster!r}" if cluster else "any configured cluster"
         raise NotFound(
             f"There is no run {run_id!r} of user {self.user!r} on {where}; the Kubernetes runs panel lists the runs."
         )
 
-    def logs(self, cluster: str, info: RunInfo, index: int | None, follow: bool) -> Iterator[str]:
+    def logs(self, cluster: str, info: RunInfo, index: int | None, follow: bool,
+             stop: threading.Event | None = None) -> Iterator[str]:  # fmt: skip
+        """The run's log; with ``follow``, lines keep coming until the run ends (or ``stop`` is set)."""
         if index is not None and not 0 <= index < info.total:
             raise BadRequest(f"Run {info.run_id!r} has tasks 0 to {info.total - 1}; there is no task {index}.")
-        return self.backend(cluster).logs(info.run_id, index, follow=follow)
+        lines = self.backend(cluster).logs(info.run_id, index, follow=follow)
+        if not follow or info.phase.finished:
+            return lines
+        return self._follow(cluster, info.run_id, index, lines, stop or threading.Event())
 
-    def cancel(self, cluster: str, run_id: str) -> bool:
-        return self.backend(cluster).cancel(run_id)
+    def _follow(self, cluster: str, run_id: str, index: int | None, lines: Iterator[str],
+                stop: threading.Event) -> Iterator[str]:  # fmt: skip
+        """Follow a log to the run's end, even where the backend's own stream ends earlier.
+
+        A backend may end a followed stream while the run goes on (a Kubernetes map whose
+        later pods start after the stream began, a dropped connection): then the log is
+        re-read every ``FOLLOW_INTERVAL`` and only the lines not sent yet are sent (counted
+        per distinct line, so lines of several tasks may interleave), until the run ended and
+        one last read was made.
+        """
+        sent: Counter[str] = Counter()
+        try:
+            for line in lines:
+                sent[line] += 1
+                yield line
+                if stop.is_set():
+                    return
+        finally:
+            close = getattr(lines, "close", None)
+            if close is not None:
+                close()
+        backend = self.backend(cluster)
+        while not stop.is_set():
+            ended = self._ended(cluster, run_id)
+            seen: Counter[str] = Counter()
+            try:
+                current = list(backend.logs(run_id, index, follow=False))
+            except KjupyterError:
+                return  # the run is gone (a deleted Job): nothing more to read
+            for line in current:
+                seen[line] += 1
+                if seen[line] > sent[line]:
+                    sent[line] += 1
+                    yield line
+            if ended or stop.wait(self.FOLLOW_INTERVAL):
+                return
+
+    def _ended(self, cluster: str, run_id: str) -> bool:
+        try:
+            return self.find(run_id, cluster)[1].phase.finished
+        except NotFound:
+            return True
+
+    def cancel(self, cluster: str, info: RunInfo) -> bool:
+        """Cancel the run; once cancelled here it is listed as Cancelled even after its backend forgets it."""
+        run_id = info.run_id
+        cancelled = self.backend(cluster).cancel(run_id)
+        if cancelled:
+            gone = replace(info, phase=Phase.CANCELLED, finished=info.finished or time.time(), running=0)
+            with self._lock:
+                self._cancelled[(cluster, run_id)] = gone
+                while len(self._cancelled) > self.KEEP_CANCELLED:
+                    self._cancelled.popitem(last=False)
+        return cancelled
 
 
 def run_row(info: RunInfo) -> dict[str, Any]:

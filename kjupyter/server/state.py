@@ -12,27 +12,17 @@ import os
 import tempfile
 from pathlib import Path
 
-FILE_NAME = "current-cluster"
-
-
-def home() -> Path:
-    base = os.environ.get("KJUPYTER_HOME") or os.path.join(
-        os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "kjupyter"
-    )
-    return Path(base)
+# One definition of the file for both sides: kernels read it in Session.default_profile.
+from kjupyter.session import lab_cluster_file, read_lab_cluster
 
 
 def state_file() -> Path:
-    return home() / FILE_NAME
+    return lab_cluster_file()
 
 
 def read_current() -> str | None:
     """The chosen cluster, or None when none was chosen (or the file is unreadable)."""
-    try:
-        name = state_file().read_text(encoding="utf-8").strip()
-    except OSError:
-        return None
-    return name or None
+    return read_lab_cluster()
 
 
 def write_current(name: str | None) -> None:
