@@ -54,8 +54,8 @@ class RateLimiter:
                 self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.qps)
                 self.stamp = now
                 wait = max(self.paused_until - now, 0.0)
-                if wait == 0 and self.tokens >= 1:
-                    self.tokens -= 1
+                if wait == 0 and self.tokens >= 1 - 1e-9:  # (float rounding must not leave 0.999... forever)
+                    self.tokens = max(0.0, self.tokens - 1)
                     return
                 wait = wait or (1 - self.tokens) / self.qps
             time.sleep(wait)

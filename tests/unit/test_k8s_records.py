@@ -1,0 +1,107 @@
+"""run.json from a run's events (kjupyter.backends.records): exact writes on a fake clock."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from kjupyter import store as st
+from kjupyter.backends.base import SubmitRequest
+from kjupyter.backends.records import RunRecord, open_result, run_meta
+from kjupyter.errors import BackendError
+from kjupyter.events import Phase, PhaseChanged, Progress, RunFinished, TaskFinished
+from kjupyter.spec import RunSpec
+
+
+class FakeTime:
+    """A clock and a timer queue: callbacks run when the clock passes their time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.timers: list[tuple[float, int, Callable[[], None]]] = []
+        self.seq = itertools.count()
+
+    def clock(self) -> float:
+        return self.now
+
+    def schedule(self, delay: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self.timers, (self.now + delay, next(self.seq), fn))
+
+    def advance(self, to: float) -> None:
+        while self.timers and self.timers[0][0] <= to:
+            due, _, fn = heapq.heappop(self.timers)
+            self.now = due
+            fn()
+        self.now = to
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> st.RunDir:
+    return st.RunStore(f"file://{tmp_path}").run("ada", "r-1")
+
+
+def request(count: int) -> SubmitRequest:
+    return SubmitRequest(run_id="r-1", kind="map", spec=RunSpec(), payload=b"", count=count, user="ada",
+                         session="s", function="f")  # fmt: skip
+
+
+def test_a_map_of_1000_tasks_over_ten_seconds_writes_once_a_second(run_dir: st.RunDir) -> None:
+    t = FakeTime()
+    record = RunRecord(run_dir, interval=1.0, clock=t.clock, schedule=t.schedule)
+    seen: list[object] = []
+    sink = record.wrap(seen.append)
+    record.create(run_meta(request(1000), cluster="c", backend="local"))
+    t.advance(0.1)
+    sink(PhaseChanged("r-1", Phase.RUNNING))
+    for i in range(1, 1001):  # one task ends every 10 ms, from 0.115 s to 10.105 s
+        t.advance(0.105 + 0.01 * i)
+        sink(TaskFinished("r-1", i - 1, Phase.SUCCEEDED if i % 100 else Phase.FAILED, 0))
+        sink(Progress("r-1", 1000, succeeded=i - i // 100, failed=i // 100, running=min(2, 1000 - i),
+                      pending=max(0, 1000 - i - 2)))  # fmt: skip
+        if i == 500:
+            mid = run_dir.read_json(st.RUN_JSON)
+    t.advance(20.0)
+    sink(RunFinished("r-1", Phase.FAILED, "Failed"))
+    # create, running, one counts write per second (1.1 s ... 11.1 s: the last one trails the end of the
+    # stream of events), the end: 14, for 2,000 events.
+    assert run_dir.writes == [st.RUN_JSON] * 14
+    assert record.progress_writes == 11
+    assert mid["phase"] == "Running" and mid["counts"] == {"succeeded": 495, "failed": 4, "running": 2,
+                                                           "pending": 499}  # fmt: skip  # task 499, at 5.1 s
+    final = run_dir.read_json(st.RUN_JSON)
+    assert final["phase"] == "Failed" and final["reason"] == "Failed" and final["finished"] > final["created"]
+    assert final["counts"] == {"succeeded": 990, "failed": 10, "cancelled": 0, "running": 0, "pending": 0}
+    assert final["user"] == "ada" and final["run_id"] == "r-1" and final["count"] == 1000
+    assert len(seen) == 2002  # every event was passed on
+
+
+def test_no_write_without_change_and_none_after_the_end(run_dir: st.RunDir) -> None:
+    t = FakeTime()
+    record = RunRecord(run_dir, interval=1.0, clock=t.clock, schedule=t.schedule)
+    record.create(run_meta(request(2), cluster="c", backend="kubernetes"))
+    same = Progress("r-1", 2, 0, 0, 0, 2)  # the counts run.json starts with
+    for step in range(1, 50):
+        t.advance(step * 0.1)
+        record.observe(same)
+    assert run_dir.writes == [st.RUN_JSON]
+    record.observe(Progress("r-1", 2, 1, 0, 1, 0))  # due: written at once
+    record.observe(Progress("r-1", 2, 2, 0, 0, 0))  # too soon: a trailing write is scheduled
+    record.observe(RunFinished("r-1", Phase.SUCCEEDED, "Completed"))
+    t.advance(100.0)  # the trailing write finds the record closed
+    record.observe(Progress("r-1", 2, 2, 0, 0, 0))
+    assert run_dir.writes == [st.RUN_JSON] * 3
+    assert run_dir.read_json(st.RUN_JSON)["phase"] == "Succeeded"
+
+
+def test_open_result_names_the_missing_task(run_dir: st.RunDir) -> None:
+    run_dir.write_bytes(st.result_name(0), b"envelope")
+    with open_result(run_dir, "r-1", 0) as f:
+        assert f.read() == b"envelope"
+    with pytest.raises(BackendError, match="run r-1 task 1 left no result"), open_result(run_dir, "r-1", 1):
+        pass
+    with pytest.raises(BackendError, match="task 0 left no result"), open_result(None, "r-1", 0):
+        pass
