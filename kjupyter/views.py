@@ -10,6 +10,7 @@ from kjupyter.events import EventSink
 from kjupyter.futures import RunFuture
 
 ViewFactory = Callable[[RunFuture], EventSink]
+POLL_INTERVAL = 0.05  # seconds: how long a blocking wait sleeps on the kernel's shell socket at a time
 
 
 def in_notebook() -> bool:
@@ -35,13 +36,32 @@ def make_view(future: RunFuture) -> EventSink:
     return ConsoleView(future)
 
 
+def _block(future: RunFuture) -> None:
+    """Wait for the outcome; in a notebook keep handling widget messages meanwhile (the Cancel button)."""
+    if not in_notebook():
+        return
+    try:
+        from kjupyter.widgets import CommPump  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return
+    pump = CommPump.for_current_cell()
+    if pump is None:
+        return
+    try:
+        while not future.done():
+            pump.poll(POLL_INTERVAL)
+    finally:
+        pump.close()
+
+
 def wait(future: RunFuture, *, show: bool = True) -> Any:
-    """Block until the run ends, showing it; Ctrl-C (or a kernel interrupt) cancels it."""
+    """Block until the run ends, showing it; Ctrl-C (or a kernel interrupt) or the Cancel button cancels it."""
     view = make_view(future) if show else None
     if view is not None:
         future.subscribe(view)
     try:
         try:
+            _block(future)
             result = future.result_or_raise()
         except BaseException:
             future.wait_ended(10)  # let a failing map's cancellation finish and the summary print

@@ -20,7 +20,7 @@ pytestmark = [
 ]
 
 
-def kube_profile(folder: Path, make_fake_cluster: Callable[..., Any]) -> None:
+def kube_profile(folder: Path, make_fake_cluster: Callable[..., Any]) -> Any:
     """A fake cluster with CPU nodes only, as the default profile of a kernel started in ``folder``."""
     cluster = make_fake_cluster(nodes=[{"name": "cpu-1", "cpu": "8", "memory": "32Gi"}])
     (folder / "kjupyter.toml").write_text(
@@ -28,6 +28,7 @@ def kube_profile(folder: Path, make_fake_cluster: Callable[..., Any]) -> None:
         f'kubeconfig = "{cluster.kubeconfig_path}"\nimage = "python:3.11"\npending_timeout = "4s"\n'
         f'store = "file://{folder / "store"}"\n'
     )
+    return cluster
 
 
 def test_round_trip_on_the_fake_cluster(tmp_path: Path, make_fake_cluster: Callable[..., Any]) -> None:
