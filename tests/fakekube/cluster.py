@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import secrets
@@ -180,8 +181,18 @@ users:
     token: {self.token}
 preferences: {{}}
 """
-        Path(self.kubeconfig_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(self.kubeconfig_path).write_text(text)
+        # Atomic: a client (a kernel, kubectl) reading it meanwhile sees the old file or the whole new one.
+        target = Path(self.kubeconfig_path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
     def api_client(self) -> Any:
         """A `kubernetes.client.ApiClient` configured from the generated kubeconfig (closed at stop)."""
