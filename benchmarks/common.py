@@ -26,6 +26,7 @@ class Row:
     alternative_value: float | None = None
     target: str = ""
     passed: bool | None = None
+    note: str = ""  # shown after the kjupyter figure
 
     @property
     def ratio(self) -> float | None:
@@ -49,8 +50,22 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}"
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores ({cpu_model()}), Python {platform.python_version()}, "
+        f"{platform.platform()}"
+    )
 
 
 def save(name: str, rows: list[Row]) -> Path:
@@ -63,10 +78,11 @@ def save(name: str, rows: list[Row]) -> Path:
 def table(rows: list[Row]) -> str:
     lines = ["| metric | kjupyter | alternative | ratio | target | pass |", "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        alt = f"{r.alternative}: {r.alternative_value:.4g} {r.unit}" if r.alternative_value is not None else "-"
+        alt = f"{r.alternative}: {r.alternative_value:.4g} {r.unit}".rstrip() if r.alternative_value is not None else "-"
         ratio = f"{r.ratio:.2f}x" if r.ratio is not None else "-"
         ok = {True: "yes", False: "NO", None: "-"}[r.passed]
-        lines.append(f"| {r.metric} | {r.kjupyter:.4g} {r.unit} | {alt} | {ratio} | {r.target or '-'} | {ok} |")
+        value = f"{r.kjupyter:.4g} {r.unit}".rstrip() + (f" ({r.note})" if r.note else "")
+        lines.append(f"| {r.metric} | {value} | {alt} | {ratio} | {r.target or '-'} | {ok} |")
     return "\n".join(lines)
 
 

@@ -1,6 +1,10 @@
 """Run every benchmark and print the tables for BENCHMARKS.md.
 
-    python -m benchmarks.run_all [--quick]
+    python -m benchmarks.run_all [--quick] [--reuse] [--only bench_latency,bench_startup]
+
+``--reuse``: the control-plane benchmark takes the map sizes it measured before
+from benchmarks/results/control_plane_raw_p50.json (a 10,000-item map runs for
+tens of minutes on 2 cores) and measures only the missing ones.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from benchmarks.common import Row, machine, print_rows, save
 
 BENCHMARKS = [
     ("bench_control_plane", "Control-plane load (fake cluster)"),
-    ("bench_latency", "Latency (local backend)"),
+    ("bench_latency", "Latency (local backend and fake cluster)"),
     ("bench_startup", "Start-up"),
     ("bench_store", "Store throughput"),
     ("bench_local_map", "Local map throughput"),
@@ -35,11 +39,17 @@ def available() -> list[tuple[str, str]]:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="small sizes, few repeats (what the test suite runs)")
-    quick = parser.parse_args().quick
+    parser.add_argument("--reuse", action="store_true", help="control plane: reuse sizes measured before")
+    parser.add_argument("--only", help="comma-separated benchmark modules to run")
+    args = parser.parse_args()
+    quick = args.quick
     print(f"Machine: {machine()}")
     failed: list[Row] = []
     for name, title in available():
-        rows = importlib.import_module(f"benchmarks.{name}").run(quick)
+        if args.only and name not in args.only.split(","):
+            continue
+        module = importlib.import_module(f"benchmarks.{name}")
+        rows = module.run(quick, reuse=True) if args.reuse and name == "bench_control_plane" else module.run(quick)
         save(name.removeprefix("bench_"), rows)
         print_rows(title, rows)
         failed += [r for r in rows if r.passed is False]
