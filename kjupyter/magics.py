@@ -7,6 +7,8 @@ The only module that imports IPython. A cell becomes ``CellTask(code)(**inputs)`
 from __future__ import annotations
 
 import argparse
+import html
+import json
 import shlex
 import sys
 import traceback
@@ -15,6 +17,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.display import display
 
 from kjupyter import cell as cl
 from kjupyter import views
@@ -199,8 +202,14 @@ class KubeMagics(Magics):  # type: ignore[misc]
         session.cluster = profile.name
         print(f"kjupyter: this session's runs go to {profile.name!r} ({profile.backend})")
 
-    def _clusters(self, argv: list[str]) -> Any:
-        return _cli(["clusters", *argv])
+    def _clusters(self, argv: list[str]) -> None:
+        """The profiles as a table (HTML in a notebook, text elsewhere): ``%kube clusters [--no-probe]``."""
+        if any(a not in ("--no-probe",) for a in argv):
+            raise UsageError("%kube clusters [--no-probe]")
+        from kjupyter.cli import clusters_rows  # the rows `kjupyter clusters` prints
+
+        rows = clusters_rows(self.session, probe="--no-probe" not in argv)
+        display({"text/plain": clusters_text(rows), "text/html": clusters_html(rows)}, raw=True)  # type: ignore[no-untyped-call,unused-ignore]
 
     def _jobs(self, argv: list[str]) -> Any:
         return _cli(["jobs", *self._with_cluster(argv)])
@@ -214,13 +223,24 @@ class KubeMagics(Magics):  # type: ignore[misc]
     def _doctor(self, argv: list[str]) -> Any:
         return _cli(["doctor", *self._with_cluster(argv)])
 
-    def _render(self, argv: list[str]) -> Any:
-        """The manifest the next ``%%kube`` with these options would send: ``%kube render --gpu 1``."""
+    def _render(self, argv: list[str]) -> None:
+        """The objects the next ``%%kube`` with these options would send: ``%kube render --gpu 1``.
+
+        The same :func:`kjupyter.backends.kubernetes.render` as ``kjupyter render``, on the
+        profile and spec ``%%kube`` would use (so ``--env``, a GPU type's cluster, ``%kube use``
+        all count).
+        """
+        session = self.session
         try:
-            parse_cell_options(" ".join(shlex.quote(a) for a in argv), self.session)  # same errors as %%kube
+            options, _ = parse_cell_options(" ".join(shlex.quote(a) for a in argv), session)  # same errors as %%kube
         except _HelpShown:
-            return None
-        return _cli(["render", *self._with_cluster(argv)])
+            return
+        from kjupyter.backends.kubernetes import render
+
+        profile = session.profile_for(options)
+        spec = session.spec_for(profile, options)
+        objects = render(profile, spec, user=session.user, session=session.session_id, function="cell")
+        print(json.dumps(objects if len(objects) > 1 else objects[0], indent=2))
 
     def _attach(self, argv: list[str]) -> Any:
         if not argv or len(argv) > 2:
@@ -256,6 +276,34 @@ def _cli(argv: list[str]) -> None:
         code = exc.code if isinstance(exc.code, int) else 2
     if code:
         raise UsageError(f"%kube {argv[0]} failed (exit code {code})")
+
+
+_CLUSTER_COLUMNS = ("PROFILE", "BACKEND", "CONTEXT/NAMESPACE", "GPU TYPES", "REACHABLE")
+
+
+def _cluster_cells(row: dict[str, Any]) -> list[str]:
+    reach = {True: "yes", False: "no", None: "not checked"}[row["reachable"]]
+    return [row["name"] + (" (default)" if row["default"] else ""), row["backend"], row["where"],
+            ", ".join(row["gpus"]) or "-", reach + (f": {row['detail']}" if row["detail"] else "")]  # fmt: skip
+
+
+def clusters_text(rows: list[dict[str, Any]]) -> str:
+    """The plain-text table of ``%kube clusters``."""
+    table = [list(_CLUSTER_COLUMNS), *(_cluster_cells(r) for r in rows)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(_CLUSTER_COLUMNS))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in table)
+
+
+def clusters_html(rows: list[dict[str, Any]]) -> str:
+    """The HTML table of ``%kube clusters``; unreachable profiles are marked."""
+    head = "".join(f"<th style='text-align:left'>{html.escape(c)}</th>" for c in _CLUSTER_COLUMNS)
+    body = []
+    for row in rows:
+        cells = _cluster_cells(row)
+        cls = {True: "kjupyter-reachable", False: "kjupyter-unreachable", None: "kjupyter-unchecked"}[row["reachable"]]
+        tds = "".join(f"<td style='text-align:left'>{html.escape(c)}</td>" for c in cells)
+        body.append(f"<tr class='{cls}'>{tds}</tr>")
+    return f"<table class='kjupyter-clusters'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 def register(ipython: Any) -> None:
