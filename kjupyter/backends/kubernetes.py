@@ -207,6 +207,11 @@ class KubernetesBackend(Backend):
         labels = job["metadata"].get("labels", {})
         kind = str(labels.get(mf.LABEL_KIND, "call"))
         retries = int(spec.get("backoffLimitPerIndex", spec.get("backoffLimit", 0)) or 0)
+        url = job["metadata"].get("annotations", {}).get(mf.ANNOTATION_STORE)
+        if url and self.store is not None:  # where its results are: no second read of the Job for them
+            run_dir = self._run_dirs[run_id] = st.open_run_dir(url, dict(self.profile.store_options))
+            if run_dir.exists(st.RUN_JSON):  # its end gets recorded even if the process that started it is gone
+                sink = RunRecord(run_dir).wrap(sink)
         run = KubeRun(self.kube, self.namespace, run_id, kind=kind, count=int(spec.get("completions", 1)),
                       retries=retries, sink=sink, slots=self._slots, pending_timeout=None, on_end=self._ended)  # fmt: skip
         with self._lock:
