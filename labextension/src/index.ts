@@ -20,7 +20,7 @@ import { LabIcon } from '@jupyterlab/ui-components';
 
 import { KjupyterAPI } from './api';
 import { LogViewer } from './logs';
-import { IRun } from './model';
+import { IRun, launchesRuns } from './model';
 import { RunsPanel } from './panel';
 import { ClusterStatus } from './status';
 
@@ -94,6 +94,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
     panel.title.icon = runsIcon;
     app.shell.add(panel, 'left', { rank: 600 });
     restorer?.add(panel, 'kjupyter-runs');
+    // A cell (or console, or Run menu item) that was just run may have started runs.
+    app.commands.commandExecuted.connect((_, { id, result }) => {
+      if (launchesRuns(id)) {
+        panel.expectRuns();
+        const again = () => panel.expectRuns();
+        void Promise.resolve(result).then(again, again);
+      }
+    });
 
     const status = new ClusterStatus(() => void app.commands.execute(CommandIDs.switchCluster));
     const showCurrent = async () => {

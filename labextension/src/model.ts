@@ -119,6 +119,15 @@ export function nextDelay(anyActive: boolean, unchanged: number, hidden: boolean
   return Math.min(15000, 3000 * 2 ** Math.min(unchanged, 3));
 }
 
+/**
+ * Whether a JupyterLab command may launch runs (it runs code: a notebook cell, a console,
+ * the Run menu), so the panel should look for new runs soon instead of at its idle pace.
+ */
+export function launchesRuns(commandId: string): boolean {
+  const [scope, name = ''] = commandId.split(':', 2);
+  return ['notebook', 'console', 'runmenu', 'fileeditor', 'kernelmenu'].includes(scope) && /(^|-)run(-|$)/.test(name);
+}
+
 /** A query string from the non-empty values of `params` ("" when none). */
 export function queryString(params: Record<string, string | number | boolean | undefined>): string {
   const parts = Object.entries(params)

@@ -3,7 +3,8 @@
  * progress, the diagnosis of stuck runs, and per-run Log and Cancel buttons.
  *
  * It refreshes with conditional requests (If-None-Match -> 304): every 1.5 s while
- * a run is active, backing off to 15 s when nothing changes, 30 s when hidden.
+ * a run is active or code that may start one was just run, backing off to 15 s when
+ * nothing changes, 30 s when the tab is hidden; at once when the panel is shown.
  */
 import { Widget } from '@lumino/widgets';
 
@@ -36,6 +37,7 @@ export class RunsPanel extends Widget {
   private _unchanged = 0;
   private _timer = 0;
   private _ticker = 0;
+  private _busyUntil = 0;
   private _filter: IRunsFilter = { cluster: '', status: '' };
   private _list: HTMLElement;
   private _clusterSelect: HTMLSelectElement;
@@ -97,6 +99,17 @@ export class RunsPanel extends Widget {
     super.dispose();
   }
 
+  /**
+   * Code that may start runs was just run: look soon, then keep the quick pace for a while
+   * (the run may start some time after the cell began) instead of waiting out the idle back-off.
+   */
+  expectRuns(): void {
+    this._busyUntil = Date.now() + 30000;
+    this._unchanged = 0;
+    window.clearTimeout(this._timer);
+    this._timer = window.setTimeout(() => void this.refresh(), 300);
+  }
+
   /** Fetches the runs now (conditionally) and schedules the next refresh. */
   async refresh(): Promise<void> {
     window.clearTimeout(this._timer);
@@ -116,7 +129,8 @@ export class RunsPanel extends Widget {
       this._renderMessage();
     }
     if (!this.isDisposed) {
-      const delay = nextDelay(this._runs.some(r => r.active), this._unchanged, document.hidden);
+      const busy = this._runs.some(r => r.active) || Date.now() < this._busyUntil;
+      const delay = nextDelay(busy, this._unchanged, document.hidden);
       this._timer = window.setTimeout(() => void this.refresh(), delay);
     }
   }
@@ -124,6 +138,10 @@ export class RunsPanel extends Widget {
   protected onAfterAttach(): void {
     void this.refresh();
     this._ticker = window.setInterval(() => this._tick(), 1000);
+  }
+
+  protected onAfterShow(): void {
+    void this.refresh(); // the user opened the panel: show what is there now
   }
 
   protected onBeforeDetach(): void {

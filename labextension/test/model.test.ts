@@ -9,6 +9,7 @@ import {
   elapsed,
   filterRuns,
   formatDuration,
+  launchesRuns,
   nextDelay,
   progressFraction,
   progressText,
@@ -82,6 +83,17 @@ test('nextDelay is quick while runs are active and backs off when idle', () => {
   assert.equal(nextDelay(false, 1, false), 6000);
   assert.equal(nextDelay(false, 10, false), 15000);
   assert.equal(nextDelay(true, 0, true), 30000);
+});
+
+test('launchesRuns: commands that run code, not the others', () => {
+  for (const id of ['notebook:run-cell', 'notebook:run-cell-and-select-next', 'notebook:run-all-cells',
+                    'notebook:restart-run-all', 'console:run-forced', 'runmenu:run', 'fileeditor:run-code']) {
+    assert.equal(launchesRuns(id), true, id);
+  }
+  for (const id of ['kjupyter:refresh-runs', 'notebook:insert-cell-below', 'notebook:interrupt-kernel',
+                    'apputils:change-theme', 'notebook:truncate-outputs', 'docmanager:save', 'notebook']) {
+    assert.equal(launchesRuns(id), false, id);
+  }
 });
 
 test('queryString skips empty values and escapes', () => {

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.fakekube.plugin import make_fake_cluster  # noqa: F401
+
+from .browser import CHROMIUM, CHROMIUM_ARGS, require_browser
 
 pytest.importorskip("jupyter_server", reason="the lab tests need `pip install 'kjupyter[lab,test]'`")
 pytest.importorskip("pytest_jupyter", reason="the lab tests need pytest-jupyter[server]")
@@ -31,6 +36,23 @@ def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> 
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture
+def browser_page(tmp_path: Path) -> Any:
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1400, "height": 860})
+        page = context.new_page()
+        page.set_default_timeout(30000)
+        try:
+            yield page
+        finally:
+            context.close()
+            browser.close()
 
 
 @pytest.fixture

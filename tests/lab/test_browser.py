@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from .browser import CHROMIUM, CHROMIUM_ARGS, notebook, require_browser, running_lab, save_screenshot
+from .browser import KERNEL_READY, command, notebook, run_cell, running_lab, save_screenshot
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -43,50 +43,6 @@ SECOND = """\
 nap = sleeper.submit()
 "launched sleeper"
 """
-
-
-KERNEL_READY = """() => {
-    const app = window.jupyterapp;
-    const panel = app && Array.from(app.shell.widgets('main')).find(w => w.sessionContext);
-    const kernel = panel?.sessionContext?.session?.kernel;
-    return kernel?.connectionStatus === 'connected' && kernel?.status === 'idle';
-}"""
-
-
-def run_cell(page: Any, index: int, expect: str) -> None:
-    """Select cell ``index`` of the open notebook, run it, and wait for its output."""
-    page.evaluate(
-        """(i) => {
-            const app = window.jupyterapp;
-            const panel = Array.from(app.shell.widgets('main')).find(w => w.content?.model?.cells);
-            app.shell.activateById(panel.id);
-            panel.content.activeCellIndex = i;
-            void app.commands.execute('notebook:run-cell');
-        }""",
-        index,
-    )
-    page.locator(".jp-Cell").nth(index).locator(".jp-OutputArea-output", has_text=expect).wait_for(timeout=30000)
-
-
-def command(page: Any, name: str, args: dict[str, Any] | None = None) -> None:
-    page.evaluate("([n, a]) => window.jupyterapp.commands.execute(n, a)", [name, args or {}])
-
-
-@pytest.fixture
-def browser_page(tmp_path: Path) -> Any:
-    require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1400, "height": 860})
-        page = context.new_page()
-        page.set_default_timeout(30000)
-        try:
-            yield page
-        finally:
-            context.close()
-            browser.close()
 
 
 def test_sidebar_follows_logs_and_cancels_on_the_local_backend(
