@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import pickle
@@ -250,3 +251,67 @@ def test_server_modules_import_no_payload_code() -> None:
         imported |= {f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
         bad = {m for m in imported if m.split(".")[0] in ("pickle", "cloudpickle", "dill") or "payload" in m}
         assert not bad, f"{path.name} imports {bad}"
+
+
+@pytest.fixture
+def kube_profile(isolated_home: Any, make_fake_cluster: Any) -> Any:
+    """The user's configuration names a Kubernetes profile on the fake cluster (read by the server and the session)."""
+    cluster = make_fake_cluster(nodes=[{"name": "cpu-1", "cpu": "8", "memory": "32Gi"}])
+    config = isolated_home.parent / "xdgconfig" / "kjupyter" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(
+        f'default = "kube"\n[clusters.kube]\nbackend = "kubernetes"\nkubeconfig = "{cluster.kubeconfig_path}"\n'
+        f'image = "python:3.11"\nstore = "file://{isolated_home.parent / "store"}"\n'
+    )
+    return cluster
+
+
+async def test_runs_logs_and_cancel_on_the_fake_cluster(jp_fetch: Any, kube_profile: Any, local_session: Any) -> None:
+    """A Kubernetes run: listed, its log read through the pods, cancelled (its Job deleted), still listed Cancelled."""
+    cluster = kube_profile
+    local_session.reload(None)  # the session reads the same configuration as the server: default "kube"
+
+    def nap() -> None:
+        import time
+
+        print("sleeping", flush=True)
+        time.sleep(600)
+
+    future = local_session.submit_call(nap, (), {}, {})
+    assert future.cluster == "kube"
+    run_id = future.run_id
+    clusters = await fetch_json(jp_fetch, "clusters", params={"probe": "1"})
+    assert {c["name"]: c["reachable"] for c in clusters["clusters"]} == {"kube": True, "local": True}
+
+    async def row() -> dict[str, Any]:
+        data = await fetch_json(jp_fetch, "runs", params={"cluster": "kube"})
+        return next((r for r in data["runs"] if r["run_id"] == run_id), {})
+
+    for _ in range(200):  # the pod starts as a local process of the fake kubelet
+        if (await row()).get("phase") == "Running" and "sleeping" in cluster.logs(_pod(cluster, run_id)):
+            break
+        await asyncio.sleep(0.1)
+    assert (await row())["active"] is True
+    log = await jp_fetch("kjupyter", "runs", run_id, "logs")
+    assert "sleeping" in log.body.decode()
+
+    data = await fetch_json(jp_fetch, "runs", run_id, "cancel", method="POST", body="")
+    assert data["cancelled"] is True and data["cluster"] == "kube"
+    assert data["run"]["phase"] == "Cancelled" and data["run"]["active"] is False
+    deletes = cluster.requests("delete", "jobs", name=run_id)
+    assert len(deletes) == 1 and deletes[0].status == 200
+    assert cluster.get("Job", run_id) is None  # deleted, with its pods (propagation Background)
+    assert (await row())["phase"] == "Cancelled"
+    assert (await fetch_json(jp_fetch, "runs", run_id))["phase"] == "Cancelled"
+    assert [r["run_id"] for r in (await fetch_json(jp_fetch, "runs", params={"status": "cancelled"}))["runs"]] == [
+        run_id
+    ]
+    again = await fetch_json(jp_fetch, "runs", run_id, "cancel", method="POST", body="")
+    assert again["cancelled"] is False and len(cluster.requests("delete", "jobs", name=run_id)) == 1
+    assert future.wait_ended(30)
+
+
+def _pod(cluster: Any, run_id: str) -> str:
+    return next(
+        (p["metadata"]["name"] for p in cluster.objects("pods") if p["metadata"]["name"].startswith(run_id)), ""
+    )
