@@ -62,19 +62,32 @@ def cluster_options(zygote: Zygote | None) -> dict[str, Any]:
     return options
 
 
-def kjupyter_map(zygote: Zygote, n: int, parallelism: int) -> tuple[Counts, float]:
-    """(counts, seconds to submit) of a map of n items run to completion."""
+def kjupyter_map(zygote: Zygote, n: int, parallelism: int, budget: float | None = None) -> tuple[Counts, float]:
+    """(counts, seconds to submit) of a map of n items run to completion.
+
+    ``budget``: stop after that many seconds (the map is then cancelled, its
+    DELETE counted); ``Counts.completed`` says how many items had finished.
+    """
     from kjupyter import remote
+    from kjupyter.events import TaskFinished
 
     with fake_cluster(**cluster_options(zygote)) as cluster, kube_session(cluster, lift_limiter=True):
         census = Census(cluster).start()
         start = time.perf_counter()
         future = remote(double).submit_map(range(n), parallelism=parallelism)
         submitted = time.perf_counter() - start
-        results = future.result(timeout=3600)
+        finished: list[int] = []
+        future.subscribe(lambda e: finished.append(1) if isinstance(e, TaskFinished) else None)
+        if budget is None or future.wait_ended(budget):
+            results = future.result(timeout=3600)
+            if results != [2 * i for i in range(n)]:
+                raise AssertionError(f"the map of {n} items returned wrong results")
+        else:
+            done = len(finished)
+            future.cancel()
+            future.wait_ended(60)
+            census.completed = done
         counts = census.stop(time.perf_counter() - start)
-    if results != [2 * i for i in range(n)]:
-        raise AssertionError(f"the map of {n} items returned wrong results")
     return counts, submitted
 
 
@@ -158,7 +171,7 @@ def _save_raw(parallelism: int, n: int, result: tuple[Counts, Counts, float]) ->
 
 
 def measure(
-    sizes: tuple[int, ...], parallelism: int, *, reuse: bool = False, keep: bool = False
+    sizes: tuple[int, ...], parallelism: int, *, reuse: bool = False, keep: bool = False, budget: float | None = None
 ) -> dict[int, tuple[Counts, Counts, float]]:
     """Run both patterns for each size; ``reuse``: take sizes already in the raw file; ``keep``: save each size."""
     earlier = load_raw(parallelism) if reuse else {}
@@ -167,7 +180,7 @@ def measure(
         for n in sizes:
             if n in out:
                 continue
-            k, submitted = kjupyter_map(zygote, n, parallelism)
+            k, submitted = kjupyter_map(zygote, n, parallelism, budget if n > ALT_MEASURED_MAX else None)
             a = one_job_per_item(n, parallelism) if n <= ALT_MEASURED_MAX else Counts(projected_from=0)
             out[n] = (k, a, submitted)
             if keep:
@@ -250,7 +263,14 @@ def rows_for(results: dict[int, tuple[Counts, Counts, float]], parallelism: int)
                 alt,
                 a.jobs_created + a.pods_created,
             ),
-            Row("control_plane", f"N={n}: wall time to completion (P={parallelism})", k.seconds, "s", alt, a.seconds),
+            Row("control_plane", f"N={n}: wall time to completion (P={parallelism})", k.seconds, "s", alt, a.seconds)
+            if k.completed is None
+            else Row(
+                "control_plane",
+                f"N={n}: ran {k.seconds:.0f} s (P={parallelism}), {k.completed} items done, then cancelled",
+                k.completed,
+                "items",
+            ),
         ]
     largest = max(results)
     k = results[largest][0]
@@ -280,7 +300,8 @@ def rows_for(results: dict[int, tuple[Counts, Counts, float]], parallelism: int)
             note="opened: " + ", ".join(f"{c.watches} in {c.seconds:.0f} s" for c in counts),
         )
     )
-    flat_writes = len({c.writes for c in counts}) == 1 and len({c.created_by_client for c in counts}) == 1
+    creating = [c.writes - c.by_kind.get("DELETE delete jobs", 0) for c in counts]  # a cancel adds one DELETE
+    flat_writes = len(set(creating)) == 1 and len({c.created_by_client for c in counts}) == 1
     rows.append(
         Row(
             "control_plane",
@@ -289,42 +310,46 @@ def rows_for(results: dict[int, tuple[Counts, Counts, float]], parallelism: int)
             "",
             target="flat in N",
             passed=flat_writes,
-            note=", ".join(f"{c.writes}/{c.created_by_client}" for c in counts),
+            note="writes/objects: " + ", ".join(f"{c.writes}/{c.created_by_client}" for c in counts),
         )
     )
-    n_items = largest
-    a = results[largest][1]
+    full = max(n for n, (c, _, _) in results.items() if c.completed is None)  # the largest map run to the end
+    k, a = results[full][0], results[full][1]
+    rows.append(
+        Row(
+            "control_plane",
+            f"N={full}: read requests per item (status + logs)",
+            k.reads / full,
+            "",
+            "one Job per item",
+            a.reads / full,
+        )
+    )
     for task in (60.0, 600.0):
         polls = projected_polls(task)
         rows.append(
             Row(
                 "control_plane",
-                f"N={largest}: status reads if every task took {task:.0f} s (projected)",
-                k.status_reads,
+                f"N={full}: status reads per item if every task took {task:.0f} s (projected)",
+                k.status_reads / full,
                 "",
-                f"one Job per item, {polls} polls x 2 requests per Job",
-                2 * polls * a.jobs_created,
+                f"one Job per item, {polls} polls x 2 requests",
+                2 * polls,
             )
         )
-    rows.append(
-        Row(
-            "control_plane",
-            f"N={largest}: read requests per item (status + logs)",
-            k.reads / n_items,
-            "",
-            "one Job per item",
-            results[largest][1].reads / n_items,
-        )
-    )
     return rows
 
 
 def run(
-    quick: bool = False, sizes: tuple[int, ...] | None = None, parallelism: int | None = None, reuse: bool = False
+    quick: bool = False,
+    sizes: tuple[int, ...] | None = None,
+    parallelism: int | None = None,
+    reuse: bool = False,
+    budget: float | None = None,
 ) -> list[Row]:
     sizes = sizes or (QUICK_SIZES if quick else SIZES)
     parallelism = parallelism or (QUICK_PARALLELISM if quick else PARALLELISM)
-    results = measure(sizes, parallelism, reuse=reuse, keep=not quick)
+    results = measure(sizes, parallelism, reuse=reuse, keep=not quick, budget=budget)
     rows = rows_for(results, parallelism)
     largest = max(results)
     _, _, submitted = results[largest]
@@ -347,8 +372,11 @@ if __name__ == "__main__":
     parser.add_argument("--sizes", help="comma-separated map sizes (default 10,100,1000,10000)")
     parser.add_argument("--parallelism", type=int)
     parser.add_argument("--reuse", action="store_true", help="take sizes measured earlier from results/*_raw_*.json")
+    parser.add_argument(
+        "--budget", type=float, help="seconds a map larger than 1,000 items may run before it is cancelled"
+    )
     args = parser.parse_args()
     chosen = tuple(int(s) for s in args.sizes.split(",")) if args.sizes else None
-    rows = run(args.quick, chosen, args.parallelism, args.reuse)
+    rows = run(args.quick, chosen, args.parallelism, args.reuse, args.budget)
     save("control_plane", rows)
     print_rows("Control-plane load (fake cluster)", rows)

@@ -19,7 +19,7 @@ def busy(seconds: float) -> float:
 
 
 def run(quick: bool = False) -> list[Row]:
-    import joblib
+    import joblib  # type: ignore[import-untyped]
 
     import kjupyter.session as session_mod
     from kjupyter import remote
@@ -32,10 +32,10 @@ def run(quick: bool = False) -> list[Row]:
     fn = remote(busy)
     for duration in (0.02, 0.2):
         items = [duration] * tasks
-        kj = timed(lambda items=items: fn.submit_map(items, parallelism=2).result())
+        kj = timed(lambda: fn.submit_map(items, parallelism=2).result())  # noqa: B023
         with concurrent.futures.ProcessPoolExecutor(2) as pool:
-            ppe = timed(lambda items=items: list(pool.map(busy, items)))
-        jl = timed(lambda items=items: joblib.Parallel(n_jobs=2)(joblib.delayed(busy)(d) for d in items))
+            ppe = timed(lambda: list(pool.map(busy, items)))  # noqa: B023
+        jl = timed(lambda: joblib.Parallel(n_jobs=2)(joblib.delayed(busy)(d) for d in items))  # noqa: B023
         target = "within 1.5x of ProcessPoolExecutor" if duration == 0.2 else "reported as measured"
         ok = kj / ppe <= 1.5 if duration == 0.2 else None
         rows.append(Row("local-map", f"{tasks} tasks of {duration * 1000:.0f} ms, parallelism 2", kj, "s",

@@ -15,6 +15,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 
 from benchmarks.common import Row, median_of, print_rows, save, timed
 
@@ -58,7 +59,8 @@ def measure(url: str, options: dict[str, object], size: int, repeats: int) -> tu
         fs.pipe_file(f"{root}/plain.bin", data)
         assert len(fs.cat_file(f"{root}/plain.bin")) == size
 
-    kj(), plain()  # warm-up: first-use costs (module scans, connections) are not throughput
+    kj()  # warm-up: first-use costs (module scans, connections) are not throughput
+    plain()
     return median_of(lambda: timed(kj), repeats), median_of(lambda: timed(plain), repeats)
 
 
@@ -67,7 +69,7 @@ def run(quick: bool = False) -> list[Row]:
     repeats = 3 if quick else 7
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        targets = [("local disk", f"file://{tmp}/runs", {})]
+        targets: list[tuple[str, str, dict[str, Any]]] = [("local disk", f"file://{tmp}/runs", {})]
         with moto_s3() as (s3_url, s3_options):
             targets.append(("moto S3", s3_url, s3_options))
             for label, url, options in targets:

@@ -84,7 +84,7 @@ def quiet(cluster: FakeCluster) -> FakeCluster:
             if not isinstance(sys.exc_info()[1], ConnectionError):
                 original(request, address)
 
-        httpd.handle_error = handle_error  # type: ignore[method-assign]
+        httpd.handle_error = handle_error  # type: ignore[method-assign,assignment]
     return cluster
 
 
@@ -101,6 +101,7 @@ class Counts:
     jobs_created: int = 0  # Job objects that came to exist (by anyone)
     pods_created: int = 0  # Pod objects that came to exist (the Job controller makes them)
     seconds: float = 0.0
+    completed: int | None = None  # items finished when a time budget stopped the run (None: ran to completion)
     projected_from: int | None = None  # not measured: scaled from the counts of this size (0: to be projected)
     by_kind: dict[str, int] = field(default_factory=dict)
 
@@ -117,6 +118,7 @@ class Census:
         self.created: collections.Counter[str] = collections.Counter()
         self.active = False
         self.max_watches = 0
+        self.completed: int | None = None
         self._stop = threading.Event()
         self._sampler: threading.Thread | None = None
         cluster.store.subscribe(self._on_change)
@@ -164,5 +166,6 @@ class Census:
             jobs_created=self.created["jobs.batch"] + self.created["jobs"],
             pods_created=self.created["pods"],
             seconds=seconds,
+            completed=self.completed,
             by_kind=dict(sorted(kinds.items())),
         )
