@@ -56,10 +56,11 @@ def _block(future: RunFuture) -> None:
 
 def wait(future: RunFuture, *, show: bool = True) -> Any:
     """Block until the run ends, showing it; Ctrl-C (or a kernel interrupt) or the Cancel button cancels it."""
-    view = make_view(future) if show else None
-    if view is not None:
-        future.subscribe(view)
-    try:
+    view: EventSink | None = None
+    try:  # an interrupt may come at any point, even while the view is being built: it always cancels
+        view = make_view(future) if show else None
+        if view is not None:
+            future.subscribe(view)
         try:
             _block(future)
             result = future.result_or_raise()
@@ -71,5 +72,9 @@ def wait(future: RunFuture, *, show: bool = True) -> Any:
     except KeyboardInterrupt:
         future.cancel()
         future.wait_ended(10)
+        if show and view is None:  # interrupted before the view could say how the run ended
+            from kjupyter.console import summary
+
+            print(summary(future), flush=True)
         print(f"kjupyter: run {future.run_id} cancelled (interrupted)", file=sys.stderr, flush=True)
         raise

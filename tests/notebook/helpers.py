@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,26 @@ def open_kernel(nb: nbformat.NotebookNode, cwd: Path) -> Iterator[NotebookClient
     c = client(nb, cwd, allow_errors=True)
     with c.setup_kernel():
         yield c
+
+
+def cancel_button_id(c: NotebookClient) -> str | None:
+    """The comm id of a run widget's Cancel button, once the kernel has opened it (as seen on IOPub)."""
+    for model_id, state in list(c.widget_state.items()):
+        if state.get("_model_name") == "ButtonModel" and state.get("description") == "Cancel":
+            return model_id
+    return None
+
+
+def wait_until_running(c: NotebookClient, marker: Path, timeout: float = 60) -> str | None:
+    """Wait until the remote code wrote ``marker`` and a run widget is displayed; its Cancel button's comm id."""
+    deadline = time.monotonic() + timeout
+
+    def shown() -> bool:
+        return any(WIDGET_VIEW in out.get("data", {}) for cell in c.nb.cells for out in list(cell.get("outputs", [])))
+
+    while time.monotonic() < deadline and not (marker.exists() and shown()):
+        time.sleep(0.02)  # polling for the remote code's marker file and the widget's display, not a timing assert
+    return cancel_button_id(c) if marker.exists() and shown() else None
 
 
 def text(cell: nbformat.NotebookNode) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,14 +21,6 @@ from tests.notebook import helpers as h
 from tests.notebook.test_fake_cluster_notebooks import kube_profile
 
 pytestmark = pytest.mark.slow
-
-
-def cancel_button_id(c: NotebookClient) -> str | None:
-    """The comm id of a run widget's Cancel button, once the kernel has opened it (seen on IOPub)."""
-    for model_id, state in list(c.widget_state.items()):
-        if state.get("_model_name") == "ButtonModel" and state.get("description") == "Cancel":
-            return model_id
-    return None
 
 
 def second_client(c: NotebookClient) -> BlockingKernelClient:
@@ -62,12 +53,8 @@ def run_and_click(nb: Any, cwd: Path, marker: Path, queue: str | None = None) ->
         kc = second_client(c)  # kept open until the cell ends: closing it at once could drop the unsent click
 
         def clicker() -> None:
-            deadline = time.monotonic() + 60
-            button = None
-            while time.monotonic() < deadline and (button is None or not marker.exists()):
-                time.sleep(0.02)  # polling for the remote cell's marker and the widget's comm, not a timing assert
-                button = button or cancel_button_id(c)
-            if button is not None and marker.exists():
+            button = h.wait_until_running(c, marker)
+            if button is not None:
                 if queue is not None:
                     sent.append(kc.execute(queue))
                 click(kc, button)

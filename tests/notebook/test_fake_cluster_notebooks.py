@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import re
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.notebook import helpers as h
+from tests.notebook.test_local_notebooks import FRAME
 
 pytestmark = [
     pytest.mark.slow,
@@ -35,44 +40,125 @@ def test_round_trip_on_the_fake_cluster(tmp_path: Path, make_fake_cluster: Calla
     kube_profile(tmp_path, make_fake_cluster)
     nb = h.notebook(
         "%load_ext kjupyter",
-        "def double(v):\n    return 2 * v\nitems = {'a': [1, 2]}\nk = 5",
-        "%%kube --memory 256Mi\nprint('in the pod', flush=True)\nresult = double(k)\nitems['b'] = [result]\nresult + 1",
-        "print(result, items)",
+        FRAME + "items = {'a': [1, 2]}\nk = 5",
+        "%%kube --memory 256Mi\nprint('in the pod', flush=True)\nresult = double(k)\nitems['b'] = [result]\n"
+        "df2 = df.scaled(k)\nresult + 1",
+        "print(result, items, df2)",
+        "%%kube --out a\na = 1\nb = 2",
+        "print('a' in dir(), 'b' in dir())",
+        "from kjupyter import remote\n@remote\ndef sq(x):\n    print(f'item {x}', flush=True)\n    return x * x\n"
+        "sq.map(range(3))",
+        "%%kube\ndef inner(v):\n    raise ValueError(f'bad value {v}')\n\ninner(41)",
     )
-    nb = h.run(nb, tmp_path)
-    assert h.result(nb.cells[2]) == "11", h.dump(nb)
-    assert h.text(nb.cells[3]).strip() == "10 {'a': [1, 2], 'b': [10]}"
-    [view] = h.Widgets(nb).run_views(nb.cells[2])
+    nb = h.run(nb, tmp_path, allow_errors=True)
+    cells = nb.cells
+    assert h.result(cells[2]) == "11", h.dump(nb)  # the last expression, displayed
+    assert h.text(cells[3]).strip() == "10 {'a': [1, 2], 'b': [10]} Frame({'a': [5, 10], 'b': [15, 20]})"
+    assert h.text(cells[5]).split() == ["True", "False"]  # --out a
+    assert h.result(cells[6]) == "[0, 1, 4]"
+    widgets = h.Widgets(nb)
+    [view] = widgets.run_views(cells[2])
     assert "Succeeded" in view["status"] and "on <b>kube</b>" in view["status"]
     assert "in the pod" in view["log"]
-    assert "on kube Succeeded" in h.text(nb.cells[2])
+    assert "on kube Succeeded" in h.text(cells[2])  # the plain-text summary
+    [mapview] = widgets.run_views(cells[6])
+    assert mapview["progress"] == 3 and "succeeded 3, failed 0" in mapview["counts"], mapview
+    assert "[2] item 2" in mapview["log"] and "Succeeded" in mapview["status"]
+    err = h.error(cells[7])
+    assert err is not None and err.ename == "ValueError", h.dump(nb)
+    tb = "\n".join(err.traceback)
+    assert "Remote traceback (run cell-" in tb and "on kube" in tb and "bad value 41" in tb and "in inner" in tb
+
+
+def test_detached_run_is_collected_from_a_fresh_kernel(tmp_path: Path, make_fake_cluster: Callable[..., Any]) -> None:
+    kube_profile(tmp_path, make_fake_cluster)
+    first = h.notebook("%load_ext kjupyter", "%%kube --detach --name later\nanswer = 6 * 7\nprint('computed')\nanswer")
+    first = h.run(first, tmp_path)  # the first kernel is gone afterwards: the Job keeps running
+    match = re.search(r"%kube attach (later-\w+)", h.text(first.cells[1]))
+    assert match, h.dump(first)
+    second = h.run(h.notebook("%load_ext kjupyter", f"%kube attach {match.group(1)}", "print(answer + 1)"), tmp_path)
+    assert h.result(second.cells[1]) == "42", h.dump(second)
+    assert h.text(second.cells[2]).strip() == "43"
+    [view] = h.Widgets(second).run_views(second.cells[1])
+    assert "Succeeded" in view["status"] and "computed" in view["log"]
+
+
+def live_views(c: Any) -> list[tuple[str, str]]:
+    """(status, diagnosis) HTML of the run widgets as a frontend sees them now (from IOPub comm messages)."""
+    state = {mid: dict(st) for mid, st in list(c.widget_state.items())}
+    views = []
+    for st in state.values():
+        if st.get("_model_name") != "VBoxModel" or not st.get("children"):
+            continue
+        html = []
+        todo = [ch.removeprefix("IPY_MODEL_") for ch in st["children"]]
+        while todo:
+            child = state.get(todo.pop(0), {})
+            todo += [ch.removeprefix("IPY_MODEL_") for ch in child.get("children", [])]
+            if child.get("_model_name") == "HTMLModel":
+                html.append(child.get("value", ""))
+        status = next((v for v in html if "kjupyter-status" in v), "")
+        diagnosis = next((v for v in html if "kjupyter-diagnosis" in v), "")
+        if status:
+            views.append((status, diagnosis))
+    return views
 
 
 def test_unschedulable_run_shows_the_diagnosis_while_pending(
     tmp_path: Path, make_fake_cluster: Callable[..., Any]
 ) -> None:
-    kube_profile(tmp_path, make_fake_cluster)
+    kube_profile(tmp_path, make_fake_cluster)  # CPU nodes only: a GPU run cannot be scheduled
+    nb = h.notebook("%load_ext kjupyter", "%%kube --gpu 1\nx = 1")
+    c = h.client(nb, tmp_path, allow_errors=True)
+    seen: list[tuple[str, str]] = []
+
+    def watch() -> None:  # what the frontend shows while the cell still blocks
+        deadline = time.monotonic() + 60
+        while not seen and time.monotonic() < deadline:
+            seen.extend(v for v in live_views(c) if "nodes are available" in v[1])
+            time.sleep(0.02)  # polling the live widget state, not a timing assert
+
+    with c.setup_kernel():
+        c.execute_cell(nb.cells[0], 0)
+        thread = threading.Thread(target=watch, daemon=True)
+        thread.start()
+        c.execute_cell(nb.cells[1], 1)
+        thread.join()
+        c.set_widgets_metadata()
+    assert seen, h.dump(nb)
+    status, diagnosis = seen[0]
+    assert ">Pending<" in status and "Insufficient nvidia.com/gpu" in diagnosis, seen[0]
+    # still pending after pending_timeout: deleted, and the cell fails saying why
+    [view] = h.Widgets(nb).run_views(nb.cells[1])
+    assert "nodes are available" in view["diagnosis"] and "Failed" in view["status"], view
+    err = h.error(nb.cells[1])
+    assert err is not None and "pending after 4s" in h.text(nb.cells[1]), h.text(nb.cells[1])
+
+
+def test_interrupting_the_kernel_deletes_the_job(tmp_path: Path, make_fake_cluster: Callable[..., Any]) -> None:
+    cluster = kube_profile(tmp_path, make_fake_cluster)
+    marker = tmp_path / "started"  # the fake kubelet runs the pod as a local process: it can write it
     nb = h.notebook(
         "%load_ext kjupyter",
-        # a run, its widget, and a wait for its first diagnosis (it cannot be scheduled: no node has a GPU)
-        "import threading\nfrom kjupyter import remote\nfrom kjupyter.events import Diagnosis\n"
-        "from kjupyter.widgets import RunWidget\n"
-        "seen = threading.Event()\n"
-        "fut = remote(lambda: 1, gpu=1).submit()\n"
-        "widget = RunWidget.show(fut)\nfut.subscribe(widget)\n"
-        "fut.subscribe(lambda e: seen.set() if isinstance(e, Diagnosis) else None)\n"
-        "assert seen.wait(10)\n"
-        "print('status', widget.phase.value, '|', widget.diagnosis.value)\n"
-        "fut.cancel()\nfut.wait_ended(10)",
-        "%%kube --gpu 1\nx = 1",
+        f"%%kube\nimport pathlib, time\npathlib.Path({str(marker)!r}).write_text('x')\ntime.sleep(120)",
     )
-    nb = h.run(nb, tmp_path, allow_errors=True)
-    shown = h.text(nb.cells[1])
-    assert "status Pending | " in shown and "nodes are available" in shown, h.dump(nb)
-    [pending] = h.Widgets(nb).run_views(nb.cells[1])
-    assert "nodes are available" in pending["diagnosis"] and "Cancelled" in pending["status"]
-    # the blocking %%kube: still pending after pending_timeout, so it is deleted and the cell fails, saying why
-    [view] = h.Widgets(nb).run_views(nb.cells[2])
-    assert "nodes are available" in view["diagnosis"] and "Failed" in view["status"], view
-    err = h.error(nb.cells[2])
-    assert err is not None and "pending after 4s" in h.text(nb.cells[2]), h.text(nb.cells[2])
+    c = h.client(nb, tmp_path, allow_errors=True)
+
+    def interrupt() -> None:
+        h.wait_until_running(c, marker)  # the remote code runs and the widget is shown
+        asyncio.run(c.km.interrupt_kernel())  # nbclient's manager is async; this only sends SIGINT
+
+    with c.setup_kernel():
+        c.execute_cell(nb.cells[0], 0)
+        thread = threading.Thread(target=interrupt, daemon=True)
+        thread.start()
+        c.execute_cell(nb.cells[1], 1)
+        thread.join()
+        c.set_widgets_metadata()
+    err = h.error(nb.cells[1])
+    assert err is not None and err.ename == "KeyboardInterrupt", h.dump(nb)
+    assert "cancelled (interrupted)" in h.text(nb.cells[1]) and "on kube Cancelled" in h.text(nb.cells[1])
+    views = h.Widgets(nb).run_views(nb.cells[1])
+    assert len(views) == 1 and "Cancelled" in views[0]["status"], [o.output_type for o in nb.cells[1].outputs]
+    assert cluster.requests(verb="delete", resource="jobs"), "the Job was never deleted"
+    cluster.wait_for(lambda: not cluster.objects("jobs") and not cluster.objects("pods"), 20, "job and pods gone")

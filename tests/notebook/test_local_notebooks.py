@@ -141,10 +141,10 @@ def test_interrupting_the_kernel_cancels_the_run(tmp_path: Path) -> None:
     c = h.client(nb, tmp_path, allow_errors=True)
 
     def interrupt() -> None:
-        deadline = time.monotonic() + 30
-        while not marker.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)  # polling for the remote cell's marker file, not a synchronisation sleep
-        asyncio.run(c.km.interrupt_kernel())  # nbclient's manager is async; this only sends SIGINT
+        h.wait_until_running(c, marker)  # the remote code runs and the widget is shown
+        asyncio.run(
+            c.km.interrupt_kernel()
+        )  # nbclient's manager is async; this only sends SIGINT  # nbclient's manager is async; this only sends SIGINT
 
     started = time.monotonic()
     with c.setup_kernel():
