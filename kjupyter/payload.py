@@ -78,17 +78,24 @@ def _minor(version: str) -> str:
 # --- writing ------------------------------------------------------------------
 
 
-def write_envelope(f: IO[bytes], kind: str, body: Any, **extra: Any) -> None:
-    """Write ``body`` as an envelope of ``kind`` to the binary file ``f``."""
+def write_envelope(f: IO[bytes], kind: str, body: Any, *, outbound: bool = True, **extra: Any) -> None:
+    """Write ``body`` as an envelope of ``kind`` to the binary file ``f``.
+
+    ``outbound`` (client to pod) ships the client's uninstalled modules by value.
+    The runner's results and errors go back to the client, which has its own
+    modules: scanning the pod's (``packages_distributions()`` reads every
+    installed distribution, up to a second per task) would buy nothing.
+    """
     header = {"kind": kind, **client_versions(), **extra}
     f.write(MAGIC + json.dumps(header, separators=(",", ":")).encode() + b"\n")
-    _ship_local_modules_by_value()
+    if outbound:
+        _ship_local_modules_by_value()
     cloudpickle.dump(body, f, protocol=PROTOCOL)
 
 
-def dumps(kind: str, body: Any, **extra: Any) -> bytes:
+def dumps(kind: str, body: Any, *, outbound: bool = True, **extra: Any) -> bytes:
     buf = io.BytesIO()
-    write_envelope(buf, kind, body, **extra)
+    write_envelope(buf, kind, body, outbound=outbound, **extra)
     return buf.getvalue()
 
 
@@ -120,9 +127,9 @@ def dump_error(exc: BaseException, *, where: str = "") -> bytes:
         "where": where,
     }
     try:
-        return dumps(ERROR, exc, **header)
+        return dumps(ERROR, exc, outbound=False, **header)
     except Exception:  # the exception itself does not pickle: keep the text only
-        return dumps(ERROR, None, **header)
+        return dumps(ERROR, None, outbound=False, **header)
 
 
 # --- reading ------------------------------------------------------------------

@@ -174,7 +174,7 @@ def run(channel: Channel, index: int) -> int:
         _report(channel, index, exc, "user")
         return EXIT_USER_ERROR
     try:
-        channel.write_outcome(index, lambda f: pl.write_envelope(f, pl.RESULT, value))
+        channel.write_outcome(index, lambda f: pl.write_envelope(f, pl.RESULT, value, outbound=False))
     except BaseException as exc:
         _report(channel, index, _explain_result_error(value, exc), "result")
         return EXIT_USER_ERROR

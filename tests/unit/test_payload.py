@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import io
 import socket
 import threading
@@ -86,3 +87,45 @@ def test_error_envelope_rebuilds_original_or_remote_error() -> None:
 def test_foreign_bytes_are_rejected_clearly() -> None:
     with pytest.raises(SerializationError, match="not a kjupyter payload"):
         pl.loads(b"hello")
+
+
+class _MemoryChannel:
+    """A runner channel in memory: one call payload in, outcomes kept by index."""
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self.outcomes: dict[int, bytes] = {}
+
+    def open_payload(self) -> contextlib.AbstractContextManager[io.BytesIO]:
+        return contextlib.nullcontext(io.BytesIO(self.payload))
+
+    def read_item(self, index: int) -> bytes:
+        raise AssertionError("a call has no items")
+
+    def write_outcome(self, index: int, write: object) -> None:
+        buf = io.BytesIO()
+        write(buf)  # type: ignore[operator]
+        self.outcomes[index] = buf.getvalue()
+
+
+def _fail(x: int) -> int:
+    raise ValueError(f"bad {x}")
+
+
+@pytest.mark.parametrize(("fn", "arg", "code"), [(abs, -3, 0), (_fail, 7, 1)])
+def test_the_runner_does_not_scan_the_pods_modules_for_what_goes_back(
+    fn: object, arg: int, code: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only what the client sends ships uninstalled modules by value; a pod's scan can cost a second a task."""
+    from kjupyter import runner
+
+    data = pl.dump_call(fn, (arg,), {})  # type: ignore[arg-type]
+    scans: list[int] = []
+    monkeypatch.setattr(pl, "_ship_local_modules_by_value", lambda: scans.append(1))
+    channel = _MemoryChannel(data)
+    assert runner.run(channel, 0) == code
+    assert scans == []
+    outcome = pl.read_header(io.BytesIO(channel.outcomes[0]))
+    assert outcome.kind == (pl.RESULT if code == 0 else pl.ERROR)
+    pl.dump_call(abs, (1,), {})
+    assert scans == [1]  # the client side still does
