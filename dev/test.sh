@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 log() { printf '\n== %s\n' "$*"; }
 
 log "Python packages"
-python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# The lab extension is built by dev/install-lab.sh; the editable install need not run npm too.
+HATCH_JUPYTER_BUILDER_SKIP_NPM=1 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
 if [ -f dev/install-lab.sh ]; then
   log "JupyterLab extension and browser"

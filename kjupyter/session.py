@@ -133,7 +133,7 @@ class Session:
         values = list(items)
         blob = io.BytesIO()
         count = pl.pack_items(values, blob)
-        extra = {"packages": list(spec.packages)} if spec.packages else {}
+        extra: dict[str, Any] = {"packages": list(spec.packages)} if spec.packages else {}
         data = pl.dump_map_function(fn) if not extra else pl.dumps(pl.MAP, fn, function=pl._qualname(fn), **extra)
         store.check_no_credentials(data, f"the function {pl._qualname(fn)}")
         packed = blob.getvalue()
