@@ -67,7 +67,7 @@ class RunWidget:
         self.header = w.HTML()
         self.cancel_button = w.Button(description="Cancel", button_style="warning", icon="stop",
                                       layout=w.Layout(width="auto"))  # fmt: skip
-        self.cancel_button.on_click(lambda _: self.future.cancel())
+        self.cancel_button.on_click(lambda _: after_comm(self.future.cancel))
         self.diagnosis = w.HTML(layout=w.Layout(display="none"))
         self.out = w.Output(layout=w.Layout(max_height="24em", overflow="auto"))
         children: list[Any] = [w.HBox([self.header, self.cancel_button]), self.diagnosis]
@@ -208,6 +208,7 @@ class RunWidget:
 _COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
 _log = logging.getLogger(__name__)
 _REDISPATCHED: set[asyncio.Task[Any]] = set()
+_HANDLING = threading.local()  # .pump: the CommPump whose comm message this thread is handling
 
 
 class CommPump:
@@ -227,6 +228,7 @@ class CommPump:
         self.socket = socket
         self._redispatch = redispatch
         self._held: list[list[Any]] = []
+        self.after: list[Callable[[], Any]] = []
 
     @classmethod
     def for_current_cell(cls) -> CommPump | None:
@@ -297,13 +299,21 @@ class CommPump:
             _log.exception("kjupyter: an invalid comm message arrived while a run was blocking the kernel")
             return True
         parent, ident = kernel.get_parent("shell"), _shell_ident(kernel)
-        kernel.set_parent(idents, msg, channel="shell")
+        kernel.set_parent(idents, msg, channel="shell")  # as ipykernel does: widget echoes answer this message
+        _HANDLING.pump = self
         try:
             handler(None, idents, msg)
         except Exception:
             _log.exception("kjupyter: a widget message failed while a run was blocking the kernel")
         finally:
+            _HANDLING.pump = None
             kernel.set_parent(ident, parent, channel="shell")
+        actions, self.after = self.after, []
+        for action in actions:  # back in the blocked cell: what they print goes to its output
+            try:
+                action()
+            except Exception:
+                _log.exception("kjupyter: a widget action failed while a run was blocking the kernel")
         return True
 
     def close(self) -> None:
@@ -319,3 +329,13 @@ def _shell_ident(kernel: Any) -> Any:
     if hasattr(kernel, "_shell_parent_ident"):  # ipykernel 7
         return kernel._get_shell_context_var(kernel._shell_parent_ident)
     return getattr(kernel, "_parent_ident", {}).get("shell", b"")  # ipykernel 6
+
+
+def after_comm(action: Callable[[], Any]) -> None:
+    """Run ``action`` now, or, inside a comm message handled by a blocked cell's :class:`CommPump`, right
+    after it, in the cell's context (so the run summary a cancellation prints lands in the cell's output)."""
+    pump: CommPump | None = getattr(_HANDLING, "pump", None)
+    if pump is not None:
+        pump.after.append(action)
+    else:
+        action()
