@@ -77,6 +77,9 @@ class KubeRun:
         self.pending_timer: threading.Timer | None = None
         self.pending_timeout = pending_timeout
         self.events_listed: set[tuple[str, str]] = set()
+        # This process creates the run's payload Secret right after its Job: a pod that looked for it a
+        # moment too early (FailedMount) starts once it exists, so that is no news for the user.
+        self.own_payload_secret = False
 
     # --- events out -----------------------------------------------------------------------
     def emit(self, event: Event) -> None:
@@ -182,6 +185,8 @@ class KubeRun:
                 events = self._events(state.name)
         d = diagnose.diagnose_pod(self.run_id, pod, events, count=self.count, log_tail=list(self.tails[state.index]))
         if d is None:
+            return
+        if d.reason == "FailedMount" and self.own_payload_secret and f'"{mf.PAYLOAD_VOLUME}"' in d.sentence:
             return
         key2 = (d.reason, d.index)
         with self.lock:

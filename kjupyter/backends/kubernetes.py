@@ -145,6 +145,7 @@ class KubernetesBackend(Backend):
                       retries=request.spec.retries, sink=sink, slots=self._slots,
                       pending_timeout=request.spec.pending_timeout or self.profile.pending_timeout,
                       on_end=self._ended)  # fmt: skip
+        run.own_payload_secret = objects.secret is not None
         with self._lock:
             self._runs[request.run_id] = run
             self._outcomes[request.run_id] = run.outcomes
@@ -161,17 +162,16 @@ class KubernetesBackend(Backend):
                     record.finish(Phase.FAILED, "NotCreated")
             raise
 
-    def _follow_session(self, session: str) -> Watcher:
-        """The namespace's shared watches, following the runs of ``session`` too."""
+    def _follow_session(self, session: str) -> bool:
+        """Make the namespace's shared watches follow the runs of ``session`` too; True if they now list them."""
         kube = self.kube
         with self._lock:
             watcher = self._watcher
             if watcher is None:
                 watcher = self._watcher = Watcher(kube, kube.namespace, session, self._on_pod, self._on_job)
                 watcher.start()
-                return watcher
-        watcher.add_session(session)
-        return watcher
+                return True
+        return watcher.add_session(session)
 
     def _run_of(self, obj: dict[str, Any]) -> KubeRun | None:
         run_id = (obj.get("metadata", {}).get("labels") or {}).get(mf.LABEL_RUN) or obj.get("metadata", {}).get("name")
@@ -218,7 +218,14 @@ class KubernetesBackend(Backend):
             self._runs[run_id] = run
             self._outcomes[run_id] = run.outcomes
         run.start()
-        self._follow_session(str(labels.get(mf.LABEL_SESSION, "")))
+        if not self._follow_session(str(labels.get(mf.LABEL_SESSION, ""))):
+            # The watches already follow that session, so they will not replay what happened to this run
+            # before now: hand it the Job read above and its pods, once.
+            run.on_job("SYNC", job)
+            pods = self.kube.call("list pods", self.kube.core.list_namespaced_pod, self.namespace,
+                                  label_selector=mf.selector(run=run_id))  # fmt: skip
+            for pod in pods.get("items") or []:
+                run.on_pod("SYNC", pod)
         return run
 
     def cancel(self, run_id: str) -> bool:

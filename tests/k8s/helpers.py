@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ from kjupyter.config import load_config
 
 def kube_session(
     tmp_path: Path, kubeconfig: str, *, store: bool = True, extra: str = "", **fields: Any
-) -> Iterator[session_mod.Session]:
+) -> Generator[session_mod.Session, None, None]:
     fields.setdefault("image", '"python:3.11"')
     lines = ['default = "kube"', "[clusters.kube]", 'backend = "kubernetes"', f'kubeconfig = "{kubeconfig}"',
              'pending_timeout = "20s"']  # fmt: skip

@@ -171,7 +171,8 @@ def test_interpreter_exit_cancels_runs_but_not_detached_ones(
     from kjupyter import attach
 
     assert attach(kept).result(60) == 30
-    assert cluster.get("jobs", kept)["status"].get("succeeded") == 1
+    job = cluster.get("jobs", kept)
+    assert job is not None and job["status"].get("succeeded") == 1
 
 
 # --- a client that dies between creating the Job and its Secret orphans nothing ------------------
@@ -337,7 +338,7 @@ def test_render_is_exactly_what_is_sent(tmp_path: Path, cluster: FakeCluster, mo
     gen = kube_session(tmp_path, cluster.kubeconfig_path, store=store)
     session = next(gen)
     try:
-        future = remote(tick, memory="256Mi", cpu="250m", timeout=600).submit_map([1, 2], parallelism=2)
+        future = remote(memory="256Mi", cpu="250m", timeout=600)(tick).submit_map([1, 2], parallelism=2)
         assert future.result(30) == [1, 2]
         profile = session.config.profile()
         spec = session.spec_for(profile, {"memory": "256Mi", "cpu": "250m", "timeout": 600, "parallelism": 2})
@@ -349,7 +350,19 @@ def test_render_is_exactly_what_is_sent(tmp_path: Path, cluster: FakeCluster, mo
     assert sent[0] == rendered[0]
     if not store:
         job = cluster.get("jobs", future.run_id)
+        assert job is not None
         assert sent[1]["data"].keys() == rendered[1]["data"].keys() == {"payload.pkl", "items.pkl"}
         assert rendered[1]["metadata"]["ownerReferences"][0]["uid"] == kb.UID_PLACEHOLDER
         rendered[1]["metadata"]["ownerReferences"][0]["uid"] = job["metadata"]["uid"]
         assert {**sent[1], "data": {}} == {**rendered[1], "data": {}}
+
+
+def test_a_pod_that_waits_for_its_secret_starts_once_it_exists(inline_session: Session, cluster: FakeCluster) -> None:
+    cluster.add_latency(2.0, count=1, verb="create", resource="secrets")  # the pod is scheduled first
+    seen: list[Any] = []
+    future = remote(tick).submit(3)
+    future.subscribe(seen.append)
+    assert future.result(30) == 3
+    (pod,) = cluster.objects("pods")
+    assert cluster.events_for(pod["metadata"]["name"], reason="FailedMount")  # it did look too early
+    assert not [e for e in seen if getattr(e, "reason", "") == "FailedMount"]  # and the user was not bothered

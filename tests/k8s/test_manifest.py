@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from kjupyter import manifest as mf
@@ -79,3 +81,21 @@ def test_every_manifest_validates_strictly(version: str, store: bool) -> None:
     for kind, spec in SHAPES:
         for obj in render(profile, spec, count=1000 if kind == "map" else 1, kind=kind, user="u", session="s"):
             kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_the_secret_gets_its_owner_without_the_input_changing() -> None:
+    objs = build(RunSpec(), run_url=None, inline={"payload.pkl": b"abc"})
+    assert objs.secret is not None and "ownerReferences" not in objs.secret["metadata"]
+    assert [o["kind"] for o in objs.all()] == ["Job", "Secret"]  # the order they are created in
+    owned = mf.owned_by(objs.secret, {"metadata": {"name": "train-abc123", "uid": "u-1"}})
+    assert owned["metadata"]["ownerReferences"] == [{"apiVersion": "batch/v1", "kind": "Job", "name": "train-abc123",
+                                                     "uid": "u-1", "controller": False, "blockOwnerDeletion": False}]  # fmt: skip
+    assert "ownerReferences" not in objs.secret["metadata"] and owned["data"] == objs.secret["data"]
+
+
+def test_store_options_reach_pods_without_credentials() -> None:
+    target = target_for(PROFILE)
+    assert target.store_options == {"anon": False, "client_kwargs": {"endpoint_url": "http://m"}}
+    (c,) = build(RunSpec()).job["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert json.loads(env["KJUPYTER_STORE_OPTIONS"]) == {"anon": False, "client_kwargs": {"endpoint_url": "http://m"}}

@@ -144,3 +144,14 @@ def test_429_retry_after_is_honoured_on_the_wire(session: Session, cluster: Fake
     creates = cluster.requests("create", "jobs")
     assert [r.status for r in creates] == [429, 429, 201]
     assert creates[1].time - creates[0].time >= 1.0 and creates[2].time - creates[1].time >= 1.0
+
+
+def test_attach_to_a_finished_run_of_this_session(default_session: Session, cluster: FakeCluster) -> None:
+    first = remote(tick).submit(3)
+    assert first.result(30) == 3 and first.wait_ended(10)
+    cluster.clear_requests()
+    again = kjupyter.attach(first.run_id)  # the watches saw it all already: it is handed its objects once
+    assert again.result(30) == 3
+    assert cluster.requests("watch") == []
+    (pods,) = cluster.requests("list", "pods")
+    assert pods.query["labelSelector"] == f"app.kubernetes.io/managed-by=kjupyter,kjupyter.io/run={first.run_id}"

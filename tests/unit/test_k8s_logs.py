@@ -8,7 +8,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -20,7 +20,11 @@ def framed(monkeypatch: pytest.MonkeyPatch, index: int, data: bytes) -> list[str
     """The lines the runner prints for an inline outcome (what the pod's log then holds)."""
     out = io.StringIO()
     monkeypatch.setattr(sys, "__stdout__", out)
-    InlineChannel("/nonexistent").write_outcome(index, lambda f: f.write(data))
+
+    def write(f: IO[bytes]) -> None:
+        f.write(data)
+
+    InlineChannel("/nonexistent").write_outcome(index, write)
     return out.getvalue().split("\n")[:-1]
 
 
@@ -128,7 +132,12 @@ def test_reconnects_lose_no_line_and_repeat_none() -> None:
     kube = FakeKube(script)
     got: list[str] = []
     log = PodLog(kube, "ns", "pod-0", "task", got.append, Outcomes())  # type: ignore[arg-type]
-    threading.Thread(target=lambda: (log_ended.wait(10), log.terminated.set()), daemon=True).start()
+
+    def end_when_the_stream_ends() -> None:
+        log_ended.wait(10)
+        log.terminated.set()
+
+    threading.Thread(target=end_when_the_stream_ends, daemon=True).start()
     log.run(threading.Semaphore(1))
     assert got == [f"line {i}" for i in range(10)]
     assert not script
