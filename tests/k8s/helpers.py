@@ -8,6 +8,7 @@ from typing import Any
 
 from kjupyter import session as session_mod
 from kjupyter.config import load_config
+from tests.sessions import installed_session
 
 
 def kube_session(
@@ -22,14 +23,5 @@ def kube_session(
         lines.append(f"{key} = {value}")
     path = tmp_path / "kjupyter.toml"
     path.write_text("\n".join(lines) + "\n" + extra)
-    sess = session_mod.Session(load_config(files=[path]))
-    old = session_mod._session
-    session_mod._session = sess
-    try:
+    with installed_session(load_config(files=[path])) as sess:
         yield sess
-    finally:
-        for future in sess.active_runs():
-            future.cancel()
-            future.wait_ended(5)
-        sess.close()
-        session_mod._session = old
