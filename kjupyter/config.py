@@ -134,6 +134,12 @@ def load_config(files: list[Path] | None = None, env: Mapping[str, str] | None =
         for var, key in _ENV_OVERRIDES.items():
             if env.get(var):
                 raw_profiles[default][key] = env[var]
+    # On a JupyterHub, the notebook's own image (which has kjupyter) is the pods' natural default.
+    hub_image = env.get("JUPYTER_IMAGE_SPEC") or env.get("JUPYTER_IMAGE")
+    if hub_image:
+        for raw in raw_profiles.values():
+            if isinstance(raw, dict) and raw.get("backend") == "kubernetes" and not raw.get("image"):
+                raw["image"] = hub_image
     profiles = {name: _profile(name, raw, origin.get(name, "built-in")) for name, raw in raw_profiles.items()}
     config = Config(default=default, profiles=profiles, sources=tuple(sources))
     config.profile(default)  # an unknown default is an error now, not at the first run

@@ -62,6 +62,19 @@ def test_merge_order_and_env_overrides(tmp_path: Path, monkeypatch: pytest.Monke
     assert load_config().profile().name == "local"
 
 
+def test_a_hub_notebook_image_is_the_default_image_of_kubernetes_profiles(tmp_path: Path) -> None:
+    path = tmp_path / "hub.toml"
+    path.write_text(GPU_PROFILE + '[clusters.hub]\nbackend = "kubernetes"\n[clusters.other]\nbackend = "kubernetes"\n')
+    env = {"JUPYTER_IMAGE_SPEC": "quay.io/hub/notebook:2026.11", "JUPYTER_IMAGE": "ignored:when-spec-is-set"}
+    config = load_config(files=[path], env=env)
+    assert config.profile("hub").image == config.profile("other").image == "quay.io/hub/notebook:2026.11"
+    assert config.profile("gpu-a100").image == "registry.example.com/ml/train:2026-11"  # a profile's own wins
+    assert config.profile("local").image is None
+    assert load_config(files=[path], env={"JUPYTER_IMAGE": "hub:1"}).profile("hub").image == "hub:1"
+    with_override = {**env, "KJUPYTER_CLUSTER": "hub", "KJUPYTER_IMAGE": "mine:2"}
+    assert load_config(files=[path], env=with_override).profile("hub").image == "mine:2"
+
+
 def test_kjupyter_toml_wins_over_pyproject(tmp_path: Path) -> None:
     (Path.cwd() / "pyproject.toml").write_text('[tool.kjupyter]\ndefault = "a"\n[tool.kjupyter.clusters.a]\n')
     (Path.cwd() / "kjupyter.toml").write_text('default = "b"\n[clusters.b]\nbackend = "local"\n')
