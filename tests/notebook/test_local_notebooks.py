@@ -163,3 +163,30 @@ def test_interrupting_the_kernel_cancels_the_run(tmp_path: Path) -> None:
     assert h.text(nb.cells[2]).strip() == "['Cancelled']"
     [view] = h.Widgets(nb).run_views(nb.cells[1])
     assert "Cancelled" in view["status"]
+
+
+def test_jobs_logs_and_cancel_line_magics(tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    nb = h.notebook(
+        "%load_ext kjupyter",
+        "%%kube --detach --name ticker\nimport pathlib, time\nprint('tick 1', flush=True)\n"
+        f"pathlib.Path({str(marker)!r}).write_text('x')\ntime.sleep(120)",
+        "run = _.run_id",  # the detached cell's value is its handle
+        f"import pathlib, time\nwhile not pathlib.Path({str(marker)!r}).exists():\n    time.sleep(0.02)",
+        "%kube jobs",
+        "%kube logs $run",
+        "%kube cancel $run",
+        "%kube jobs",
+        "%kube cancel nope-000000",
+    )
+    nb = h.run(nb, tmp_path, allow_errors=True)
+    cells = nb.cells
+    jobs = h.text(cells[4]).splitlines()
+    assert jobs[0].split()[:3] == ["RUN", "STATUS", "KIND"] and jobs[1].split()[1] in ("Pending", "Running"), h.dump(nb)
+    run = jobs[1].split()[0]
+    assert run.startswith("ticker-")
+    assert h.text(cells[5]).strip() == "tick 1"
+    assert h.text(cells[6]).strip() == f"{run}: cancelled"
+    assert h.text(cells[7]).splitlines()[1].split()[:2] == [run, "Cancelled"], h.dump(nb)
+    shown = h.text(cells[8])  # an unknown run: the CLI's one-line error, no traceback
+    assert shown.startswith("kjupyter: error: no run 'nope-000000' in ") and "Traceback" not in shown, shown
