@@ -177,7 +177,11 @@ def _load(profile: Profile) -> tuple[Any, str, str]:
     configuration = client.Configuration()
     if use_in_cluster:
         try:
-            config.load_incluster_config(client_configuration=configuration)
+            sa_dir = os.environ.get("KJUPYTER_SA_DIR", SA_DIR)
+            # The loader refreshes the token from the file, as bound service account tokens rotate.
+            config.incluster_config.InClusterConfigLoader(
+                token_filename=os.path.join(sa_dir, "token"), cert_filename=os.path.join(sa_dir, "ca.crt")
+            ).load_and_set(configuration)
         except ConfigException as exc:
             raise ConfigError(f"cluster {profile.name!r}: in-cluster credentials are not usable: {exc}") from None
         namespace = profile.namespace or _sa_namespace() or "default"

@@ -132,7 +132,8 @@ class Handler(BaseHTTPRequestHandler):
         self.cluster.request_log.add(self.record)
         body_read = False
         try:
-            if self.headers.get("Authorization") != f"Bearer {self.cluster.token}":
+            scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+            if scheme.lower() != "bearer" or token.strip() != self.cluster.token:  # as the apiserver: any case
                 raise errors.unauthorized()
             faults = self.cluster.faults
             latency = faults.take("latency", info)

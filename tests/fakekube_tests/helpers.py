@@ -35,7 +35,7 @@ def pod(name: str, code: str = "print('ok')", *, image: str = "python:3.12-slim"
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": pod_spec}
 
 
-def raw(cluster: FakeCluster, method: str, path: str, body: Any = None, *, token: str | None = "auto",
+def raw(cluster: FakeCluster, method: str, path: str, body: Any = None, *, token: str | None = "auto", scheme: str = "Bearer",
         content_type: str = "application/json") -> tuple[int, Any, dict[str, str]]:
     """A plain urllib request (bypassing the client's own validation): (status, parsed body, headers)."""
     data = json.dumps(body).encode() if body is not None else None
@@ -43,7 +43,7 @@ def raw(cluster: FakeCluster, method: str, path: str, body: Any = None, *, token
     if token == "auto":
         token = cluster.token
     if token:
-        req.add_header("Authorization", f"Bearer {token}")
+        req.add_header("Authorization", f"{scheme} {token}")
     if data is not None:
         req.add_header("Content-Type", content_type)
     try:

@@ -42,6 +42,8 @@ def test_requests_without_the_token_get_401(fake_cluster: FakeCluster) -> None:
         assert status == 401
         assert body == {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                         "message": "Unauthorized", "reason": "Unauthorized", "code": 401}
+    # The scheme is case-insensitive, as in the apiserver: the in-cluster loader sends "bearer <token>".
+    assert raw(fake_cluster, "GET", "/api/v1/namespaces/default/pods", scheme="bearer")[0] == 200
 
 
 def test_metadata_semantics(k8s: Any) -> None:
