@@ -64,7 +64,7 @@ def wait(future: RunFuture, *, show: bool = True) -> Any:
         try:
             _block(future)
             result = future.result_or_raise()
-        except BaseException:
+        except Exception:  # not KeyboardInterrupt: that one must cancel first, below
             future.wait_ended(10)  # let a failing map's cancellation finish and the summary print
             raise
         future.wait_ended(10)
