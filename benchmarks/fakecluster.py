@@ -34,8 +34,8 @@ def kube_session(cluster: FakeCluster, *, lift_limiter: bool = False) -> Iterato
     are made; the control-plane benchmark lifts it so that a 10,000-item map does
     not spend half an hour waiting for tokens (see BENCHMARKS.md).
     """
-    from kjupyter import session as session_mod
     from kjupyter.config import load_config
+    from tests.sessions import installed_session
 
     with tempfile.TemporaryDirectory(prefix="kj-bench-") as tmp:
         path = Path(tmp) / "kjupyter.toml"
@@ -44,20 +44,11 @@ def kube_session(cluster: FakeCluster, *, lift_limiter: bool = False) -> Iterato
             f'kubeconfig = "{cluster.kubeconfig_path}"\nimage = "python:3.11"\n'
             f'store = "file://{tmp}/store"\npending_timeout = "10m"\n'
         )
-        sess = session_mod.Session(load_config(files=[path]))
-        old = session_mod._session
-        session_mod._session = sess
-        try:
+        with installed_session(load_config(files=[path])) as sess:
             if lift_limiter:
                 limiter = sess.backend(sess.profile_for({})).kube.limiter  # type: ignore[attr-defined]
                 limiter.qps, limiter.burst, limiter.tokens = 1e9, 10**9, 1e9
             yield sess
-        finally:
-            for future in sess.active_runs():
-                future.cancel()
-                future.wait_ended(10)
-            sess.close()
-            session_mod._session = old
 
 
 @contextlib.contextmanager
