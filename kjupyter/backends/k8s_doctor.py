@@ -12,9 +12,9 @@ from kjupyter.backends.k8s_client import ApiFailure, Kube
 from kjupyter.config import Profile
 from kjupyter.errors import KjupyterError
 
-# (api group, resource, subresource, verbs): what examples/rbac.yaml grants.
+# (api group, resource, subresource, verbs): what examples/rbac.yaml grants (jobs: patch marks a cancelled Job).
 NEEDED: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
-    ("batch", "jobs", "", ("create", "get", "list", "watch", "delete")),
+    ("batch", "jobs", "", ("create", "get", "list", "watch", "patch", "delete")),
     ("", "pods", "", ("get", "list", "watch")),
     ("", "pods", "log", ("get",)),
     ("", "events", "", ("list",)),

@@ -4,9 +4,15 @@ Every line is read with its timestamp (``timestamps=True``). After a dropped
 stream the follower asks again from a little before the last timestamp
 (``sinceSeconds``: the generated client's ``read_namespaced_pod_log`` has no
 ``sinceTime`` parameter) and drops every line at or before the last one it
-delivered, counting lines that share a timestamp. When the container has
-terminated, one final read collects what the stream may have missed, before
-the pod can be garbage-collected.
+delivered, counting lines that share a timestamp.
+
+A followed stream that ends cleanly because its container terminated by itself
+(the pod watch reports it within ``EOF_WAIT_S`` of the end of the stream) has
+delivered every line: that is the pod's only log request. Otherwise (the last
+stream broke, the stream ended while the container still ran, the pod was
+evicted or deleted, or it was never followed because every follow slot was
+taken) one final read collects what is left, before the pod can be
+garbage-collected.
 
 Lines the runner writes for an inline outcome (see ``kjupyter.runner.InlineChannel``)
 are taken out of the user's log and reassembled here.
@@ -29,6 +35,7 @@ from kjupyter.runner import INLINE_MARKER
 
 SINCE_MARGIN_S = 60  # extra seconds asked for after a reconnect (clock skew); duplicates are dropped
 BACKOFF_START, BACKOFF_MAX = 0.1, 3.0
+EOF_WAIT_S = 5.0  # after a clean end of a followed stream, how long the pod watch may take to report the end
 Key = tuple[str, int]
 
 
@@ -109,7 +116,7 @@ class LineFilter:
 
 
 class PodLog:
-    """Follows one pod's log until its container ended, then makes a final read."""
+    """Follows one pod's log until its container ended; a final read unless the stream saw it end."""
 
     def __init__(self, kube: Kube, namespace: str, pod: str, container: str,
                  emit: Callable[[str], None], outcomes: Outcomes) -> None:  # fmt: skip
@@ -121,9 +128,17 @@ class PodLog:
         self.last: Key | None = None
         self.same = 0  # lines delivered with timestamp == last
         self.terminated = threading.Event()  # set by the backend from the pod watch
+        self.trust_stream = False  # ... which also says the container ended by itself (see ``end``)
         self.gone = threading.Event()  # the pod was deleted
         self.finished = threading.Event()
+        self.complete = False  # a followed stream ended with the container: nothing left to read
         self.response: Any = None
+
+    def end(self, trust_stream: bool = False) -> None:
+        """The container terminated; ``trust_stream``: by itself (no eviction or deletion), so the
+        clean end of a followed stream delivered all of its log."""
+        self.trust_stream = trust_stream
+        self.terminated.set()
 
     def run(self, slots: threading.Semaphore) -> None:
         """Follow while a slot is free (else wait for the end and read once); always sets ``finished``."""
@@ -132,9 +147,10 @@ class PodLog:
             while not (got := slots.acquire(timeout=0.2)) and not self.terminated.is_set() and not self.gone.is_set():
                 pass
             try:
-                if got:
+                if got and not self.terminated.is_set():
                     self._follow()
-                self._final()
+                if not self.complete:
+                    self._final()
             finally:
                 if got:
                     slots.release()
@@ -157,6 +173,8 @@ class PodLog:
             try:
                 for _ in self._read(follow=True):
                     delay = BACKOFF_START
+                if self._stream_saw_the_end():
+                    return
             except ApiFailure as exc:
                 if exc.status == 404:
                     return
@@ -168,6 +186,20 @@ class PodLog:
             if self.terminated.wait(delay) or self.gone.is_set():
                 return
             delay = min(delay * 2, BACKOFF_MAX)
+
+    def _stream_saw_the_end(self) -> bool:
+        """After a clean end of the followed stream: True if the container ended meanwhile.
+
+        A followed log ends when its container does; the pod watch says so moments later. If the
+        container ended by itself, the stream delivered everything (``complete``: no final read).
+        If it still runs after ``EOF_WAIT_S``, the stream ended early: follow again.
+        """
+        deadline = time.monotonic() + EOF_WAIT_S
+        while not self.terminated.wait(0.05):
+            if self.gone.is_set() or time.monotonic() > deadline:
+                return False
+        self.complete = self.trust_stream
+        return True
 
     def _final(self) -> None:
         if self.gone.is_set() and not self.terminated.is_set():

@@ -24,7 +24,7 @@ from kjupyter import store as st
 from kjupyter.backends.base import MAP, Backend, RunInfo, SubmitRequest
 from kjupyter.backends.k8s_client import ApiFailure, Kube
 from kjupyter.backends.k8s_logs import read_all
-from kjupyter.backends.k8s_run import KubeRun, delete_job
+from kjupyter.backends.k8s_run import KubeRun, delete_job, stop_job, stop_mark
 from kjupyter.backends.k8s_watch import Watcher
 from kjupyter.backends.records import RunRecord, open_result, run_meta
 from kjupyter.config import Profile
@@ -229,23 +229,22 @@ class KubernetesBackend(Backend):
         return run
 
     def cancel(self, run_id: str) -> bool:
+        """Cancel a run of this process, or of any other (the CLI, the JupyterLab sidebar).
+
+        The Job is first annotated ``kjupyter.io/cancelled-by: USER`` and then deleted, so the
+        client watching it reports Cancelled, not a Job deleted by someone else.
+        """
         with self._lock:
             run = self._runs.get(run_id)
         if run is not None:
             return run.stop(Phase.CANCELLED, "Cancelled", "the run was cancelled")
         try:
-            job = self._job(run_id)
-        except BackendError:
-            return False
-        if _job_phase(job).finished:
-            return False
-        try:
-            delete_job(self.kube, self.namespace, run_id)
+            return stop_job(self.kube, self.namespace, run_id, stop_mark(Phase.CANCELLED, "Cancelled", ""),
+                            unless_finished=True)  # fmt: skip
         except ApiFailure as exc:
-            if exc.status == 404:
+            if exc.status in (404, 409):  # no such run (any more)
                 return False
             raise
-        return True
 
     def open_outcome(self, run_id: str, index: int) -> contextlib.AbstractContextManager[IO[bytes]]:
         outcomes = self._outcomes.get(run_id)

@@ -152,3 +152,57 @@ def test_split_timestamp() -> None:
                                                                            "text with spaces")  # fmt: skip
     assert split_timestamp("2026-11-23T12:00:00.123456789Z ") == (("2026-11-23T12:00:00", 123456789), "")
     assert split_timestamp("no timestamp here") == (None, "no timestamp here")
+
+
+# --- when the followed stream is the only request ----------------------------------------------
+
+
+def run_log(script: list[FakeResponse], ended: threading.Event, trust_stream: bool) -> tuple[list[str], FakeKube]:
+    """Follow a pod whose container ends (as the pod watch reports it) once ``ended`` is set."""
+    kube = FakeKube(script)
+    got: list[str] = []
+    log = PodLog(kube, "ns", "pod-0", "task", got.append, Outcomes())  # type: ignore[arg-type]
+
+    def end_when_told() -> None:
+        ended.wait(10)
+        log.end(trust_stream=trust_stream)
+
+    threading.Thread(target=end_when_told, daemon=True).start()
+    log.run(threading.Semaphore(1))
+    assert not script
+    return got, kube
+
+
+def test_a_stream_that_ends_with_its_container_is_the_only_request() -> None:
+    lines = [f"{stamp(10 - i)} line {i}" for i in range(6)]
+    ended = threading.Event()
+    got, kube = run_log([FakeResponse(lines, then_drop=False, on_end=ended)], ended, trust_stream=True)
+    assert got == [f"line {i}" for i in range(6)]
+    assert [c["follow"] for c in kube.calls] == [True]
+
+
+def test_a_stream_that_ends_while_the_container_runs_is_followed_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kjupyter.backends import k8s_logs
+
+    monkeypatch.setattr(k8s_logs, "EOF_WAIT_S", 0.2)
+    lines = [f"{stamp(10 - i)} line {i}" for i in range(6)]
+    ended = threading.Event()
+    script = [
+        FakeResponse(lines[:3], then_drop=False, on_end=None),  # a clean end, but the container goes on
+        FakeResponse(lines, then_drop=False, on_end=ended),  # from before line 2: the rest, then the end
+    ]
+    got, kube = run_log(script, ended, trust_stream=True)
+    assert got == [f"line {i}" for i in range(6)]
+    assert [c["follow"] for c in kube.calls] == [True, True] and kube.calls[1]["since_seconds"] >= 8
+
+
+def test_an_evicted_pods_stream_is_not_trusted_to_be_complete() -> None:
+    lines = [f"{stamp(10 - i)} line {i}" for i in range(6)]
+    ended = threading.Event()
+    script = [
+        FakeResponse(lines[:4], then_drop=False, on_end=ended),  # ends as the pod is evicted
+        FakeResponse(lines, then_drop=False, on_end=None),  # the final read
+    ]
+    got, kube = run_log(script, ended, trust_stream=False)
+    assert got == [f"line {i}" for i in range(6)]
+    assert [c["follow"] for c in kube.calls] == [True, False]
