@@ -68,3 +68,25 @@ def test_doctor_names_the_missing_role(
     assert cli.main(["doctor", "--cluster", "gpu"]) == 1
     out = capsys.readouterr().out
     assert "[FAIL] RBAC" in out and '"pods/log"' in out and "Role" in out
+
+
+def test_the_shipped_role_grants_exactly_what_doctor_checks() -> None:
+    """examples/rbac.yaml is what admins apply: it must not lag behind what kjupyter needs (or ask for more)."""
+    import yaml
+
+    from kjupyter.backends.k8s_doctor import NEEDED
+
+    role = yaml.safe_load((Path(__file__).parents[2] / "examples" / "rbac.yaml").read_text())
+    granted = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    needed = {
+        (group, f"{resource}/{sub}" if sub else resource, verb)
+        for group, resource, sub, verbs in NEEDED
+        for verb in verbs
+    }
+    assert granted == needed
