@@ -7,7 +7,9 @@ The only module that imports IPython. A cell becomes ``CellTask(code)(**inputs)`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
+import io
 import json
 import shlex
 import sys
@@ -270,12 +272,18 @@ def _cli(argv: list[str]) -> None:
     """Run a ``kjupyter`` CLI command in this process; its errors are one line, its exit code an error."""
     from kjupyter import cli
 
+    errors = io.StringIO()  # the CLI's error sentence becomes the magic's one-line error
     try:
-        code = cli.main(argv)
-    except SystemExit as exc:  # argparse: unknown option or command (e.g. a CLI without `render` yet)
+        with contextlib.redirect_stderr(errors):
+            code = cli.main(argv)
+    except SystemExit as exc:  # argparse: unknown option or command
         code = exc.code if isinstance(exc.code, int) else 2
+    lines = errors.getvalue().rstrip().splitlines()
+    last = lines.pop() if code and lines else ""
+    if lines:
+        print("\n".join(lines), file=sys.stderr)
     if code:
-        raise UsageError(f"%kube {argv[0]} failed (exit code {code})")
+        raise UsageError(last.removeprefix("kjupyter: ").removeprefix("error: ") or f"%kube {argv[0]} failed")
 
 
 _CLUSTER_COLUMNS = ("PROFILE", "BACKEND", "CONTEXT/NAMESPACE", "GPU TYPES", "REACHABLE")

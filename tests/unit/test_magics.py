@@ -95,6 +95,10 @@ def test_line_commands(ip: Any, local_session: Session, capsys: pytest.CaptureFi
     ip.run_line_magic("kube", f"logs {future.run_id}")
     ip.run_line_magic("kube", f"cancel {future.run_id}")
     assert "already finished" in capsys.readouterr().out
+    with pytest.raises(UsageError) as unknown:  # the CLI's own sentence, as the one line
+        ip.run_line_magic("kube", "cancel no-such-run")
+    assert str(unknown.value).startswith("no run 'no-such-run' in ") and "\n" not in str(unknown.value)
+    assert capsys.readouterr().err == ""
 
 
 def test_help_runs_nothing(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
