@@ -56,27 +56,11 @@ def fake_cluster(**options: Any) -> Iterator[FakeCluster]:
     """A started fake cluster (see tests/fakekube/README.md for the options), stopped at the end."""
     cluster = FakeCluster(**options).start()
     try:
-        yield quiet(cluster)
+        yield cluster
     finally:
         cluster.stop()
         if cluster.errors:
             raise RuntimeError("fakekube internal errors:\n" + "\n".join(cluster.errors))
-
-
-def quiet(cluster: FakeCluster) -> FakeCluster:
-    """Do not print a traceback each time a client closes a kept-alive connection (the fake's HTTP server does)."""
-    import sys
-
-    httpd = cluster._httpd
-    if httpd is not None:
-        original = httpd.handle_error
-
-        def handle_error(request: Any, address: Any) -> None:
-            if not isinstance(sys.exc_info()[1], ConnectionError):
-                original(request, address)
-
-        httpd.handle_error = handle_error  # type: ignore[method-assign,assignment]
-    return cluster
 
 
 @dataclass

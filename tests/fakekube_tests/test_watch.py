@@ -178,3 +178,33 @@ def test_bookmarks(k8s: Any) -> None:
     resp.close()
     assert first["type"] == "BOOKMARK" and first["object"]["kind"] == "ConfigMap"
     assert int(first["object"]["metadata"]["resourceVersion"]) > 0
+
+
+def test_a_client_resetting_a_kept_alive_connection_is_not_an_error(fake_cluster: FakeCluster,
+                                                                     capfd: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """Clients drop kept-alive connections all the time (thousands in a big run): no traceback on the fake's stderr."""
+    import socket
+    import struct
+
+    conn = socket.create_connection(("127.0.0.1", fake_cluster.port))
+    conn.sendall(f"GET /api/v1/namespaces/default/configmaps HTTP/1.1\r\nHost: x\r\n"
+                 f"Authorization: Bearer {fake_cluster.token}\r\n\r\n".encode())  # fmt: skip
+    assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+    server = fake_cluster._httpd
+    assert server is not None
+    port = conn.getsockname()[1]
+    (ours,) = [c for c in list(server.conns) if _peer_port(c) == port]
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()  # a reset while the server waits for the next request on the connection
+    deadline = time.monotonic() + 10
+    while ours in server.conns and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert ours not in server.conns  # the server saw the connection end
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def _peer_port(sock: Any) -> int | None:
+    try:
+        return int(sock.getpeername()[1])
+    except OSError:
+        return None
