@@ -37,7 +37,8 @@ def kube_session(cluster: FakeCluster, *, lift_limiter: bool = False) -> Iterato
     from kjupyter.config import load_config
     from tests.sessions import installed_session
 
-    with tempfile.TemporaryDirectory(prefix="kj-bench-") as tmp:
+    # Pods of a cancelled map may still be writing into the store while it is removed.
+    with tempfile.TemporaryDirectory(prefix="kj-bench-", ignore_cleanup_errors=True) as tmp:
         path = Path(tmp) / "kjupyter.toml"
         path.write_text(
             'default = "kube"\n[clusters.kube]\nbackend = "kubernetes"\n'
