@@ -300,7 +300,9 @@ def rows_for(results: dict[int, tuple[Counts, Counts, float]], parallelism: int)
             note="opened: " + ", ".join(f"{c.watches} in {c.seconds:.0f} s" for c in counts),
         )
     )
-    creating = [c.writes - c.by_kind.get("DELETE delete jobs", 0) for c in counts]  # a cancel adds one DELETE
+    # A budgeted run ends with a cancel: its PATCH (the cancelled-by mark) and DELETE are not the map's cost.
+    cancel = ("DELETE delete jobs", "PATCH patch jobs")
+    creating = [c.writes - sum(c.by_kind.get(k, 0) for k in cancel) for c in counts]
     flat_writes = len(set(creating)) == 1 and len({c.created_by_client for c in counts}) == 1
     rows.append(
         Row(
