@@ -93,7 +93,7 @@ def _alive(pid: int) -> bool:
     try:  # a zombie is dead for our purposes
         with open(f"/proc/{pid}/stat") as f:
             return f.read().split()[2] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # it exited between open and read
         return False
 
 
