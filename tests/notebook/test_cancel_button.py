@@ -7,7 +7,6 @@ event on the button's comm), while the cell is still blocked in the run.
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -112,7 +111,6 @@ def test_cancel_button_cancels_a_blocking_local_run(tmp_path: Path) -> None:
     assert h.text(nb.cells[2]).strip() == "['Cancelled'] False []"  # ... when no run was active any more
 
 
-@pytest.mark.skipif(importlib.util.find_spec("kjupyter.backends.kubernetes") is None, reason="no Kubernetes backend")
 def test_cancel_button_deletes_the_job_on_the_fake_cluster(
     tmp_path: Path, make_fake_cluster: Callable[..., Any]
 ) -> None:

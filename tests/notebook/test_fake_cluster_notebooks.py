@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import re
 import threading
 import time
@@ -16,13 +15,7 @@ import pytest
 from tests.notebook import helpers as h
 from tests.notebook.test_local_notebooks import FRAME
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        importlib.util.find_spec("kjupyter.backends.kubernetes") is None,
-        reason="kjupyter/backends/kubernetes.py (the Kubernetes backend) is not there yet",
-    ),
-]
+pytestmark = pytest.mark.slow
 
 
 def kube_profile(folder: Path, make_fake_cluster: Callable[..., Any]) -> Any:

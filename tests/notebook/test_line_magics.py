@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,12 +14,7 @@ import pytest
 
 from tests.notebook import helpers as h
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        importlib.util.find_spec("kjupyter.backends.kubernetes") is None, reason="no Kubernetes backend"
-    ),
-]
+pytestmark = pytest.mark.slow
 
 
 def profiles(folder: Path, make_fake_cluster: Callable[..., Any]) -> None:

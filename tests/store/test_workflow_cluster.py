@@ -19,15 +19,10 @@ import pytest
 from kjupyter import remote
 from kjupyter.files import FileError
 from kjupyter.session import Session
+from tests.k8s.helpers import kube_session
 from tests.servers import FAKE_AWS_ENV, ObjectServer
 from tests.store.conftest import _toml_inline
 from tests.store.test_workflow import BAD, N_FILES, _csv, _expected, total_of
-
-try:
-    from tests.fakekube.plugin import make_fake_cluster  # noqa: F401
-    from tests.k8s.helpers import kube_session
-except ImportError as exc:  # the fake cluster or the helpers are not there (yet)
-    pytest.skip(f"the fake cluster is not available: {exc}", allow_module_level=True)
 
 
 @pytest.fixture
