@@ -86,6 +86,12 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def missed_targets(rows: list[Row]) -> str:
+    """The line that closes a run: the rows whose target was missed ("" when none)."""
+    missed = [r for r in rows if r.passed is False]
+    return "\nMissed targets: " + "; ".join(f"{r.benchmark}: {r.metric}" for r in missed) if missed else ""
+
+
 def print_rows(title: str, rows: list[Row]) -> None:
     print(f"\n### {title}\n")
     print(table(rows))

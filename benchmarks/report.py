@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 
-from benchmarks.common import RESULTS_DIR, Row, table
+from benchmarks.common import RESULTS_DIR, Row, missed_targets, table
 from benchmarks.run_all import BENCHMARKS
 
 
 def main() -> int:
-    missed: list[Row] = []
+    shown: list[Row] = []
     for name, title in BENCHMARKS:
         path = RESULTS_DIR / f"{name.removeprefix('bench_')}.json"
         if not path.exists():
@@ -24,9 +24,9 @@ def main() -> int:
         rows = [Row(**r) for r in data["rows"]]
         print(f"\n### {title}\n\n`python -m benchmarks.{name}` on {data['machine']}\n")
         print(table(rows))
-        missed += [r for r in rows if r.passed is False]
-    if missed:
-        print("\nMissed targets: " + "; ".join(f"{r.benchmark}: {r.metric}" for r in missed))
+        shown += rows
+    if summary := missed_targets(shown):
+        print(summary)
     return 0
 
 

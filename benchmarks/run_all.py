@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-from benchmarks.common import Row, machine, print_rows, save
+from benchmarks.common import Row, machine, missed_targets, print_rows, save
 
 BENCHMARKS = [
     ("bench_control_plane", "Control-plane load (fake cluster)"),
@@ -44,7 +44,7 @@ def main() -> int:
     args = parser.parse_args()
     quick = args.quick
     print(f"Machine: {machine()}")
-    failed: list[Row] = []
+    measured: list[Row] = []
     for name, title in available():
         if args.only and name not in args.only.split(","):
             continue
@@ -52,9 +52,9 @@ def main() -> int:
         rows = module.run(quick, reuse=True) if args.reuse and name == "bench_control_plane" else module.run(quick)
         save(name.removeprefix("bench_"), rows)
         print_rows(title, rows)
-        failed += [r for r in rows if r.passed is False]
-    if failed:
-        print("\nMissed targets: " + "; ".join(f"{r.benchmark}: {r.metric}" for r in failed))
+        measured += rows
+    if summary := missed_targets(measured):
+        print(summary)
     return 0
 
 

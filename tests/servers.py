@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,7 +98,6 @@ def gcs_server(buckets: tuple[str, ...] = ()) -> Iterator[ObjectServer]:
 
 @contextlib.contextmanager
 def _fake_gcs_server(module: Any) -> Iterator[str]:
-    import subprocess
     import tempfile
     import time
     import urllib.request
@@ -120,12 +120,7 @@ def _fake_gcs_server(module: Any) -> Iterator[str]:
                     time.sleep(0.05)
             yield endpoint
         finally:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, 5)
 
 
 @contextlib.contextmanager
@@ -154,3 +149,13 @@ def _env(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def stop_process(proc: subprocess.Popen[Any], grace: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited after ``grace`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -26,6 +26,8 @@ from typing import Any
 
 import pytest
 
+from tests.servers import stop_process
+
 REPO = Path(__file__).resolve().parents[2]
 BUILT = REPO / "kjupyter" / "labextension"
 CHROMIUM = os.environ.get("KJUPYTER_CHROMIUM", "/usr/bin/chromium")
@@ -139,12 +141,7 @@ def running_lab(tmp: Path, extra_env: dict[str, str]) -> Iterator[Lab]:
                 time.sleep(0.2)
         yield Lab(url, token, root, env, log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 15)
 
 
 def notebook(path: Path, *cells: str) -> None:
