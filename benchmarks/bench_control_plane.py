@@ -35,7 +35,7 @@ from typing import Any
 from benchmarks.common import RESULTS_DIR, Row, machine, print_rows, save
 from benchmarks.fakecluster import BIG_NODE, Census, Counts, fake_cluster, kube_session
 from benchmarks.fastpods import Zygote
-from kjupyter.backends.k8s_watch import WATCH_SECONDS
+from kjupyter.backends.kubernetes.watch import WATCH_SECONDS
 
 SIZES = (10, 100, 1000, 10_000)
 QUICK_SIZES = (3, 12)
@@ -69,7 +69,7 @@ def kjupyter_map(zygote: Zygote, n: int, parallelism: int, budget: float | None 
     DELETE counted); ``Counts.completed`` says how many items had finished.
     """
     from kjupyter import remote
-    from kjupyter.events import TaskFinished
+    from kjupyter.run_events import TaskFinished
 
     with fake_cluster(**cluster_options(zygote)) as cluster, kube_session(cluster, lift_limiter=True):
         census = Census(cluster).start()

@@ -30,7 +30,7 @@ def noop() -> None:
 
 
 def log_latencies(fn_submit, lines: int) -> tuple[list[float], float]:  # type: ignore[no-untyped-def]
-    from kjupyter.events import LogLine
+    from kjupyter.run_events import LogLine
 
     latencies: list[float] = []
     first: list[float] = []

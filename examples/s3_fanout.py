@@ -30,7 +30,7 @@ import fsspec
 
 import kjupyter
 from kjupyter import remote
-from kjupyter.files import FileError
+from kjupyter.errors import FileError
 
 RAW_URL = os.environ.get("RAW_URL")
 

@@ -15,7 +15,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from kjupyter.errors import (
+    ApiError,
+    BackendError,
     ConfigError,
+    FileError,
+    IntegrityError,
     KjupyterError,
     RemoteError,
     RunCancelled,
@@ -24,12 +28,17 @@ from kjupyter.errors import (
     SerializationError,
     SpecError,
     StoreError,
+    UnknownOptionError,
     VersionMismatchError,
 )
 
 __version__ = "0.1.0"
 __all__ = [
+    "ApiError",
+    "BackendError",
     "ConfigError",
+    "FileError",
+    "IntegrityError",
     "KjupyterError",
     "RemoteError",
     "RunCancelled",
@@ -38,6 +47,7 @@ __all__ = [
     "SerializationError",
     "SpecError",
     "StoreError",
+    "UnknownOptionError",
     "VersionMismatchError",
     "__version__",
     "attach",
@@ -48,8 +58,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from kjupyter.decorator import remote
-    from kjupyter.files import whoami
     from kjupyter.futures import RunFuture
+    from kjupyter.identity import whoami
 
 
 def __getattr__(name: str) -> Any:
@@ -58,7 +68,7 @@ def __getattr__(name: str) -> Any:
 
         return remote
     if name == "whoami":
-        from kjupyter.files import whoami
+        from kjupyter.identity import whoami
 
         return whoami
     raise AttributeError(f"module 'kjupyter' has no attribute {name!r}")
@@ -86,6 +96,6 @@ def _jupyter_server_extension_points() -> list[dict[str, str]]:
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext kjupyter``: registers ``%%kube`` and ``%kube``."""
-    from kjupyter.magics import register
+    from kjupyter.notebook.magics import register
 
     register(ipython)

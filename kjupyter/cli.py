@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from kjupyter import __version__
+from kjupyter.backends.base import Backend
 from kjupyter.errors import KjupyterError
 from kjupyter.session import Session, get_session
 
@@ -32,11 +33,17 @@ def _when(ts: float | None) -> str:
 
 
 def _session(args: argparse.Namespace) -> Session:
+    """The process's session; ``--cluster`` is checked (an unknown name lists the known ones), never stored."""
     session = get_session()
     if getattr(args, "cluster", None):
-        session.config.profile(args.cluster)  # unknown names fail here, listing the known ones
-        session.cluster = args.cluster
+        session.config.profile(args.cluster)
     return session
+
+
+def _backend(session: Session, args: argparse.Namespace) -> Backend:
+    """The backend of ``--cluster`` (or of the session's cluster, or the default)."""
+    name = getattr(args, "cluster", None) or session.cluster
+    return session.backend(session.config.profile(name) if name else session.default_profile())
 
 
 def cmd_version(args: argparse.Namespace) -> int:
@@ -50,10 +57,7 @@ def clusters_rows(session: Session, probe: bool) -> list[dict[str, Any]]:
     """One row per profile: name, backend, where, GPU types, and (if ``probe``) reachability."""
     rows = []
     for name, p in sorted(session.config.profiles.items()):
-        where = p.context or ("in-cluster" if p.in_cluster else "") if p.backend == "kubernetes" else "this machine"
-        if p.backend == "kubernetes":
-            where = f"{where or 'current context'}/{p.namespace or 'default'}"
-        row = {"name": name, "default": name == session.config.default, "backend": p.backend, "where": where,
+        row = {"name": name, "default": name == session.config.default, "backend": p.backend, "where": p.where,
                "gpus": sorted(p.gpus), "store": p.store or "(default)", "reachable": None, "detail": ""}  # fmt: skip
         if probe:
             try:
@@ -82,8 +86,9 @@ def cmd_clusters(args: argparse.Namespace) -> int:
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     session = _session(args)
-    profile = session.config.profile(args.cluster)
-    runs = session.backend(profile).list_runs(args.user)
+    backend = _backend(session, args)
+    profile = backend.profile
+    runs = backend.list_runs(args.user)
     if args.json:
         print(json.dumps([r.as_dict() for r in runs], indent=1))
         return 0
@@ -99,7 +104,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     session = _session(args)
-    backend = session.backend(session.config.profile(args.cluster))
+    backend = _backend(session, args)
     for line in backend.logs(args.run, args.index, follow=args.follow):
         print(line, flush=True)
     return 0
@@ -107,7 +112,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     session = _session(args)
-    backend = session.backend(session.config.profile(args.cluster))
+    backend = _backend(session, args)
     for run_id in args.runs:
         done = backend.cancel(run_id)
         print(f"{run_id}: {'cancelled' if done else 'already finished'}")
@@ -122,36 +127,28 @@ def _profile_store(session: Session, cluster: str | None) -> tuple[Any, Any]:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from kjupyter import gc
+    from kjupyter import retention
     from kjupyter.spec import parse_duration
 
     session = _session(args)
-    profile, store = _profile_store(session, args.cluster)
+    backend = _backend(session, args)
+    profile, store = _profile_store(session, backend.profile.name)
     older = parse_duration(args.older_than, "--older-than")
-    report = gc.collect(store, session.user, older, dry_run=args.dry_run, include_unfinished=args.include_unfinished)
-    if profile.backend == "local" and not args.dry_run:
-        _forget_local_runs(report.deleted)
+    report = retention.collect_runs(store, session.user, older, dry_run=args.dry_run,
+                                    include_unfinished=args.include_unfinished)  # fmt: skip
+    if not args.dry_run:
+        backend.forget_runs(report.deleted)
     for run_id in report.deleted:
         print(f"{'would delete' if args.dry_run else 'deleted'} {store.url}/{session.user}/{run_id}")
     print(f"{profile.name}: {report.summary(args.dry_run)}")
     return 0
 
 
-def _forget_local_runs(run_ids: list[str]) -> None:
-    """The local backend keeps logs and pids beside the store: they go with the run."""
-    import shutil
-
-    from kjupyter.backends.local import state_root
-
-    for run_id in run_ids:
-        shutil.rmtree(state_root() / run_id, ignore_errors=True)
-
-
 def check_store(session: Session, cluster: str | None, *, remote: bool = False) -> list[str]:
     """``kjupyter doctor --store``: write, read and delete a probe object, and say who we are."""
     import secrets
 
-    from kjupyter.files import whoami
+    from kjupyter.identity import whoami
 
     profile, store = _profile_store(session, cluster)
     lines = [f"store of {profile.name}: {store.url}"]
@@ -172,41 +169,27 @@ def check_store(session: Session, cluster: str | None, *, remote: bool = False) 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     session = _session(args)
-    code = 0
-    profile = session.config.profile(args.cluster)
-    if profile.backend == "kubernetes":
-        code = _doctor_kubernetes(profile)
-    elif not args.store:
-        print("kjupyter doctor: pass --store to check the run store (more checks come per backend)")
-        return 0
+    backend = _backend(session, args)
+    checks = backend.doctor()
+    for check in checks:
+        print(f"[{'ok' if check.ok else 'FAIL'}] {check.name}: {check.detail}")
+    code = 0 if all(c.ok for c in checks) else 1
     if args.store:
-        for line in check_store(session, args.cluster, remote=args.remote):
+        for line in check_store(session, backend.profile.name, remote=args.remote):
             print(line)
     return code
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from kjupyter.backends.kubernetes import render
-
     session = _session(args)
-    profile = session.config.profile(args.cluster)
+    backend = _backend(session, args)
     options = {k: getattr(args, k) for k in ("cpu", "memory", "gpu", "image", "timeout", "retries", "parallelism")}
     options["secrets"] = args.secret or None
-    spec = session.spec_for(profile, {k: v for k, v in options.items() if v is not None})
-    objects = render(profile, spec, count=args.map or 1, kind="map" if args.map else "call",
-                     user=session.user, session=session.session_id, function=args.name)  # fmt: skip
+    spec = session.spec_for(backend.profile, {k: v for k, v in options.items() if v is not None})
+    objects = backend.render(spec, count=args.map or 1, kind="map" if args.map else "call",
+                             user=session.user, session=session.session_id, function=args.name)  # fmt: skip
     print(json.dumps(objects if len(objects) > 1 else objects[0], indent=2))
     return 0
-
-
-def _doctor_kubernetes(profile: Any) -> int:
-    """API server, namespace, store and RBAC (SelfSubjectAccessReview) of a kubernetes profile."""
-    from kjupyter.backends.k8s_doctor import doctor
-
-    checks = doctor(profile)
-    for check in checks:
-        print(f"[{'ok' if check.ok else 'FAIL'}] {check.name}: {check.detail}")
-    return 0 if all(c.ok for c in checks) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:

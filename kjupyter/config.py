@@ -68,6 +68,15 @@ class Profile:
     def offers_gpu(self, gpu_type: str) -> bool:
         return gpu_type in self.gpus
 
+    @property
+    def where(self) -> str:
+        """Where its runs go, as ``kjupyter clusters`` and the lab show it: ``context/namespace``."""
+        if self.backend != "kubernetes":
+            return "this machine"
+        return (
+            f"{self.context or ('in-cluster' if self.in_cluster else 'current context')}/{self.namespace or 'default'}"
+        )
+
 
 @dataclass(frozen=True)
 class Config:

@@ -6,8 +6,9 @@ import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from kjupyter import views
+from kjupyter.errors import FileError
 from kjupyter.futures import MapFuture, RunFuture
+from kjupyter.notebook import wait
 from kjupyter.session import get_session
 from kjupyter.spec import RunSpec
 
@@ -26,7 +27,7 @@ class RemoteFunction(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run remotely, show the logs live, return the value or raise the remote exception."""
-        result: R = views.wait(self.submit(*args, **kwargs))
+        result: R = wait.wait(self.submit(*args, **kwargs))
         return result
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> RunFuture:
@@ -37,7 +38,7 @@ class RemoteFunction(Generic[P, R]):
             **options: Any) -> list[Any]:  # fmt: skip
         """Run ``fn(item)`` for every item as ONE run (an Indexed Job); results in input order."""
         future = self.submit_map(items, parallelism=parallelism, return_exceptions=return_exceptions, **options)
-        result: list[Any] = views.wait(future)
+        result: list[Any] = wait.wait(future)
         return result
 
     def submit_map(self, items: Iterable[Any], *, parallelism: int | None = None, return_exceptions: bool = False,
@@ -51,13 +52,13 @@ class RemoteFunction(Generic[P, R]):
         """Run ``fn(url)`` for every file matching a glob URL (``"s3://bucket/raw/*.csv"``); results in URL order.
 
         ``chunk_size=N`` hands N files to each task (fewer, longer tasks for many small files).
-        A file whose step raises comes back as a :class:`~kjupyter.files.FileError` naming
+        A file whose step raises comes back as a :class:`~kjupyter.fanout.FileError` naming
         its URL: raised (after every file was tried) or, with ``return_exceptions=True``, in
         its place. The glob is expanded here with ``storage_options`` (default: the cluster
         profile's store options when the URL is on the store's protocol).
         """
-        from kjupyter import files
-        from kjupyter.store import protocol_of
+        from kjupyter import fanout
+        from kjupyter.store_errors import protocol_of
 
         opts = {**self.options, **options, "parallelism": parallelism or self.options.get("parallelism")}
         if storage_options is None:
@@ -65,17 +66,17 @@ class RemoteFunction(Generic[P, R]):
             first = pattern if isinstance(pattern, str) else (pattern[0] if pattern else "")
             same = profile.store and protocol_of(profile.store) == protocol_of(first)
             storage_options = dict(profile.store_options) if same else {}
-        urls = files.expand(pattern, storage_options)
+        urls = fanout.expand(pattern, storage_options)
         if not urls:
             return []
-        groups = files.chunks(urls, chunk_size)
-        step = files.FileStep(self.fn, chunked=chunk_size > 1)  # type: ignore[arg-type]
+        groups = fanout.chunks(urls, chunk_size)
+        step = fanout.FileStep(self.fn, chunked=chunk_size > 1)  # type: ignore[arg-type]
         functools.update_wrapper(step, self.fn)
         future = get_session().submit_map(step, groups, opts, return_exceptions=True)
-        results = files.flatten(urls, groups, views.wait(future))
-        error = files.first_error(results)
+        results = fanout.flatten(urls, groups, wait.wait(future))
+        error = fanout.first_error(results)
         if error is not None and not return_exceptions:
-            bad = [r.path for r in results if isinstance(r, files.FileError)]
+            bad = [r.path for r in results if isinstance(r, FileError)]
             error.add_note(f"kjupyter: {len(bad)} of {len(urls)} file(s) failed: {', '.join(bad[:10])}"
                            + (" ..." if len(bad) > 10 else ""))  # fmt: skip
             raise error

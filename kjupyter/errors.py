@@ -7,6 +7,9 @@ boundary where they happen, so users never have to catch library internals.
 
 from __future__ import annotations
 
+import concurrent.futures
+from typing import Any
+
 
 class KjupyterError(Exception):
     """Root of every error kjupyter raises on purpose."""
@@ -50,8 +53,39 @@ class StoreError(KjupyterError):
     """The run store cannot be reached, read or written."""
 
 
+class IntegrityError(SerializationError):
+    """A payload, result or inline frame is not authenticated as written by your own client or runs.
+
+    Someone (or something) with write access to the run store changed it, or it was never written by
+    kjupyter. It is never unpickled.
+    """
+
+
 class BackendError(KjupyterError):
     """The backend (local processes or a Kubernetes cluster) refused or failed."""
+
+
+class ApiError(BackendError):
+    """The Kubernetes API server answered a request with an error status (``status``, ``reason``)."""
+
+    def __init__(self, message: str, status: int = 0, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class FileError(KjupyterError):
+    """The step failed on one file; ``path`` is its URL, ``error`` the original exception (if it travelled)."""
+
+    def __init__(self, path: str, message: str, error: BaseException | None = None, remote_traceback: str = "") -> None:
+        self.path = path
+        self.message = message
+        self.error = error
+        self.remote_traceback = remote_traceback
+        super().__init__(f"{path}: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FileError, (self.path, self.message, self.error, self.remote_traceback))
 
 
 class RunFailed(KjupyterError):
@@ -75,8 +109,18 @@ class RunTimeout(RunFailed):
     """The run exceeded its ``timeout``."""
 
 
-class RunCancelled(KjupyterError):
-    """The run was cancelled (by the user, Ctrl-C, or kernel interrupt)."""
+class RunCancelled(KjupyterError, concurrent.futures.CancelledError):
+    """The run was cancelled (by the user, Ctrl-C, a kernel interrupt, the widget, the lab or the CLI).
+
+    Every cancelled run raises this one type; it is also a ``concurrent.futures.CancelledError``.
+    """
+
+    def __init__(self, message: str = "the run was cancelled", *, run_id: str = "") -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), str(self), self.__dict__))
 
 
 class RemoteError(KjupyterError):

@@ -19,7 +19,8 @@ from typing import Any
 from kjupyter import payload as pl
 from kjupyter.backends.base import Backend
 from kjupyter.errors import KjupyterError, RunCancelled, RunFailed, RunTimeout
-from kjupyter.events import Diagnosis, Event, EventSink, LogLine, Phase, PhaseChanged, RunFinished, TaskFinished
+from kjupyter.event_hub import EventHub
+from kjupyter.run_events import Diagnosis, Event, EventSink, LogLine, Phase, PhaseChanged, RunFinished, TaskFinished
 
 _TAIL_LINES = 20  # log lines kept per running task, for the message of a crash
 
@@ -41,40 +42,29 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         self.created = time.time()
         self.finished_at: float | None = None
         self.detached = False
-        self._events: list[Event] = []
-        self._listeners: list[EventSink] = []
+        self.hub = EventHub(run_id)
         self._tails: dict[int, collections.deque[str]] = {}
-        self._hub_lock = threading.RLock()
         self._ended = threading.Event()
 
-    # --- the event hub ------------------------------------------------------------------------
+    # --- events -----------------------------------------------------------------------------
 
     def subscribe(self, listener: EventSink, *, replay: bool = True) -> None:
-        """Call ``listener`` with every event of this run (past ones first, if ``replay``)."""
-        with self._hub_lock:
-            past = list(self._events) if replay else []
-            self._listeners.append(listener)
-        for event in past:
-            listener(event)
+        """Call ``listener`` with every event of this run (past ones first, if ``replay``), on the run's lane."""
+        self.hub.subscribe(listener, replay=replay)
 
     def unsubscribe(self, listener: EventSink) -> None:
-        with self._hub_lock, contextlib.suppress(ValueError):
-            self._listeners.remove(listener)
+        self.hub.unsubscribe(listener)
 
     def handle(self, event: Event) -> None:
-        """The sink given to the backend."""
-        with self._hub_lock:
-            self._events.append(event)
-            listeners = list(self._listeners)
-            self._track(event)
-        for listener in listeners:
-            with contextlib.suppress(Exception):  # a broken view must not lose the result
-                listener(event)
+        """The sink given to the backend (called on the run's event lane, never on a watch thread)."""
+        self._track(event)
         if isinstance(event, TaskFinished):
             self._on_task(event)
         elif isinstance(event, RunFinished):
             self._on_run(event)
-            self._ended.set()
+        self.hub.publish(event)
+        if isinstance(event, RunFinished):  # ended once every view has seen the end too
+            self.hub.after_delivery(self._ended.set)
 
     def _track(self, event: Event) -> None:
         if isinstance(event, PhaseChanged) and event.index is None:
@@ -138,12 +128,32 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
     # --- control ------------------------------------------------------------------------------
 
     def cancel(self) -> bool:
-        """Stop the run on its backend; True unless it had already finished."""
+        """Stop the run on its backend; True once the cluster accepted to stop it, False if it had finished.
+
+        A refused stop (no permission to delete the Job, say) raises the backend's error: the run
+        goes on, and saying "cancelled" would be a lie.
+        """
         if self.done():
             return False
-        with contextlib.suppress(KjupyterError):
-            self.backend.cancel(self.run_id)
+        self.backend.cancel(self.run_id)
         return super().cancel()
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The run's value; a cancelled run raises :class:`RunCancelled` (a ``CancelledError`` too)."""
+        try:
+            return super().result(timeout)
+        except concurrent.futures.CancelledError as exc:
+            if isinstance(exc, RunCancelled):
+                raise
+            raise RunCancelled(f"run {self.run_id} was cancelled", run_id=self.run_id) from None
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        try:
+            return super().exception(timeout)
+        except concurrent.futures.CancelledError as exc:
+            if isinstance(exc, RunCancelled):
+                raise
+            raise RunCancelled(f"run {self.run_id} was cancelled", run_id=self.run_id) from None
 
     def detach(self) -> RunFuture:
         """Let the run outlive this interpreter (it is not cancelled at exit); ``kjupyter.attach`` finds it."""
@@ -151,11 +161,8 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         return self
 
     def result_or_raise(self, timeout: float | None = None) -> Any:
-        """``result()``, but a cancellation raises :class:`RunCancelled` (a KjupyterError)."""
-        try:
-            return self.result(timeout)
-        except concurrent.futures.CancelledError:
-            raise RunCancelled(f"run {self.run_id} was cancelled") from None
+        """``result()`` (kept for callers of earlier versions: ``result()`` itself raises RunCancelled now)."""
+        return self.result(timeout)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.run_id} on {self.cluster}: {self.phase.value}>"

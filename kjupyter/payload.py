@@ -35,7 +35,7 @@ ITEMS_MAGIC = b"KJIT1\n"
 PROTOCOL = 5  # out-of-band-capable, supported by Python >= 3.8
 
 CALL, MAP, RESULT, ERROR = "call", "map", "result", "error"
-_RUNNER_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runner.py")
+_RUNNER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runner") + os.sep
 
 
 def client_versions() -> dict[str, str]:
@@ -117,7 +117,7 @@ def dump_map_function(fn: Callable[..., Any]) -> bytes:
 def dump_error(exc: BaseException, *, where: str = "") -> bytes:
     """Error envelope: text fields in the header (always readable), the exception in the body."""
     tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename == _RUNNER_FILE:
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_RUNNER_DIR):
         tb = tb.tb_next  # the user's frames are what matters, not the runner's
     tb_text = "".join(traceback.format_exception(type(exc), exc, tb))
     header = {

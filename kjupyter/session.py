@@ -11,19 +11,19 @@ from __future__ import annotations
 import atexit
 import contextlib
 import io
-import os
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kjupyter import names, store
+from kjupyter import credentials, names
 from kjupyter import payload as pl
 from kjupyter.backends.base import CALL, MAP, Backend, SubmitRequest
 from kjupyter.config import Config, Profile, load_config
 from kjupyter.errors import ConfigError, KjupyterWarning
 from kjupyter.futures import MapFuture, RunFuture
+from kjupyter.paths import data_home
 from kjupyter.spec import RunSpec
 
 Notice = Callable[[str], None]
@@ -120,7 +120,7 @@ class Session:
             if not spec.packages
             else pl.dumps(pl.CALL, (fn, args, kwargs), packages=list(spec.packages), function=pl._qualname(fn))
         )
-        store.check_no_credentials(data, f"the call of {pl._qualname(fn)}")
+        credentials.check_no_credentials(data, f"the call of {pl._qualname(fn)}")
         run_id = names.new_run_id(spec.name or getattr(fn, "__name__", None))
         request = self._request(run_id, CALL, spec, data, fn)
         future = RunFuture(run_id, self.backend(profile), cluster=profile.name, function=request.function)
@@ -135,10 +135,10 @@ class Session:
         count = pl.pack_items(values, blob)
         extra: dict[str, Any] = {"packages": list(spec.packages)} if spec.packages else {}
         data = pl.dump_map_function(fn) if not extra else pl.dumps(pl.MAP, fn, function=pl._qualname(fn), **extra)
-        store.check_no_credentials(data, f"the function {pl._qualname(fn)}")
+        credentials.check_no_credentials(data, f"the function {pl._qualname(fn)}")
         packed = blob.getvalue()
         del blob
-        store.check_no_credentials(packed, f"the items of the map of {pl._qualname(fn)}")
+        credentials.check_no_credentials(packed, f"the items of the map of {pl._qualname(fn)}")
         run_id = names.new_run_id(spec.name or getattr(fn, "__name__", None))
         request = self._request(run_id, MAP, spec, data, fn, count=count, items=packed)
         future = MapFuture(run_id, self.backend(profile), cluster=profile.name, items=values,
@@ -197,10 +197,7 @@ class Session:
 
 def lab_cluster_file() -> Path:
     """``$KJUPYTER_HOME/current-cluster``: the cluster chosen in JupyterLab's status bar, one name."""
-    base = os.environ.get("KJUPYTER_HOME") or os.path.join(
-        os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "kjupyter"
-    )
-    return Path(base) / "current-cluster"
+    return data_home() / "current-cluster"
 
 
 def read_lab_cluster() -> str | None:
@@ -214,11 +211,13 @@ def read_lab_cluster() -> str | None:
 
 def make_backend(profile: Profile) -> Backend:
     if profile.backend == "local":
-        from kjupyter.backends.local import LocalBackend
+        from kjupyter.backends.local.backend import LocalBackend
 
         return LocalBackend(profile)
     if profile.backend == "kubernetes":
-        from kjupyter.backends.kubernetes import KubernetesBackend  # type: ignore[import-not-found,unused-ignore]
+        from kjupyter.backends.kubernetes.backend import (
+            KubernetesBackend,  # type: ignore[import-not-found,unused-ignore]
+        )
 
         backend: Backend = KubernetesBackend(profile)
         return backend

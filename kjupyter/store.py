@@ -30,7 +30,6 @@ import contextlib
 import io
 import json
 import os
-import re
 import secrets
 import time
 from collections.abc import Iterator, Mapping
@@ -40,7 +39,9 @@ from typing import IO, Any, cast
 import fsspec
 from fsspec.spec import AbstractFileSystem
 
-from kjupyter.errors import KjupyterError, SerializationError, StoreError
+from kjupyter.errors import StoreError
+from kjupyter.paths import data_home
+from kjupyter.store_errors import missing_extra, protocols, short_error, translated
 
 RUN_JSON = "run.json"
 PAYLOAD = "payload.pkl"
@@ -49,30 +50,13 @@ ITEMS = "items.pkl"
 BLOCK_SIZE = 16 * 2**20  # upload part: >= S3's 5 MiB minimum part, a multiple of GCS's 256 KiB
 READ_BLOCK_SIZE = 8 * 2**20  # read block: a read-ahead fetch is two blocks, and HTTP clients copy it a few times
 
-_EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure", "abfss": "azure"}
-_PACKAGES = {"s3": "s3fs", "gcs": "gcsfs", "azure": "adlfs"}
-# Option keys that hold secrets: they must never be written to a manifest or an env var of a pod.
-_SECRET_KEYS = re.compile(
-    r"^(key|secret|token|password|session_token|access_key|secret_key|account_key|sas_token|client_secret|"
-    r"aws_access_key_id|aws_secret_access_key|aws_session_token|credentials?|connection_string)$",
-    re.IGNORECASE,
-)
-_STORE_LIBS = ("botocore", "aiobotocore", "aiohttp", "gcsfs", "google", "s3fs", "fsspec", "adlfs", "azure")
-
 
 def result_name(index: int) -> str:
     return f"results/{index}.pkl"
 
 
 def default_store_url() -> str:
-    base = os.environ.get("KJUPYTER_HOME") or os.path.join(
-        os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "kjupyter"
-    )
-    return "file://" + os.path.join(base, "runs")
-
-
-def protocol_of(url: str) -> str:
-    return url.split("://", 1)[0].lower() if "://" in url else "file"
+    return "file://" + str(data_home() / "runs")
 
 
 def open_fs(url: str, options: Mapping[str, Any] | None = None) -> tuple[AbstractFileSystem, str]:
@@ -86,65 +70,9 @@ def open_fs(url: str, options: Mapping[str, Any] | None = None) -> tuple[Abstrac
         raise missing_extra(url) from None
     except Exception as exc:
         raise StoreError(
-            f"the store {url} cannot be opened ({_short(exc)}); check `store` and `store_options`"
+            f"the store {url} cannot be opened ({short_error(exc)}); check `store` and `store_options`"
         ) from None
     return fs, path.rstrip("/")
-
-
-def missing_extra(url: str) -> StoreError:
-    protocol = protocol_of(url)
-    extra = _EXTRAS.get(protocol)
-    if extra:
-        return StoreError(
-            f"the store {url} needs {_PACKAGES[extra]}, which is not installed: pip install 'kjupyter[{extra}]'"
-        )
-    return StoreError(f"the store {url} needs the fsspec implementation of {protocol}://, which is not installed")
-
-
-def shareable_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """``options`` without anything secret (keys, tokens, passwords), at any depth.
-
-    This is what may travel to a runner (``KJUPYTER_STORE_OPTIONS``) or into a
-    manifest; the runner gets credentials from its environment instead.
-    """
-    out: dict[str, Any] = {}
-    for key, value in options.items():
-        if _SECRET_KEYS.match(str(key)):
-            continue
-        out[key] = shareable_options(value) if isinstance(value, Mapping) else value
-    return out
-
-
-# --- credentials must never be pickled --------------------------------------------------------
-
-_SECRET_ENV = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|PRIVATE_KEY|ACCESS_KEY|API_KEY|CREDENTIAL)", re.IGNORECASE)
-_MIN_SECRET_LEN = 12  # shorter values ("true", "1") would match by chance
-
-
-def local_secrets() -> dict[str, str]:
-    """Secret values of this machine: credential env vars and ``~/.aws/credentials``, by where they come from."""
-    found = {f"${name}": value for name, value in os.environ.items() if _SECRET_ENV.search(name)}
-    aws_file = os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or os.path.expanduser("~/.aws/credentials")
-    with contextlib.suppress(OSError, ValueError):
-        import configparser
-
-        parser = configparser.RawConfigParser()
-        parser.read(aws_file)
-        for section in parser.sections():
-            for key in ("aws_secret_access_key", "aws_session_token", "aws_access_key_id"):
-                if parser.has_option(section, key):
-                    found[f"{aws_file} [{section}] {key}"] = parser.get(section, key)
-    return {where: value for where, value in found.items() if len(value) >= _MIN_SECRET_LEN}
-
-
-def check_no_credentials(data: bytes | bytearray, what: str) -> None:
-    """Raise :class:`SerializationError` if ``data`` (a payload about to leave) holds a local secret."""
-    for where, value in local_secrets().items():
-        if value.encode() in data:
-            raise SerializationError(
-                f"{what} would carry the value of {where}, and credentials must never travel in a payload: read them "
-                "inside the function, and give pods credentials through the profile's service account or secrets=[...]"
-            )
 
 
 # --- streaming file wrappers --------------------------------------------------------------------
@@ -162,7 +90,7 @@ class _BlockWriter(io.RawIOBase):
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
-        with _translated(*self._where):
+        with translated(*self._where):
             for start in range(0, len(view), self._block):
                 self._f.write(view[start : start + self._block])
         return len(view)
@@ -235,7 +163,7 @@ class RunDir:
 
     @property
     def local(self) -> bool:
-        return "file" in _protocols(self.fs)
+        return "file" in protocols(self.fs)
 
     def _full(self, name: str) -> str:
         return f"{self.path}/{name}"
@@ -249,44 +177,44 @@ class RunDir:
         """A binary file that appears at ``name`` only when the block ends without error."""
         target = self._full(name)
         if self.local:
-            with _translated(self.url, name, self.fs):
+            with translated(self.url, name, self.fs):
                 self.fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
             tmp = f"{target}.tmp-{secrets.token_hex(4)}"
             try:
-                with _translated(self.url, name, self.fs):
+                with translated(self.url, name, self.fs):
                     f = self.fs.open(tmp, "wb")
                 with f:
                     yield f
-                with _translated(self.url, name, self.fs):
+                with translated(self.url, name, self.fs):
                     os.replace(tmp, target)  # atomic on POSIX
             finally:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
         else:
-            with _translated(self.url, name, self.fs):
+            with translated(self.url, name, self.fs):
                 f = self.fs.open(target, "wb", block_size=BLOCK_SIZE)
             try:
                 yield cast(IO[bytes], _BlockWriter(f, (self.url, name, self.fs)))
             except BaseException:
                 _abandon(f)
                 raise
-            with _translated(self.url, name, self.fs):
+            with translated(self.url, name, self.fs):
                 f.close()  # object stores publish on close, and only then
         self.writes.append(name)
 
     @contextlib.contextmanager
     def open_read(self, name: str) -> Iterator[IO[bytes]]:
-        with _translated(self.url, name, self.fs):
+        with translated(self.url, name, self.fs):
             f = self.fs.open(self._full(name), "rb", **({} if self.local else {"block_size": READ_BLOCK_SIZE}))
         with f:
             yield f if self.local else cast(IO[bytes], _TranslatingReader(_BlockReader(f), self.url, name))
 
     def read_bytes(self, name: str, start: int | None = None, end: int | None = None) -> bytes:
-        with _translated(self.url, name, self.fs):
+        with translated(self.url, name, self.fs):
             return bytes(self.fs.cat_file(self._full(name), start=start, end=end))
 
     def exists(self, name: str) -> bool:
-        with _translated(self.url, name, self.fs):
+        with translated(self.url, name, self.fs):
             return bool(self.fs.exists(self._full(name)))
 
     def write_json(self, name: str, value: dict[str, Any]) -> None:
@@ -303,7 +231,7 @@ class RunDir:
         return meta
 
     def delete(self) -> None:
-        with _translated(self.url, "", self.fs), contextlib.suppress(FileNotFoundError):
+        with translated(self.url, "", self.fs), contextlib.suppress(FileNotFoundError):
             self.fs.rm(self.path, recursive=True)
 
 
@@ -318,15 +246,15 @@ class _TranslatingReader(io.RawIOBase):
         return True
 
     def read(self, n: int | None = -1) -> bytes:
-        with _translated(self._url, self._name):
+        with translated(self._url, self._name):
             return self._f.read(n)
 
     def readinto(self, buffer: Any) -> int:
-        with _translated(self._url, self._name):
+        with translated(self._url, self._name):
             return self._f.readinto(buffer)
 
     def readline(self, size: int | None = -1) -> bytes:
-        with _translated(self._url, self._name):
+        with translated(self._url, self._name):
             return self._f.readline(size)
 
     def seek(self, offset: int, whence: int = 0) -> int:
@@ -353,7 +281,7 @@ class RunStore:
     def run_ids(self, user: str) -> list[str]:
         """Run ids of ``user``, in name order."""
         try:
-            with _translated(self.url, user, self.fs):
+            with translated(self.url, user, self.fs):
                 entries = self.fs.ls(f"{self.root}/{user}", detail=False, refresh=True)
         except StoreError:
             if not self.bucket_exists():
@@ -371,8 +299,8 @@ class RunStore:
         return sorted(out, key=lambda m: m.get("created", 0), reverse=True)
 
     def bucket_exists(self) -> bool:
-        with _translated(self.url, ""):
-            if "file" in _protocols(self.fs):
+        with translated(self.url, ""):
+            if "file" in protocols(self.fs):
                 return True
             return bool(self.fs.exists(self.root.split("/", 1)[0]))
 
@@ -381,83 +309,6 @@ def open_run_dir(url: str, options: Mapping[str, Any] | None = None) -> RunDir:
     """The runner's view: a run folder given by its full URL."""
     fs, path = open_fs(url, options)
     return RunDir(fs, path, url)
-
-
-def _protocols(fs: AbstractFileSystem) -> tuple[str, ...]:
-    proto = fs.protocol
-    return (proto,) if isinstance(proto, str) else tuple(proto)
-
-
-@contextlib.contextmanager
-def _translated(url: str, name: str, fs: AbstractFileSystem | None = None) -> Iterator[None]:
-    """Turn the errors of fsspec and the cloud libraries into one StoreError naming the URL.
-
-    With ``fs``, a "not found" on an object store checks whether the whole bucket is missing.
-    """
-    try:
-        yield
-    except KjupyterError:
-        raise
-    except ImportError:
-        raise missing_extra(url) from None
-    except Exception as exc:
-        if isinstance(exc, OSError) or type(exc).__module__.split(".")[0] in _STORE_LIBS:
-            where = f"{url}/{name}".rstrip("/")
-            if isinstance(exc, FileNotFoundError) and fs is not None and not _bucket_exists(fs, url):
-                where_bucket = f"{protocol_of(url)}://{_bucket(url)}"
-                raise StoreError(
-                    f"the bucket {where_bucket} of {where} does not exist: create it, or fix `store` in the cluster profile"
-                ) from None
-            raise store_error(exc, where) from None
-        raise
-
-
-def check_bucket(fs: AbstractFileSystem, url: str) -> None:
-    """Raise a StoreError naming ``url`` if its bucket does not exist (object stores only)."""
-    if not _bucket_exists(fs, url):
-        bucket = f"{protocol_of(url)}://{_bucket(url)}"
-        raise StoreError(f"the bucket {bucket} of {url} does not exist: create it, or fix the URL")
-
-
-def _bucket(url: str) -> str:
-    return url.split("://", 1)[-1].split("/", 1)[0]
-
-
-def _bucket_exists(fs: AbstractFileSystem, url: str) -> bool:
-    if "file" in _protocols(fs) or "://" not in url:
-        return True
-    try:
-        return bool(fs.exists(_bucket(url)))
-    except Exception:
-        return True  # cannot tell: report the original error
-
-
-def store_error(exc: BaseException, where: str) -> StoreError:
-    """One sentence that says what went wrong at ``where`` and what to do about it."""
-    text = f"{type(exc).__name__} {exc}"
-    lowered = text.lower()
-    if "nosuchbucket" in lowered or "bucket does not exist" in lowered or "bucket not found" in lowered:
-        return StoreError(f"the bucket of {where} does not exist: create it, or fix `store` in the cluster profile")
-    if isinstance(exc, PermissionError) or "403" in text or "accessdenied" in lowered or "forbidden" in lowered:
-        return StoreError(
-            f"access to {where} was denied (403): the identity in use (see `kjupyter doctor --store`) "
-            "lacks permission; check the credentials, or the profile's service account"
-        )
-    if "nocredentials" in lowered or "unable to locate credentials" in lowered:
-        return StoreError(
-            f"no credentials were found for {where}: set them in the environment, or give the pod a service "
-            "account or secrets=[...]"
-        )
-    if isinstance(exc, FileNotFoundError):
-        return StoreError(f"{where} does not exist (the run may have been deleted, or never written)")
-    if isinstance(exc, ConnectionError) or "connect" in lowered or "endpoint" in lowered:
-        return StoreError(f"the store at {where} cannot be reached ({_short(exc)}); check its endpoint and network")
-    return StoreError(f"the store failed at {where}: {_short(exc)}")
-
-
-def _short(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".strip().splitlines()[0] if str(exc) else type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def now() -> float:

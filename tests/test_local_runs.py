@@ -52,7 +52,7 @@ def test_map_inputs_take_constant_store_writes(local_session: Session, write_cou
     # run.json also gets the task counts at most once a second while a run goes (time-throttled, so their
     # number depends on how long the run takes: tests/unit/test_k8s_records.py counts them on a fake clock).
     # With the interval longer than the run, what is left must not depend on n.
-    monkeypatch.setattr("kjupyter.backends.records.PROGRESS_INTERVAL_S", 3600.0)
+    monkeypatch.setattr("kjupyter.backends.run_record.PROGRESS_INTERVAL_S", 3600.0)
     results = remote(double).map(range(n), parallelism=2)
     assert results == [2 * i for i in range(n)]
     # payload + items once each, run.json at submit, start and end: the same for 10 or 1,000 items.

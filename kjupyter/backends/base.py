@@ -2,7 +2,7 @@
 
 A backend receives a :class:`SubmitRequest` (the run's spec and its already
 serialised payload), starts it, and reports what happens as typed events
-(:mod:`kjupyter.events`) to the sink it was given. Outcomes (result or error
+(:mod:`kjupyter.run_events`) to the sink it was given. Outcomes (result or error
 envelopes) are read back through :meth:`Backend.open_outcome`, so callers never
 need to know where a backend keeps them.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from kjupyter.config import Profile
-from kjupyter.events import EventSink, Phase
+from kjupyter.run_events import EventSink, Phase
 from kjupyter.spec import RunSpec
 
 CALL, MAP = "call", "map"
@@ -76,6 +76,15 @@ class RunInfo:
         }  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Check:
+    """One line of ``kjupyter doctor``."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
 class Backend(abc.ABC):
     """Starts runs, reports their events, cancels them, and finds them again later."""
 
@@ -109,6 +118,18 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def logs(self, run_id: str, index: int | None = None, *, follow: bool = False) -> Iterator[str]:
         """Log lines of a run's task (``index`` None: every task, in order)."""
+
+    @abc.abstractmethod
+    def render(self, spec: RunSpec, *, count: int = 1, kind: str = CALL, run_id: str = "render-000000",
+               user: str = "", session: str = "", function: str = "") -> list[dict[str, Any]]:  # fmt: skip
+        """What a run with ``spec`` would send or start, as plain data (``kjupyter render``)."""
+
+    @abc.abstractmethod
+    def doctor(self) -> list[Check]:
+        """Can kjupyter work here? One :class:`Check` per thing checked (``kjupyter doctor``)."""
+
+    def forget_runs(self, run_ids: list[str]) -> None:
+        """These runs were deleted from the store (``kjupyter gc``): drop what the backend keeps beside them."""
 
     def close(self) -> None:
         """Stop background threads and close connections; runs keep going."""

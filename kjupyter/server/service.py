@@ -19,7 +19,7 @@ from kjupyter import names
 from kjupyter.backends.base import Backend, RunInfo
 from kjupyter.config import Config, Profile, load_config
 from kjupyter.errors import ConfigError, KjupyterError
-from kjupyter.events import Phase
+from kjupyter.run_events import Phase
 from kjupyter.server import state
 from kjupyter.session import make_backend
 
@@ -109,11 +109,7 @@ class RunService:
         return {"clusters": rows, "current": current, "default": self.config.default}
 
     def _cluster_row(self, p: Profile, current: str) -> dict[str, Any]:
-        if p.backend == "kubernetes":
-            where = f"{p.context or ('in-cluster' if p.in_cluster else 'current context')}/{p.namespace or 'default'}"
-        else:
-            where = "this machine"
-        return {"name": p.name, "backend": p.backend, "where": where, "gpus": sorted(p.gpus),
+        return {"name": p.name, "backend": p.backend, "where": p.where, "gpus": sorted(p.gpus),
                 "default": p.name == self.config.default, "current": p.name == current,
                 "reachable": None, "detail": ""}  # fmt: skip
 

@@ -26,7 +26,7 @@ import pytest
 
 from kjupyter import RemoteError, RunTimeout, remote
 from kjupyter.errors import RunCancelled
-from kjupyter.events import LogLine, RunFinished
+from kjupyter.run_events import LogLine, RunFinished
 from kjupyter.session import Session
 
 # --- functions the tests run remotely (module level: shipped by value, as the user's would be) ---

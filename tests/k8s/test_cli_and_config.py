@@ -74,7 +74,7 @@ def test_the_shipped_role_grants_exactly_what_doctor_checks() -> None:
     """examples/rbac.yaml is what admins apply: it must not lag behind what kjupyter needs (or ask for more)."""
     import yaml
 
-    from kjupyter.backends.k8s_doctor import NEEDED
+    from kjupyter.backends.kubernetes.doctor import NEEDED
 
     role = yaml.safe_load((Path(__file__).parents[2] / "examples" / "rbac.yaml").read_text())
     granted = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kjupyter.diagnose import diagnose_job, diagnose_pod, pending_timeout
+from kjupyter.backends.kubernetes.diagnosis import diagnose_job, diagnose_pod, pending_timeout
 
 
 def pod(status: dict[str, Any], memory: str = "1Gi") -> dict[str, Any]:

@@ -13,7 +13,7 @@ import pytest
 
 from kjupyter import remote
 from kjupyter.errors import BackendError, ConfigError, KjupyterError, RunFailed
-from kjupyter.events import Diagnosis, LogLine
+from kjupyter.run_events import Diagnosis, LogLine
 from kjupyter.session import Session
 from tests.fakekube.cluster import FakeCluster
 from tests.k8s.helpers import kube_session

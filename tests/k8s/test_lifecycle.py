@@ -20,13 +20,13 @@ from typing import IO, Any
 
 import pytest
 
-from kjupyter import gc, remote
-from kjupyter import manifest as mf
+from kjupyter import remote, retention
 from kjupyter import store as st
-from kjupyter.backends import kubernetes as kb
-from kjupyter.backends.k8s_client import Kube
+from kjupyter.backends.kubernetes import backend as kb
+from kjupyter.backends.kubernetes import objects as mf
+from kjupyter.backends.kubernetes.client import Kube
 from kjupyter.errors import BackendError
-from kjupyter.events import LogLine
+from kjupyter.run_events import LogLine
 from kjupyter.session import Session
 from tests.fakekube.cluster import FakeCluster
 from tests.k8s.helpers import kube_session
@@ -43,7 +43,7 @@ def tick(n):
 
 def wait_running(future):
     import threading
-    from kjupyter.events import LogLine
+    from kjupyter.run_events import LogLine
     seen = threading.Event()
     future.subscribe(lambda e: seen.set() if isinstance(e, LogLine) else None)
     assert seen.wait(60), "the run never printed"
@@ -295,7 +295,7 @@ def test_kubernetes_runs_record_run_json_and_gc_collects_only_finished_ones(
     assert meta["counts"] == {"succeeded": 2, "failed": 0, "cancelled": 0, "running": 0, "pending": 0}
     assert meta["created"] <= meta["finished"]
     assert store.run(user, going.run_id).read_json(st.RUN_JSON)["phase"] == "Running"
-    report = gc.collect(store, user, older_than=0, now=time.time() + 60)
+    report = retention.collect_runs(store, user, older_than=0, now=time.time() + 60)
     assert report.deleted == [done.run_id] and report.kept == [going.run_id]
     assert not store.run(user, done.run_id).exists(st.RUN_JSON)
     marker.touch()

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from kjupyter import manifest as mf
-from kjupyter.backends.kubernetes import render, target_for
+from kjupyter.backends.kubernetes import objects as mf
+from kjupyter.backends.kubernetes.backend import render, target_for
 from kjupyter.config import GpuType, Profile
 from kjupyter.spec import RunSpec
 

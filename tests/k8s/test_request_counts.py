@@ -26,9 +26,9 @@ from kubernetes import client
 
 from kjupyter import remote
 from kjupyter import store as st
-from kjupyter.backends import k8s_run
+from kjupyter.backends.kubernetes import run as k8s_run
 from kjupyter.errors import RunCancelled, RunFailed
-from kjupyter.events import Diagnosis, Event, LogLine, Phase, RunFinished
+from kjupyter.run_events import Diagnosis, Event, LogLine, Phase, RunFinished
 from kjupyter.session import Session
 from tests.fakekube.cluster import FakeCluster
 from tests.k8s.helpers import kube_session

@@ -16,7 +16,7 @@ import pytest
 
 import kjupyter
 from kjupyter import remote
-from kjupyter.backends import k8s_watch
+from kjupyter.backends.kubernetes import watch as k8s_watch
 from kjupyter.session import Session
 from tests.fakekube.cluster import FakeCluster
 from tests.fakekube.resources import JOBS, PODS

@@ -13,7 +13,7 @@ import pytest
 from kjupyter.backends.base import MAP, RunInfo
 from kjupyter.config import load_config
 from kjupyter.errors import BackendError
-from kjupyter.events import Phase
+from kjupyter.run_events import Phase
 from kjupyter.server.service import NotFound, RunService
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from kjupyter import files, remote, whoami
+from kjupyter import fanout as files
+from kjupyter import remote, whoami
 from kjupyter.errors import StoreError
 from kjupyter.session import Session
 from tests.servers import ObjectServer

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from kjupyter import gc, remote
+from kjupyter import remote, retention
 from kjupyter import store as st
-from kjupyter.backends.local import state_root
+from kjupyter.backends.local.backend import state_root
 from kjupyter.cli import main as cli_main
 from kjupyter.session import Session
 from tests.servers import ObjectServer
@@ -44,23 +44,23 @@ def _populate(store: st.RunStore) -> None:
 def test_collect_on_local_disk(tmp_path: Path) -> None:
     store = st.RunStore(f"file://{tmp_path}/runs")
     _populate(store)
-    dry = gc.collect(store, "me", 7 * DAY, dry_run=True)
+    dry = retention.collect_runs(store, "me", 7 * DAY, dry_run=True)
     assert sorted(dry.deleted) == ["old-cancelled", "old-done-unrecorded", "old-failed", "old-ok"]
     assert len(store.run_ids("me")) == 9  # a dry run deletes nothing
-    report = gc.collect(store, "me", 7 * DAY)
+    report = retention.collect_runs(store, "me", 7 * DAY)
     assert sorted(report.deleted) == ["old-cancelled", "old-done-unrecorded", "old-failed", "old-ok"]
     assert sorted(store.run_ids("me")) == ["foreign", "long-run-just-ended", "no-metadata", "old-running", "recent"]
     assert "no-metadata" in report.skipped
     assert store.run_ids("bob") == ["bobs-old"]
     assert report.summary() == "deleted 4 run(s), kept 4, skipped 1 without readable metadata"
-    unfinished = gc.collect(store, "me", 7 * DAY, include_unfinished=True)
+    unfinished = retention.collect_runs(store, "me", 7 * DAY, include_unfinished=True)
     assert unfinished.deleted == ["old-running"]
 
 
 def test_collect_on_s3(s3: ObjectServer, s3_bucket: str) -> None:
     store = st.RunStore(f"s3://{s3_bucket}/kj", s3.options)
     _populate(store)
-    report = gc.collect(store, "me", 7 * DAY)
+    report = retention.collect_runs(store, "me", 7 * DAY)
     assert sorted(report.deleted) == ["old-cancelled", "old-done-unrecorded", "old-failed", "old-ok"]
     fs = s3.filesystem()
     fs.invalidate_cache()

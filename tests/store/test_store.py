@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from kjupyter import credentials
 from kjupyter import payload as pl
 from kjupyter import store as st
 from kjupyter.errors import SerializationError, StoreError
@@ -140,7 +141,7 @@ def test_shareable_options_drop_secrets() -> None:
         "key": "AKIA", "secret": "s3cr3t", "token": "t", "anon": False,
         "client_kwargs": {"endpoint_url": "http://x", "aws_secret_access_key": "s", "region_name": "eu"},
     }  # fmt: skip
-    assert st.shareable_options(opts) == {
+    assert credentials.shareable_options(opts) == {
         "anon": False, "client_kwargs": {"endpoint_url": "http://x", "region_name": "eu"}
     }  # fmt: skip
 
@@ -167,5 +168,5 @@ def test_payload_with_a_local_secret_is_refused(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-0123456789abcdef")
     data = pl.dumps(pl.CALL, (print, ("tok-0123456789abcdef",), {}))
     with pytest.raises(SerializationError, match=r"\$MY_SERVICE_TOKEN"):
-        st.check_no_credentials(data, "the call of print")
-    st.check_no_credentials(pl.dumps(pl.CALL, (print, ("harmless",), {})), "the call of print")
+        credentials.check_no_credentials(data, "the call of print")
+    credentials.check_no_credentials(pl.dumps(pl.CALL, (print, ("harmless",), {})), "the call of print")

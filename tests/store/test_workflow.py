@@ -17,10 +17,10 @@ import fsspec
 import pytest
 
 from kjupyter import remote, whoami
-from kjupyter.backends.local import state_root
+from kjupyter.backends.local.backend import state_root
 from kjupyter.cli import main as cli_main
-from kjupyter.errors import SerializationError
-from kjupyter.files import FileError, Identity
+from kjupyter.errors import FileError, SerializationError
+from kjupyter.identity import Identity
 from kjupyter.session import Session
 from tests.servers import FAKE_AWS_ENV, ObjectServer
 

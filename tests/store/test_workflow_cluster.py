@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from kjupyter import remote
-from kjupyter.files import FileError
+from kjupyter.errors import FileError
 from kjupyter.session import Session
 from tests.k8s.helpers import kube_session
 from tests.servers import FAKE_AWS_ENV, ObjectServer

@@ -7,7 +7,8 @@ import pickle
 import cloudpickle
 import pytest
 
-from kjupyter.cell import CellResult, CellTask, analyze, rebind_globals, shippable
+from kjupyter.notebook.cell import analyze, shippable
+from kjupyter.runner.cell_task import CellResult, CellTask, rebind_globals
 
 
 @pytest.mark.parametrize(

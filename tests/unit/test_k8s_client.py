@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from kjupyter.backends import k8s_client
-from kjupyter.backends.k8s_client import ApiFailure, Kube, RateLimiter
+from kjupyter.backends.kubernetes import client as k8s_client
+from kjupyter.backends.kubernetes.client import Kube, RateLimiter
 from kjupyter.config import Profile
+from kjupyter.errors import ApiError
 
 
 class FakeClock:
@@ -99,7 +100,7 @@ def test_429_gives_up_after_five_retries_with_one_sentence(clock: FakeClock) -> 
         calls.append(1)
         raise too_many("1")
 
-    with pytest.raises(ApiFailure, match="cannot create Job x: 429 slow down") as info:
+    with pytest.raises(ApiError, match="cannot create Job x: 429 slow down") as info:
         kube().call("create Job x", fn)
     assert info.value.status == 429 and len(calls) == 6
     assert clock.now - 1000.0 == pytest.approx(5.0)

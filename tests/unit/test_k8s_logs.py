@@ -12,8 +12,8 @@ from typing import IO, Any
 
 import pytest
 
-from kjupyter.backends.k8s_logs import LineFilter, Outcomes, PodLog, split_timestamp
-from kjupyter.runner import INLINE_MARKER, InlineChannel
+from kjupyter.backends.kubernetes.logs import LineFilter, Outcomes, PodLog, split_timestamp
+from kjupyter.runner.channels import INLINE_MARKER, InlineChannel
 
 
 def framed(monkeypatch: pytest.MonkeyPatch, index: int, data: bytes) -> list[str]:
@@ -182,7 +182,7 @@ def test_a_stream_that_ends_with_its_container_is_the_only_request() -> None:
 
 
 def test_a_stream_that_ends_while_the_container_runs_is_followed_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    from kjupyter.backends import k8s_logs
+    from kjupyter.backends.kubernetes import logs as k8s_logs
 
     monkeypatch.setattr(k8s_logs, "EOF_WAIT_S", 0.2)
     lines = [f"{stamp(10 - i)} line {i}" for i in range(6)]

@@ -1,4 +1,4 @@
-"""run.json from a run's events (kjupyter.backends.records): exact writes on a fake clock."""
+"""run.json from a run's events (kjupyter.backends.run_record): exact writes on a fake clock."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 
 from kjupyter import store as st
 from kjupyter.backends.base import SubmitRequest
-from kjupyter.backends.records import RunRecord, open_result, run_meta
+from kjupyter.backends.run_record import RunRecord, open_result, run_meta
 from kjupyter.errors import BackendError
-from kjupyter.events import Phase, PhaseChanged, Progress, RunFinished, TaskFinished
+from kjupyter.run_events import Phase, PhaseChanged, Progress, RunFinished, TaskFinished
 from kjupyter.spec import RunSpec
 
 

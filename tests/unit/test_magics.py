@@ -9,7 +9,7 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
-from kjupyter import magics
+from kjupyter.notebook import magics
 from kjupyter.session import Session
 
 

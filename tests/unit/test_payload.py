@@ -117,7 +117,7 @@ def test_the_runner_does_not_scan_the_pods_modules_for_what_goes_back(
     fn: object, arg: int, code: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Only what the client sends ships uninstalled modules by value; a pod's scan can cost a second a task."""
-    from kjupyter import runner
+    from kjupyter.runner import entry as runner
 
     data = pl.dump_call(fn, (arg,), {})  # type: ignore[arg-type]
     scans: list[int] = []

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from kjupyter import views
+from kjupyter.notebook import wait as views
 
 
 class RecordingFuture:

@@ -6,7 +6,7 @@ one item's log, and the live log. Events arrive on backend threads; log lines
 are batched and appended a few times a second by one flusher thread with
 ``Output.append_stdout`` (never ``with out:`` from a thread). The widget keeps
 the last lines; :meth:`RunWidget.log` has them all. When the run ends, the
-plain-text :func:`kjupyter.console.summary` is printed too, so a notebook
+plain-text :func:`kjupyter.notebook.text_view.summary` is printed too, so a notebook
 reopened without widget state still says what happened.
 
 While a blocking call (``%%kube``, ``f(x)``) holds the kernel, the frontend's
@@ -30,9 +30,9 @@ from typing import Any
 import ipywidgets as w
 from IPython.display import display
 
-from kjupyter.console import summary
-from kjupyter.events import Diagnosis, Event, LogLine, Phase, PhaseChanged, Progress, RunFinished
 from kjupyter.futures import RunFuture
+from kjupyter.notebook.text_view import summary
+from kjupyter.run_events import Diagnosis, Event, LogLine, Phase, PhaseChanged, Progress, RunFinished
 from kjupyter.spec import format_duration
 
 FLUSH_INTERVAL = 0.2  # seconds between log batches

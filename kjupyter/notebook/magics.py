@@ -1,7 +1,7 @@
 """``%%kube`` (run a cell remotely) and ``%kube`` (use, clusters, jobs, logs, cancel, attach, doctor, render).
 
 The only module that imports IPython. A cell becomes ``CellTask(code)(**inputs)``
-(see :mod:`kjupyter.cell`), submitted like any ``@remote`` call.
+(see :mod:`kjupyter.notebook.cell`), submitted like any ``@remote`` call.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.display import display
 
-from kjupyter import cell as cl
-from kjupyter import views
 from kjupyter.errors import ConfigError, KjupyterError, SerializationError, SpecError
 from kjupyter.futures import RunFuture
+from kjupyter.notebook import cell as cl
+from kjupyter.notebook import wait
+from kjupyter.runner.cell_task import CellResult, CellTask, rebind_globals
 from kjupyter.session import Session, get_session
 from kjupyter.spec import RunSpec
 
@@ -145,7 +146,7 @@ class KubeMagics(Magics):  # type: ignore[misc]
             raise UsageError(f"%%kube: the cell has a syntax error (line {exc.lineno}): {exc.msg}") from None
         ns = self.shell.user_ns  # type: ignore[union-attr,unused-ignore]
         wanted = [n.strip() for n in args.out.split(",") if n.strip()] if args.out else None
-        task = cl.CellTask(cell, wanted if wanted is not None else analysis.assigns, display=analysis.has_value,
+        task = CellTask(cell, wanted if wanted is not None else analysis.assigns, display=analysis.has_value,
                            strict=wanted is not None, deletes=analysis.deletes)  # fmt: skip
         inputs = cl.shippable(analysis.reads, ns)
         try:
@@ -163,16 +164,16 @@ class KubeMagics(Magics):  # type: ignore[misc]
 
     def _collect(self, future: RunFuture) -> Any:
         try:
-            result = views.wait(future)
+            result = wait.wait(future)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:
             raise _present(exc, future) from None
-        if not isinstance(result, cl.CellResult):
+        if not isinstance(result, CellResult):
             return result  # attached to a run that was not a cell
         ns = self.shell.user_ns  # type: ignore[union-attr,unused-ignore]
         for name, value in result.outputs.items():
-            ns[name] = cl.rebind_globals(value, ns)
+            ns[name] = rebind_globals(value, ns)
         for name in result.deleted:
             ns.pop(name, None)
         return result.value
@@ -237,7 +238,7 @@ class KubeMagics(Magics):  # type: ignore[misc]
             options, _ = parse_cell_options(" ".join(shlex.quote(a) for a in argv), session)  # same errors as %%kube
         except _HelpShown:
             return
-        from kjupyter.backends.kubernetes import render
+        from kjupyter.backends.kubernetes.backend import render
 
         profile = session.profile_for(options)
         spec = session.spec_for(profile, options)

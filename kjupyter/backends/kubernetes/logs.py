@@ -29,9 +29,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from kjupyter.backends.k8s_client import ApiFailure, Kube
-from kjupyter.errors import BackendError
-from kjupyter.runner import INLINE_MARKER
+from kjupyter.backends.kubernetes.client import Kube
+from kjupyter.errors import ApiError, BackendError
+from kjupyter.runner.channels import INLINE_MARKER
 
 SINCE_MARGIN_S = 60  # extra seconds asked for after a reconnect (clock skew); duplicates are dropped
 BACKOFF_START, BACKOFF_MAX = 0.1, 3.0
@@ -175,7 +175,7 @@ class PodLog:
                     delay = BACKOFF_START
                 if self._stream_saw_the_end():
                     return
-            except ApiFailure as exc:
+            except ApiError as exc:
                 if exc.status == 404:
                     return
                 # 400: the container is not running yet (ContainerCreating, image pull)
@@ -209,7 +209,7 @@ class PodLog:
                 for _ in self._read(follow=False):
                     pass
                 return
-            except ApiFailure as exc:
+            except ApiError as exc:
                 if exc.status in (400, 404):
                     return
             except Exception:

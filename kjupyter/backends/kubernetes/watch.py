@@ -23,9 +23,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from kjupyter.backends.k8s_client import ApiFailure, Kube
-from kjupyter.errors import BackendError
-from kjupyter.manifest import LABEL_SESSION, MANAGED_BY
+from kjupyter.backends.kubernetes.client import Kube
+from kjupyter.backends.kubernetes.objects import LABEL_SESSION, MANAGED_BY
+from kjupyter.errors import ApiError, BackendError
 from kjupyter.names import label_value
 
 Handler = Callable[[str, dict[str, Any]], None]
@@ -99,10 +99,10 @@ class Watch:
                 self.rv = ""
                 continue
             except BackendError as exc:
-                if isinstance(exc, ApiFailure) and exc.status == 410:
+                if isinstance(exc, ApiError) and exc.status == 410:
                     self.rv = ""
                     continue
-                if self.on_error is not None and isinstance(exc, ApiFailure) and exc.status in (401, 403):
+                if self.on_error is not None and isinstance(exc, ApiError) and exc.status in (401, 403):
                     self.on_error(exc)
             except Exception:  # a dropped stream: resume from the last resourceVersion
                 pass

@@ -18,19 +18,10 @@ from collections.abc import Callable
 from typing import Any
 
 from kjupyter.config import Profile
-from kjupyter.errors import BackendError, ConfigError
+from kjupyter.errors import ApiError, BackendError, ConfigError
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 _MAX_429_RETRIES = 5
-
-
-class ApiFailure(BackendError):
-    """A request the API server answered with an error status."""
-
-    def __init__(self, message: str, status: int = 0, reason: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
 
 
 class RateLimiter:
@@ -103,7 +94,7 @@ class Kube:
                 raise self.unreachable(what, exc) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def failure(self, what: str, exc: Any) -> ApiFailure:
+    def failure(self, what: str, exc: Any) -> ApiError:
         status = int(getattr(exc, "status", 0) or 0)
         message = ""
         try:
@@ -122,7 +113,7 @@ class Kube:
             text = f"cannot {what}: not found ({message})"
         else:
             text = f"cannot {what}: {status} {message or getattr(exc, 'reason', '')}".rstrip()
-        return ApiFailure(text, status, _reason(exc))
+        return ApiError(text, status, _reason(exc))
 
     def unreachable(self, what: str, exc: BaseException) -> BackendError:
         return BackendError(

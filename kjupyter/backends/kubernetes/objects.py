@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kjupyter.config import GpuType
 from kjupyter.names import label_value
 from kjupyter.spec import RunSpec, format_cpu, format_memory
 
@@ -65,21 +66,12 @@ class Target:
     service_account: str | None = None
     image_pull_secrets: tuple[str, ...] = ()
     secrets: tuple[str, ...] = ()
-    gpus: Mapping[str, GpuPlacement] = field(default_factory=dict)
+    gpus: Mapping[str, GpuType] = field(default_factory=dict)
     ttl_after_finished: float = 86400.0
     labels: Mapping[str, str] = field(default_factory=dict)
     # Store options the pods need (endpoint, region...): already shareable, i.e. without credentials
-    # (the backend filters them with kjupyter.store.shareable_options); copied into every pod's env.
+    # (the backend filters them with kjupyter.credentials.shareable_options); copied into every pod's env.
     store_options: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class GpuPlacement:
-    """Node selector and tolerations that land a pod on nodes with one GPU type."""
-
-    node_selector: Mapping[str, str] = field(default_factory=dict)
-    tolerations: tuple[Mapping[str, Any], ...] = ()
-    resource: str = "nvidia.com/gpu"
 
 
 @dataclass(frozen=True)
@@ -245,7 +237,7 @@ def _env(run_id: str, spec: RunSpec, target: Target) -> list[dict[str, Any]]:
     return env
 
 
-def _placement(spec: RunSpec, target: Target) -> GpuPlacement | None:
+def _placement(spec: RunSpec, target: Target) -> GpuType | None:
     gpu_type = spec.resources.gpu_type
     if spec.resources.gpu and gpu_type:
         return target.gpus.get(gpu_type)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass
 from typing import Any
 
 from kjupyter import store as st
-from kjupyter.backends.k8s_client import ApiFailure, Kube
+from kjupyter.backends.base import Check
+from kjupyter.backends.kubernetes.client import Kube
 from kjupyter.config import Profile
-from kjupyter.errors import KjupyterError
+from kjupyter.errors import ApiError, KjupyterError
 
 # (api group, resource, subresource, verbs): what examples/rbac.yaml grants (jobs: patch marks a cancelled Job).
 NEEDED: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
@@ -20,13 +20,6 @@ NEEDED: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("", "events", "", ("list",)),
     ("", "secrets", "", ("create", "patch", "delete")),
 )
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
 
 
 def missing_role(namespace: str, missing: list[tuple[str, str, str, str]]) -> dict[str, Any]:
@@ -56,7 +49,7 @@ def doctor(profile: Profile) -> list[Check]:
     try:
         kube.call(f"read namespace {kube.namespace}", kube.core.read_namespace, kube.namespace)
         checks.append(Check("namespace", True, kube.namespace))
-    except ApiFailure as exc:
+    except ApiError as exc:
         ok = exc.status == 403  # not allowed to read namespaces: fine, the Role is namespaced
         checks.append(Check("namespace", ok, kube.namespace + ("" if ok else f": {exc}")))
     checks.append(_store(profile))

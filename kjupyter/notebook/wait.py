@@ -6,8 +6,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from kjupyter.events import EventSink
 from kjupyter.futures import RunFuture
+from kjupyter.run_events import EventSink
 
 ViewFactory = Callable[[RunFuture], EventSink]
 POLL_INTERVAL = 0.05  # seconds: how long a blocking wait sleeps on the kernel's shell socket at a time
@@ -25,13 +25,13 @@ def in_notebook() -> bool:
 def make_view(future: RunFuture) -> EventSink:
     if in_notebook():
         try:
-            from kjupyter.widgets import RunWidget  # type: ignore[import-not-found,unused-ignore]
+            from kjupyter.notebook.widget import RunWidget  # type: ignore[import-not-found,unused-ignore]
         except ImportError:  # ipywidgets not installed: fall back to text
             pass
         else:
             sink: EventSink = RunWidget.show(future)
             return sink
-    from kjupyter.console import ConsoleView
+    from kjupyter.notebook.text_view import ConsoleView
 
     return ConsoleView(future)
 
@@ -41,7 +41,7 @@ def _block(future: RunFuture) -> None:
     if not in_notebook():
         return
     try:
-        from kjupyter.widgets import CommPump  # type: ignore[import-not-found,unused-ignore]
+        from kjupyter.notebook.widget import CommPump  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         return
     pump = CommPump.for_current_cell()
@@ -73,7 +73,7 @@ def wait(future: RunFuture, *, show: bool = True) -> Any:
         future.cancel()
         future.wait_ended(10)
         if show and view is None:  # interrupted before the view could say how the run ended
-            from kjupyter.console import summary
+            from kjupyter.notebook.text_view import summary
 
             print(summary(future), flush=True)
         print(f"kjupyter: run {future.run_id} cancelled (interrupted)", file=sys.stderr, flush=True)

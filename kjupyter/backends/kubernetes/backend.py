@@ -12,24 +12,28 @@ The image must have kjupyter installed (``pip install kjupyter``): pods run
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import queue
 import threading
-import time
 from collections.abc import Iterator
 from typing import IO, Any
 
-from kjupyter import manifest as mf
+from kjupyter import credentials
 from kjupyter import store as st
-from kjupyter.backends.base import MAP, Backend, RunInfo, SubmitRequest
-from kjupyter.backends.k8s_client import ApiFailure, Kube
-from kjupyter.backends.k8s_logs import read_all
-from kjupyter.backends.k8s_run import KubeRun, delete_job, stop_job, stop_mark
-from kjupyter.backends.k8s_watch import Watcher
-from kjupyter.backends.records import RunRecord, open_result, run_meta
+from kjupyter.backends.base import MAP, Backend, Check, RunInfo, SubmitRequest
+from kjupyter.backends.kubernetes import objects as mf
+from kjupyter.backends.kubernetes.client import Kube
+from kjupyter.backends.kubernetes.logs import read_all
+from kjupyter.backends.kubernetes.run import KubeRun
+from kjupyter.backends.kubernetes.state import JobView, PodView, k8s_time
+from kjupyter.backends.kubernetes.stopping import delete_job, stop_job, stop_mark
+from kjupyter.backends.kubernetes.watch import Watcher
+from kjupyter.backends.run_record import RunRecord, open_result, run_meta
 from kjupyter.config import Profile
-from kjupyter.errors import BackendError, ConfigError
-from kjupyter.events import Event, EventSink, LogLine, Phase, RunFinished
+from kjupyter.errors import ApiError, BackendError, ConfigError
+from kjupyter.event_hub import Lanes
+from kjupyter.run_events import Event, EventSink, LogLine, Phase, RunFinished
 from kjupyter.spec import RunSpec
 
 MAX_FOLLOWED_LOGS = 20  # concurrently followed log streams per backend; other pods are read when they end
@@ -38,10 +42,6 @@ DEFAULT_IMAGE = "python:3.11"
 
 def target_for(profile: Profile, namespace: str | None = None) -> mf.Target:
     """The manifest's view of a profile (plain values)."""
-    gpus = {
-        name: mf.GpuPlacement(dict(g.node_selector), tuple(dict(t) for t in g.tolerations), g.resource)
-        for name, g in profile.gpus.items()
-    }
     return mf.Target(
         namespace=namespace or profile.namespace or "default",
         image=profile.image or DEFAULT_IMAGE,
@@ -49,10 +49,10 @@ def target_for(profile: Profile, namespace: str | None = None) -> mf.Target:
         service_account=profile.service_account,
         image_pull_secrets=tuple(profile.image_pull_secrets),
         secrets=tuple(profile.secrets),
-        gpus=gpus,
+        gpus=dict(profile.gpus),
         ttl_after_finished=profile.ttl_after_finished,
         labels=dict(profile.labels),
-        store_options=st.shareable_options(profile.store_options),  # never credentials in a manifest
+        store_options=credentials.shareable_options(profile.store_options),  # never credentials in a manifest
     )
 
 
@@ -96,6 +96,7 @@ class KubernetesBackend(Backend):
         self._lock = threading.Lock()
         self._kube_lock = threading.Lock()
         self._slots = threading.Semaphore(MAX_FOLLOWED_LOGS)
+        self._work = Lanes(f"kjupyter-k8s-{profile.name}")
 
     @property
     def kube(self) -> Kube:
@@ -178,15 +179,17 @@ class KubernetesBackend(Backend):
         with self._lock:
             return self._runs.get(str(run_id))
 
+    # Watch threads only hand objects over: each run digests them on its own lane (diagnosis,
+    # event LISTs, deletes), so a slow request for one run never holds back a watch or another run.
     def _on_pod(self, kind: str, pod: dict[str, Any]) -> None:
         run = self._run_of(pod)
         if run is not None:
-            run.on_pod(kind, pod)
+            self._work.submit(run.run_id, lambda: run.on_pod(kind, pod))
 
     def _on_job(self, kind: str, job: dict[str, Any]) -> None:
         run = self._run_of(job)
         if run is not None:
-            run.on_job(kind, job)
+            self._work.submit(run.run_id, lambda: run.on_job(kind, job))
 
     def _ended(self, run_id: str) -> None:
         with self._lock:
@@ -221,11 +224,11 @@ class KubernetesBackend(Backend):
         if not self._follow_session(str(labels.get(mf.LABEL_SESSION, ""))):
             # The watches already follow that session, so they will not replay what happened to this run
             # before now: hand it the Job read above and its pods, once.
-            run.on_job("SYNC", job)
             pods = self.kube.call("list pods", self.kube.core.list_namespaced_pod, self.namespace,
                                   label_selector=mf.selector(run=run_id))  # fmt: skip
+            self._work.submit(run_id, lambda: run.on_job("SYNC", job))
             for pod in pods.get("items") or []:
-                run.on_pod("SYNC", pod)
+                self._work.submit(run_id, functools.partial(run.on_pod, "SYNC", pod))
         return run
 
     def cancel(self, run_id: str) -> bool:
@@ -241,7 +244,7 @@ class KubernetesBackend(Backend):
         try:
             return stop_job(self.kube, self.namespace, run_id, stop_mark(Phase.CANCELLED, "Cancelled", ""),
                             unless_finished=True)  # fmt: skip
-        except ApiFailure as exc:
+        except ApiError as exc:
             if exc.status in (404, 409):  # no such run (any more)
                 return False
             raise
@@ -268,7 +271,7 @@ class KubernetesBackend(Backend):
             job: dict[str, Any] = kube.call(
                 f"read Job {run_id}", kube.batch.read_namespaced_job, run_id, kube.namespace
             )
-        except ApiFailure as exc:
+        except ApiError as exc:
             if exc.status == 404:
                 raise BackendError(
                     f"no run {run_id!r} in namespace {kube.namespace}; `kjupyter jobs` lists the runs"
@@ -288,11 +291,11 @@ class KubernetesBackend(Backend):
     def _info(self, job: dict[str, Any]) -> RunInfo:
         meta, status = job["metadata"], job.get("status", {})
         return RunInfo(
-            run_id=meta["name"], cluster=self.profile.name, phase=_job_phase(job),
+            run_id=meta["name"], cluster=self.profile.name, phase=JobView(job).phase,
             kind=str(meta.get("labels", {}).get(mf.LABEL_KIND, "call")),
             user=str(meta.get("annotations", {}).get(mf.ANNOTATION_USER, "")),
             function=str(meta.get("annotations", {}).get(mf.ANNOTATION_FUNCTION, "")),
-            created=_epoch(meta.get("creationTimestamp")), finished=_epoch(status.get("completionTime")) or None,
+            created=k8s_time(meta.get("creationTimestamp")), finished=k8s_time(status.get("completionTime")) or None,
             total=int(job.get("spec", {}).get("completions", 1)), succeeded=int(status.get("succeeded", 0)),
             failed=int(status.get("failed", 0)), running=int(status.get("active", 0)),
         )  # fmt: skip
@@ -305,13 +308,13 @@ class KubernetesBackend(Backend):
         data = kube.call("list pods", kube.core.list_namespaced_pod, kube.namespace,
                          label_selector=mf.selector(run=run_id))  # fmt: skip
         pods = sorted(
-            data.get("items") or [], key=lambda p: (_pod_index(p), p["metadata"].get("creationTimestamp", ""))
+            data.get("items") or [], key=lambda p: (PodView(p).index, p["metadata"].get("creationTimestamp", ""))
         )
         if not pods:
             self._job(run_id)  # a clear error if the run does not exist
-        multi = len({_pod_index(p) for p in pods}) > 1
+        multi = len({PodView(p).index for p in pods}) > 1
         for pod in pods:
-            i = _pod_index(pod)
+            i = PodView(pod).index
             if index is not None and i != index:
                 continue
             prefix = f"[{i}] " if multi and index is None else ""
@@ -331,6 +334,16 @@ class KubernetesBackend(Backend):
                     return
         finally:
             run.remove_sink(events.put)
+
+    def render(self, spec: RunSpec, *, count: int = 1, kind: str = "call", run_id: str = "render-000000",
+               user: str = "", session: str = "", function: str = "") -> list[dict[str, Any]]:  # fmt: skip
+        return render(self.profile, spec, count=count, kind=kind, run_id=run_id, user=user, session=session,
+                      function=function)  # fmt: skip
+
+    def doctor(self) -> list[Check]:
+        from kjupyter.backends.kubernetes.doctor import doctor
+
+        return doctor(self.profile)
 
     def close(self) -> None:
         with self._lock:
@@ -364,32 +377,6 @@ def create(kube: Kube, objects: mf.RunObjects) -> None:
         with contextlib.suppress(Exception):
             delete_job(kube, ns, name)
         raise
-
-
-def _pod_index(pod: dict[str, Any]) -> int:
-    from kjupyter.diagnose import pod_index
-
-    return pod_index(pod)
-
-
-def _job_phase(job: dict[str, Any]) -> Phase:
-    for cond in job.get("status", {}).get("conditions") or []:
-        if cond.get("status") == "True" and cond.get("type") == "Complete":
-            return Phase.SUCCEEDED
-        if cond.get("status") == "True" and cond.get("type") == "Failed":
-            return Phase.FAILED
-    if job.get("metadata", {}).get("deletionTimestamp"):
-        return Phase.CANCELLED
-    return Phase.RUNNING if job.get("status", {}).get("active") else Phase.PENDING
-
-
-def _epoch(stamp: Any) -> float:
-    if not stamp:
-        return 0.0
-    try:
-        return time.mktime(time.strptime(str(stamp)[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
-    except ValueError:
-        return 0.0
 
 
 __all__ = ["ConfigError", "KubernetesBackend", "render", "target_for"]

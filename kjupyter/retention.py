@@ -1,4 +1,4 @@
-"""Garbage collection of the run store: ``kjupyter gc --older-than 7d``.
+"""Retention of the run store: which runs ``kjupyter gc --older-than 7d`` deletes, and deleting them.
 
 Only the caller's own prefix (``<store>/<user>/``) is ever looked at, and a run
 is deleted only when its ``run.json`` says it has finished (succeeded, failed
@@ -46,7 +46,7 @@ def is_collectable(meta: dict[str, Any], user: str, bound: float, *, include_unf
     return include_unfinished and created < bound
 
 
-def collect(
+def collect_runs(
     store: RunStore,
     user: str,
     older_than: float = DEFAULT_OLDER_THAN,

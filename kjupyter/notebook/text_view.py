@@ -11,8 +11,8 @@ import threading
 import time
 from typing import TextIO
 
-from kjupyter.events import Diagnosis, Event, LogLine, Phase, PhaseChanged, Progress, RunFinished
 from kjupyter.futures import RunFuture
+from kjupyter.run_events import Diagnosis, Event, LogLine, Phase, PhaseChanged, Progress, RunFinished
 from kjupyter.spec import format_duration
 
 

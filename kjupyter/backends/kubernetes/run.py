@@ -15,11 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kjupyter import diagnose
-from kjupyter import manifest as mf
-from kjupyter.backends.k8s_client import ApiFailure, Kube
-from kjupyter.backends.k8s_logs import Outcomes, PodLog
-from kjupyter.events import (
+from kjupyter.backends.kubernetes import diagnosis
+from kjupyter.backends.kubernetes import objects as mf
+from kjupyter.backends.kubernetes.client import Kube
+from kjupyter.backends.kubernetes.logs import Outcomes, PodLog
+from kjupyter.backends.kubernetes.state import JobView, PodView
+from kjupyter.backends.kubernetes.stopping import stop_job, stop_mark
+from kjupyter.errors import ApiError
+from kjupyter.event_hub import EventHub
+from kjupyter.run_events import (
     Diagnosis,
     Event,
     EventSink,
@@ -35,12 +39,6 @@ FINISH_GRACE_S = 5.0  # after the Job ended, how long pod events may lag before 
 LOG_WAIT_S = 30.0
 SLOW_PENDING_S = 10.0  # a pod still Pending this long after it was first seen gets its events looked at once
 MAX_SLOW_LOOKUPS = 5  # ... for at most this many pods of a run (a big map's pods are slow for one reason)
-STARTING = ("", "ContainerCreating", "PodInitializing")  # waiting reasons of a pod that is merely starting
-
-# Annotations a kjupyter client puts on a Job just before it deletes it, so every other client watching the
-# run (another kernel, the CLI's `logs -f`, the JupyterLab sidebar) reports why it ended.
-ANNOTATION_CANCELLED_BY = "kjupyter.io/cancelled-by"  # the user who cancelled it
-ANNOTATION_STOPPED = "kjupyter.io/stopped"  # "<reason>: <sentence>" of a run kjupyter ended as failed
 DELETED_OUTSIDE = (
     "the Job was deleted outside kjupyter (by kubectl, a controller or a person), so the run cannot finish"
 )
@@ -69,8 +67,8 @@ class KubeRun:
         self.kind = kind
         self.count = count
         self.retries = retries
-        self.sinks: list[EventSink] = [sink]
-        self.history: list[Event] = []
+        self.hub = EventHub(run_id)
+        self.hub.subscribe(sink)
         self.slots = slots
         self.on_end = on_end
         self.outcomes = Outcomes()
@@ -96,25 +94,15 @@ class KubeRun:
         # moment too early (FailedMount) starts once it exists, so that is no news for the user.
         self.own_payload_secret = False
 
-    # --- events out -----------------------------------------------------------------------
+    # --- events out (queued: subscribers run on the run's lane, never here) -------------------
     def emit(self, event: Event) -> None:
-        with self.lock:
-            self.history.append(event)
-            sinks = list(self.sinks)
-        for sink in sinks:
-            with contextlib.suppress(Exception):
-                sink(event)
+        self.hub.publish(event)
 
     def add_sink(self, sink: EventSink) -> None:
-        with self.lock:
-            past = list(self.history)
-            self.sinks.append(sink)
-        for event in past:
-            sink(event)
+        self.hub.subscribe(sink)
 
     def remove_sink(self, sink: EventSink) -> None:
-        with self.lock, contextlib.suppress(ValueError):
-            self.sinks.remove(sink)
+        self.hub.unsubscribe(sink)
 
     def start(self) -> None:
         self.emit(PhaseChanged(self.run_id, Phase.PENDING, message=f"{self.count} task(s) on {self.namespace}"))
@@ -151,7 +139,7 @@ class KubeRun:
             if state is None:
                 if kind == "DELETED":
                     return
-                state = self.pods[uid] = _Pod(meta.get("name", ""), diagnose.pod_index(pod))
+                state = self.pods[uid] = _Pod(meta.get("name", ""), PodView(pod).index)
                 index = state.index
                 state.log = PodLog(self.kube, self.namespace, state.name, mf.CONTAINER,
                                    functools.partial(self._line, index), self.outcomes)  # fmt: skip
@@ -174,7 +162,7 @@ class KubeRun:
             first_running = phase == "Running" and not self.running
             if first_running:
                 self.running = True
-            if phase == "Pending" and state.slow_timer is None and not _container_ran(pod):
+            if phase == "Pending" and state.slow_timer is None and not PodView(pod).ran:
                 state.slow_timer = threading.Timer(SLOW_PENDING_S, self._slow_pending, args=(state,))
                 state.slow_timer.daemon = True
                 state.slow_timer.start()
@@ -188,18 +176,18 @@ class KubeRun:
             self.emit(PhaseChanged(self.run_id, Phase(phase), index=state.index, pod=state.name, node=node))
             self._progress()
         self._diagnose(state, pod)
-        ended = _container_ended(pod)
+        ended = PodView(pod).ended
         settle = False
         with self.lock:
             if ended and not state.ended:
                 state.ended = settle = True
                 if state.log is not None:  # (before its reader starts: it then reads once, not follows)
-                    state.log.end(trust_stream=_ended_cleanly(pod))
-            if state.log is not None and not state.log_started and (ended or _container_ran(pod)):
+                    state.log.end(trust_stream=PodView(pod).ended_cleanly)
+            if state.log is not None and not state.log_started and (ended or PodView(pod).ran):
                 # Its log is read from the moment the container ran (never while it is being created: that
                 # would be a request answered "waiting to start" and retried).
                 state.log_started = True
-                if _container_ran(pod):
+                if PodView(pod).ran:
                     threading.Thread(target=state.log.run, args=(self.slots,), daemon=True,
                                      name=f"kjupyter-log-{state.name}").start()  # fmt: skip
                 else:
@@ -225,14 +213,14 @@ class KubeRun:
         """
         if events is None:
             events = []
-            if _trouble(pod):
-                key = (state.name, _problem_key(pod))
+            if PodView(pod).trouble:
+                key = (state.name, PodView(pod).problem_key)
                 with self.lock:
                     new = key not in self.events_listed
                     self.events_listed.add(key)
                 if new:  # one LIST per new problem, triggered by the watch
                     events = self._events(state.name)
-        d = diagnose.diagnose_pod(self.run_id, pod, events, count=self.count, log_tail=list(self.tails[state.index]))
+        d = diagnosis.diagnose_pod(self.run_id, pod, events, count=self.count, log_tail=list(self.tails[state.index]))
         if d is None:
             return
         if d.reason == "FailedMount" and self.own_payload_secret and f'"{mf.PAYLOAD_VOLUME}"' in d.sentence:
@@ -244,7 +232,7 @@ class KubeRun:
             self.diagnosed.add(key2)
             self.last_diagnosis = d
         self.emit(d)
-        if d.fatal and not _container_ended(pod):  # it will never start: stop the run now
+        if d.fatal and not PodView(pod).ended:  # it will never start: stop the run now
             self.stop(Phase.FAILED, d.reason, d.sentence)
 
     def _slow_pending(self, state: _Pod) -> None:
@@ -278,7 +266,7 @@ class KubeRun:
             if index in self.done:
                 pass
             else:
-                code, reason, message = _exit(pod)
+                code, reason, message = PodView(pod).exit()
                 if pod.get("status", {}).get("phase") == "Succeeded" or (code == 0 and not deleted):
                     self._task(index, Phase.SUCCEEDED, 0)
                 elif self.stopping is None and self.marked is None:  # (a pod of a stopped run is no failure)
@@ -300,7 +288,7 @@ class KubeRun:
         with self.lock:
             if self.finished:
                 return
-            mark = _mark(job) or self.marked
+            mark = JobView(job).mark or self.marked
             if kind == "DELETED":
                 if self.stopping is None:
                     deleted_outside = mark is None
@@ -309,12 +297,12 @@ class KubeRun:
             else:
                 self.job = job
                 self.marked = mark  # the Job is about to be deleted by a kjupyter client: say why when it is
-                self.terminal = self.terminal or _job_terminal(job)
+                self.terminal = self.terminal or JobView(job).terminal
         if deleted_outside:
             self.emit(Diagnosis(self.run_id, "JobDeleted", f"The run failed: {DELETED_OUTSIDE}.",
                                 "`kjupyter cancel RUN` or the Cancel button cancel a run cleanly.", fatal=True))  # fmt: skip
         if kind != "DELETED" and self.terminal and self.terminal[0] is Phase.FAILED:
-            d = diagnose.diagnose_job(self.run_id, job)
+            d = diagnosis.diagnose_job(self.run_id, job)
             if d is not None and (d.reason, None) not in self.diagnosed:
                 self.diagnosed.add((d.reason, None))
                 self.emit(d)
@@ -339,7 +327,7 @@ class KubeRun:
                     return
             self.finished = True
             phase, reason, message = self.terminal
-            completed = _indexes((self.job or {}).get("status", {}).get("completedIndexes"))
+            completed = JobView(self.job or {}).completed_indexes
             for i in open_tasks:
                 if i in completed:
                     self._task(i, Phase.SUCCEEDED, 0)
@@ -365,7 +353,7 @@ class KubeRun:
             self.stopping = (phase, reason, message)
         try:
             stop_job(self.kube, self.namespace, self.run_id, stop_mark(phase, reason, message))
-        except ApiFailure as exc:
+        except ApiError as exc:
             if exc.status not in (404, 409):
                 with self.lock:
                     self.stopping = None
@@ -385,155 +373,10 @@ class KubeRun:
             pods = [p for p in self.pods.values() if p.last]
         for p in pods[:MAX_SLOW_LOOKUPS]:  # the autoscaler's verdict may only be in the events
             events = self._events(p.name)
-            d = diagnose.diagnose_pod(self.run_id, p.last, events, count=self.count)
+            d = diagnosis.diagnose_pod(self.run_id, p.last, events, count=self.count)
             if d is not None:
                 self.last_diagnosis = d
-        d = diagnose.pending_timeout(self.run_id, self.pending_timeout or 0, self.last_diagnosis)
+        d = diagnosis.pending_timeout(self.run_id, self.pending_timeout or 0, self.last_diagnosis)
         self.emit(d)
         with contextlib.suppress(Exception):
             self.stop(Phase.FAILED, d.reason, d.sentence)
-
-
-def delete_job(kube: Kube, namespace: str, name: str, uid: str | None = None) -> None:
-    """Delete the Job with its pods (``uid``: only if it is still that Job, else 409)."""
-    body = {"preconditions": {"uid": uid}} if uid else None
-    kube.call(f"delete Job {name}", kube.batch.delete_namespaced_job, name, namespace, body=body,
-              propagation_policy="Background", grace_period_seconds=0)  # fmt: skip
-
-
-def stop_mark(phase: Phase, reason: str, message: str, user: str | None = None) -> dict[str, str]:
-    """The annotations that tell other clients why kjupyter deletes a Job (see ``_mark``)."""
-    from kjupyter import names
-
-    if phase is Phase.CANCELLED:
-        return {ANNOTATION_CANCELLED_BY: user or names.current_user()}
-    return {ANNOTATION_STOPPED: f"{reason}: {message}"}
-
-
-def stop_job(kube: Kube, namespace: str, name: str, mark: dict[str, str], *,
-             unless_finished: bool = False) -> bool:  # fmt: skip
-    """Mark the Job with why it is stopped, then delete that same Job with its pods.
-
-    Two writes: a JSON patch of its annotations (which also returns the Job) and a delete with its
-    uid as precondition. With ``unless_finished`` a Job that already finished is left alone (False).
-    A Role without ``patch`` on jobs still deletes it, unmarked (watchers then report a deletion from
-    outside kjupyter). 404 when there is no such Job, 409 if it was replaced meanwhile.
-    """
-    ops = [{"op": "add", "path": "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1"), "value": value}
-           for key, value in mark.items()]  # fmt: skip
-    job: dict[str, Any] | None
-    try:
-        job = kube.call(f"mark Job {name} as stopped", kube.batch.patch_namespaced_job, name, namespace, ops)
-    except ApiFailure as exc:
-        if exc.status != 403:
-            raise
-        job = kube.call(f"read Job {name}", kube.batch.read_namespaced_job, name, namespace)
-    if unless_finished and job is not None and _job_terminal(job) is not None:
-        return False
-    delete_job(kube, namespace, name, uid=(job or {}).get("metadata", {}).get("uid"))
-    return True
-
-
-def _mark(job: dict[str, Any]) -> tuple[Phase, str, str] | None:
-    """How a kjupyter client that deleted the Job said the run ended (None: no kjupyter client did)."""
-    annotations = job.get("metadata", {}).get("annotations") or {}
-    who = annotations.get(ANNOTATION_CANCELLED_BY)
-    if who is not None:
-        return Phase.CANCELLED, "Cancelled", f"the run was cancelled by {who}" if who else "the run was cancelled"
-    stopped = annotations.get(ANNOTATION_STOPPED)
-    if stopped:
-        reason, _, message = str(stopped).partition(": ")
-        return Phase.FAILED, reason, message
-    return None
-
-
-def _container_ended(pod: dict[str, Any]) -> bool:
-    status = pod.get("status", {})
-    if status.get("phase") in ("Succeeded", "Failed"):
-        return True
-    for cs in status.get("containerStatuses") or []:
-        if cs.get("name") == mf.CONTAINER and "terminated" in (cs.get("state") or {}):
-            return True
-    return False
-
-
-def _container_ran(pod: dict[str, Any]) -> bool:
-    """The task container is running or has run: it has a log."""
-    for cs in pod.get("status", {}).get("containerStatuses") or []:
-        if cs.get("name") == mf.CONTAINER:
-            state, last = cs.get("state") or {}, cs.get("lastState") or {}
-            return "running" in state or "terminated" in state or "terminated" in last
-    return False
-
-
-def _ended_cleanly(pod: dict[str, Any]) -> bool:
-    """The container terminated by itself (not evicted, not deleted): its followed log ended with it."""
-    status, meta = pod.get("status", {}), pod.get("metadata", {})
-    if meta.get("deletionTimestamp") or status.get("reason") == "Evicted":
-        return False
-    if any(c.get("type") == "DisruptionTarget" and c.get("status") == "True" for c in status.get("conditions") or []):
-        return False
-    return any(cs.get("name") == mf.CONTAINER and "terminated" in (cs.get("state") or {})
-               for cs in status.get("containerStatuses") or [])  # fmt: skip
-
-
-def _trouble(pod: dict[str, Any]) -> bool:
-    """A Pending pod shows a sign that its events may explain (a pod being created shows none)."""
-    status = pod.get("status", {})
-    if status.get("phase") != "Pending":
-        return False  # (events only ever explain why a pod does not start)
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-            return True
-    for cs in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
-        state = cs.get("state") or {}
-        if "waiting" in state and str((state["waiting"] or {}).get("reason", "")) not in STARTING:
-            return True
-        if "terminated" in state and (state["terminated"] or {}).get("exitCode") not in (0, None):
-            return True
-    return False
-
-
-def _problem_key(pod: dict[str, Any]) -> str:
-    status = pod.get("status", {})
-    parts = [str(c.get("reason")) for c in status.get("conditions") or [] if c.get("status") == "False"]
-    for cs in status.get("containerStatuses") or []:
-        parts.append(str((cs.get("state") or {}).get("waiting", {}).get("reason")))
-    return ",".join(parts)
-
-
-def _exit(pod: dict[str, Any]) -> tuple[int | None, str, str]:
-    status = pod.get("status", {})
-    for cs in status.get("containerStatuses") or []:
-        if cs.get("name") == mf.CONTAINER:
-            term = (cs.get("state") or {}).get("terminated")
-            if term:
-                return term.get("exitCode"), str(term.get("reason", "")), str(term.get("message", ""))[-500:]
-    return None, str(status.get("reason", "") or "PodDeleted"), str(status.get("message", ""))
-
-
-def _job_terminal(job: dict[str, Any]) -> tuple[Phase, str, str] | None:
-    for cond in job.get("status", {}).get("conditions") or []:
-        if cond.get("status") != "True":
-            continue
-        if cond.get("type") == "Complete":
-            return Phase.SUCCEEDED, "Completed", "every task succeeded"
-        if cond.get("type") == "Failed":
-            reason = str(cond.get("reason", "Failed"))
-            message = str(cond.get("message", ""))
-            if reason == "DeadlineExceeded":
-                deadline = job.get("spec", {}).get("activeDeadlineSeconds")
-                message = f"the run exceeded its timeout of {deadline}s"
-            return Phase.FAILED, reason, message
-    return None
-
-
-def _indexes(text: Any) -> set[int]:
-    out: set[int] = set()
-    for part in str(text or "").split(","):
-        if not part:
-            continue
-        lo, _, hi = part.partition("-")
-        with contextlib.suppress(ValueError):
-            out.update(range(int(lo), int(hi or lo) + 1))
-    return out

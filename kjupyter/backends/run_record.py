@@ -32,7 +32,7 @@ from typing import IO, Any
 from kjupyter import store as st
 from kjupyter.backends.base import SubmitRequest
 from kjupyter.errors import BackendError
-from kjupyter.events import Event, EventSink, Phase, PhaseChanged, Progress, RunFinished, TaskFinished
+from kjupyter.run_events import Event, EventSink, Phase, PhaseChanged, Progress, RunFinished, TaskFinished
 
 PROGRESS_INTERVAL_S = 1.0  # at most one counts write per run and interval
 Schedule = Callable[[float, Callable[[], None]], Any]

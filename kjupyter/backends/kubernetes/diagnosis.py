@@ -1,17 +1,18 @@
 """Why a run is stuck or failed, in one sentence: pure functions of Kubernetes objects.
 
 Input: pod, job and event objects as the API returns them (JSON dicts,
-camelCase keys). Output: a :class:`kjupyter.events.Diagnosis` (or ``None``
+camelCase keys). Output: a :class:`kjupyter.run_events.Diagnosis` (or ``None``
 when all is well). No network, no globals, so every rule is unit-tested on
 recorded objects.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from kjupyter.events import Diagnosis
+from kjupyter.backends.kubernetes.state import PodView, dig
+from kjupyter.run_events import Diagnosis
 
 Obj = Mapping[str, Any]
 _IMAGE_PULL = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
@@ -19,47 +20,14 @@ _KJUPYTER_EXIT_CODES = (0, 1, 2)  # the runner's own codes: the outcome envelope
 _TAIL = 10
 
 
-def _get(obj: Any, *path: Any, default: Any = None) -> Any:
-    for key in path:
-        if isinstance(obj, Mapping):
-            obj = obj.get(key)
-        elif isinstance(obj, Sequence) and isinstance(key, int) and -len(obj) <= key < len(obj):
-            obj = obj[key]
-        else:
-            return default
-        if obj is None:
-            return default
-    return obj
-
-
-def pod_index(pod: Obj) -> int:
-    """The task index of a pod of an Indexed Job (0 when it has none)."""
-    meta = _get(pod, "metadata", default={})
-    text = _get(meta, "labels", "batch.kubernetes.io/job-completion-index") or _get(
-        meta, "annotations", "batch.kubernetes.io/job-completion-index"
-    )
-    try:
-        return int(text)
-    except (TypeError, ValueError):
-        return 0
-
-
 def _where(index: int, count: int) -> str:
     return "The task" if count <= 1 else f"Task {index}"
 
 
-def _container(pod: Obj, name: str | None) -> Obj:
-    statuses = _get(pod, "status", "containerStatuses", default=[]) or []
-    for cs in statuses:
-        if name is None or cs.get("name") == name:
-            return dict(cs)
-    return {}
-
-
 def _memory_limit(pod: Obj, name: str | None) -> str:
-    for c in _get(pod, "spec", "containers", default=[]) or []:
+    for c in dig(pod, "spec", "containers", default=[]) or []:
         if name is None or c.get("name") == name:
-            return str(_get(c, "resources", "limits", "memory", default=""))
+            return str(dig(c, "resources", "limits", "memory", default=""))
     return ""
 
 
@@ -78,9 +46,9 @@ def diagnose_pod(
     log_tail: Iterable[str] = (),
 ) -> Diagnosis | None:
     """The most important thing wrong with one pod, or None."""
-    index = pod_index(pod)
+    index = PodView(pod).index
     who = _where(index, count)
-    status = _get(pod, "status", default={})
+    status = dig(pod, "status", default={})
     events = list(events)
     if status.get("reason") == "Evicted":
         return Diagnosis(
@@ -88,12 +56,12 @@ def diagnose_pod(
             "The node ran short of memory or disk; ask for more memory= (requests) or retry with retries=.",
             fatal=True, index=index,
         )  # fmt: skip
-    cs = _container(pod, container)
-    terminated = _get(cs, "state", "terminated") or _get(cs, "lastState", "terminated")
+    cs = PodView(pod).container(container)
+    terminated = dig(cs, "state", "terminated") or dig(cs, "lastState", "terminated")
     if terminated:
         reason = terminated.get("reason", "")
         code = terminated.get("exitCode")
-        if reason == "OOMKilled" or (code == 137 and reason != "Error" and not _disrupted(pod)):
+        if reason == "OOMKilled" or (code == 137 and reason != "Error" and not PodView(pod).disruption):
             limit = _memory_limit(pod, container)
             return Diagnosis(
                 run_id, "OOMKilled",
@@ -105,7 +73,7 @@ def diagnose_pod(
             return Diagnosis(run_id, "DeadlineExceeded", f"{who} exceeded its timeout.",
                              "Raise timeout= if the work needs longer.", fatal=True, index=index)  # fmt: skip
         if code not in _KJUPYTER_EXIT_CODES and code is not None:
-            disrupted = _disrupted(pod)
+            disrupted = PodView(pod).disruption
             if disrupted:
                 return Diagnosis(run_id, "Disrupted", f"{who} was stopped by the cluster: {disrupted}",
                                  "Retry the run, or set retries= to do it automatically.", fatal=True, index=index)  # fmt: skip
@@ -116,7 +84,7 @@ def diagnose_pod(
                 tail or "The process died without a Python exception; look at `kjupyter logs " + run_id + "`.",
                 fatal=True, index=index,
             )  # fmt: skip
-    waiting = _get(cs, "state", "waiting") or {}
+    waiting = dig(cs, "state", "waiting") or {}
     wreason = waiting.get("reason", "")
     wmessage = str(waiting.get("message", "")).strip()
     if wreason in _IMAGE_PULL:
@@ -129,7 +97,7 @@ def diagnose_pod(
     if wreason == "CreateContainerConfigError":
         return Diagnosis(
             run_id, wreason, f"The container cannot be created: {wmessage or 'its configuration is invalid'}.",
-            f"Create the missing secret in namespace {_get(pod, 'metadata', 'namespace', default='?')!r}, "
+            f"Create the missing secret in namespace {dig(pod, 'metadata', 'namespace', default='?')!r}, "
             "or remove it from secrets=.",
             fatal=True, index=index,
         )  # fmt: skip
@@ -153,7 +121,7 @@ def _scheduling(run_id: str, pod: Obj, events: list[Obj], index: int) -> Diagnos
             "No node group can fit this pod: ask for less cpu/memory/gpu, or use a cluster that offers it.",
             index=index,
         )  # fmt: skip
-    for cond in _get(pod, "status", "conditions", default=[]) or []:
+    for cond in dig(pod, "status", "conditions", default=[]) or []:
         if (
             cond.get("type") == "PodScheduled"
             and cond.get("status") == "False"
@@ -177,12 +145,12 @@ def _scheduling(run_id: str, pod: Obj, events: list[Obj], index: int) -> Diagnos
 
 def diagnose_job(run_id: str, job: Obj) -> Diagnosis | None:
     """Why a Job failed, from its conditions (None if it has not failed)."""
-    for cond in _get(job, "status", "conditions", default=[]) or []:
+    for cond in dig(job, "status", "conditions", default=[]) or []:
         if cond.get("type") in ("Failed", "FailureTarget") and cond.get("status") == "True":
             reason = cond.get("reason", "")
             message = str(cond.get("message", "")).strip()
             if reason == "DeadlineExceeded":
-                deadline = _get(job, "spec", "activeDeadlineSeconds")
+                deadline = dig(job, "spec", "activeDeadlineSeconds")
                 return Diagnosis(run_id, reason, f"The run exceeded its timeout of {deadline}s and was stopped.",
                                  "Raise timeout= if the work needs longer.", fatal=True)  # fmt: skip
             if reason == "BackoffLimitExceeded":
@@ -202,20 +170,13 @@ def pending_timeout(run_id: str, seconds: float, last: Diagnosis | None) -> Diag
     )  # fmt: skip
 
 
-def _disrupted(pod: Obj) -> str:
-    for cond in _get(pod, "status", "conditions", default=[]) or []:
-        if cond.get("type") == "DisruptionTarget" and cond.get("status") == "True":
-            return str(cond.get("message") or cond.get("reason") or "disrupted")
-    return ""
-
-
 def _last_event(events: list[Obj], reason: str) -> Obj | None:
     found = [e for e in events if e.get("reason") == reason]
     return found[-1] if found else None
 
 
 def _image(pod: Obj, container: str | None) -> str:
-    for c in _get(pod, "spec", "containers", default=[]) or []:
+    for c in dig(pod, "spec", "containers", default=[]) or []:
         if container is None or c.get("name") == container:
             return str(c.get("image", "?"))
     return "?"

@@ -1,0 +1,250 @@
+"""One local run: its worker processes, the queue of task indices, retries, timeout and cancel.
+
+Each run starts ``min(parallelism, tasks)`` workers (``python -m kjupyter.runner --serve``), each
+in its own process group, that run task after task, like the pods of an Indexed Job but reused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+
+from kjupyter import credentials
+from kjupyter import store as st
+from kjupyter.backends.base import SubmitRequest
+from kjupyter.backends.local.files import kill_group, state_root, tail
+from kjupyter.config import Profile
+from kjupyter.event_hub import EventHub
+from kjupyter.run_events import (
+    Diagnosis,
+    Event,
+    EventSink,
+    LogLine,
+    Phase,
+    PhaseChanged,
+    Progress,
+    RunFinished,
+    TaskFinished,
+)
+
+
+class LocalRun:
+    """One run's workers, queue of task indices, and event bookkeeping."""
+
+    def __init__(self, request: SubmitRequest, run_dir: st.RunDir, sink: EventSink,
+                 profile: Profile, on_end: Callable[[str], None]) -> None:  # fmt: skip
+        self.req = request
+        self.run_dir = run_dir
+        self.profile = profile
+        self.on_end = on_end
+        self.folder = state_root() / request.run_id
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.hub = EventHub(request.run_id)
+        self.hub.subscribe(sink)
+        self.lock = threading.RLock()
+        self.todo: queue.Queue[int] = queue.Queue()
+        for i in range(request.count):
+            self.todo.put(i)
+        self.attempts = [0] * request.count
+        self.state = {"succeeded": 0, "failed": 0, "running": 0}
+        self.workers: list[subprocess.Popen[str]] = []
+        self.stopping: str | None = None  # "cancelled" or "timeout"
+        self.started = False
+        self.finished = False
+        self.live_workers = 0
+
+    # events (queued: subscribers run on the run's lane) ---------------------------------
+    def emit(self, event: Event) -> None:
+        self.hub.publish(event)
+
+    def add_sink(self, sink: EventSink) -> None:
+        self.hub.subscribe(sink)
+
+    def progress(self) -> None:
+        if self.req.kind == "map":
+            s = self.state
+            pending = self.req.count - s["succeeded"] - s["failed"] - s["running"]
+            self.emit(Progress(self.req.run_id, self.req.count, s["succeeded"], s["failed"], s["running"], pending))
+
+    # lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        rid = self.req.run_id
+        self.emit(PhaseChanged(rid, Phase.PENDING, message=f"{self.req.count} task(s) on the local backend"))
+        r = self.req.spec.resources
+        if r.gpu:
+            self.emit(Diagnosis(rid, "NoGPU", "The local backend has no GPUs: gpu= is ignored here.",
+                                "Pick a cluster that offers GPUs with cluster=...", fatal=False))  # fmt: skip
+        if self.req.spec.secrets:
+            self.emit(Diagnosis(rid, "SecretsIgnored", "Kubernetes secrets are not mounted on the local backend.",
+                                "Set the variables in your environment instead.", fatal=False))  # fmt: skip
+        self.progress()
+        if self.req.spec.timeout:
+            timer = threading.Timer(self.req.spec.timeout, self.stop, args=("timeout",))
+            timer.daemon = True
+            timer.start()
+        self.live_workers = self.req.parallelism
+        for _ in range(self.req.parallelism):
+            threading.Thread(target=self._work, daemon=True, name=f"kjupyter-{rid}").start()
+
+    def _spawn(self) -> subprocess.Popen[str]:
+        env = dict(os.environ)
+        env.update(self.req.spec.env_dict)
+        env.update({
+            "KJUPYTER_RUN": self.run_dir.url, "KJUPYTER_RUN_ID": self.req.run_id, "PYTHONUNBUFFERED": "1",
+            "KJUPYTER_STORE_OPTIONS": json.dumps(credentials.shareable_options(self.profile.store_options)),
+        })  # fmt: skip
+        workdir = tempfile.mkdtemp(prefix=f"kjupyter-{self.req.run_id}-")  # like a pod: not the notebook's folder
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kjupyter.runner", "--serve", str(self.folder)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            env=env, cwd=workdir, text=True, start_new_session=True,
+        )  # fmt: skip
+        with self.lock:
+            self.workers.append(proc)
+            with open(self.folder / "workers", "a") as f:
+                f.write(f"{proc.pid}\n")
+        return proc
+
+    def _work(self) -> None:
+        proc: subprocess.Popen[str] | None = None
+        try:
+            while self.stopping is None:
+                try:
+                    index = self.todo.get_nowait()
+                except queue.Empty:
+                    break
+                if proc is None or proc.poll() is not None:
+                    proc = self._spawn()
+                code = self._run_task(proc, index)
+                if self._settle(index, code):
+                    proc = None if proc.poll() is not None else proc
+        finally:
+            if proc is not None and proc.stdin:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=5)
+            with self.lock:
+                self.live_workers -= 1
+                last = self.live_workers == 0
+            if last:  # the last worker out settles what never started and ends the run
+                self._drain_unstarted()
+                self._finish()
+
+    def _run_task(self, proc: subprocess.Popen[str], index: int) -> int | None:
+        rid = self.req.run_id
+        log = self.folder / f"{index}.log"
+        log.write_bytes(b"") if self.attempts[index] == 0 else None
+        with self.lock:
+            self.state["running"] += 1
+            first = not self.started
+            self.started = True
+        if first:  # (the RunRecord wrapped around the sink records it in run.json)
+            self.emit(PhaseChanged(rid, Phase.RUNNING, node=socket.gethostname(), pod=f"pid {proc.pid}"))
+        self.emit(PhaseChanged(rid, Phase.RUNNING, index=index, node=socket.gethostname(), pod=f"pid {proc.pid}"))
+        self.progress()
+        assert proc.stdin and proc.stdout
+        reply: list[str] = []
+        try:
+            proc.stdin.write(f"{index}\n")
+            proc.stdin.flush()
+        except OSError:
+            pass
+        answered = threading.Event()
+
+        def read_reply() -> None:
+            reply.append(proc.stdout.readline() if proc.stdout else "")
+            answered.set()
+
+        threading.Thread(target=read_reply, daemon=True).start()
+        for line in tail(log, answered.is_set, wake=answered):
+            self.emit(LogLine(rid, line, index=index))
+        with self.lock:
+            self.state["running"] -= 1
+        parts = reply[0].split() if reply and reply[0] else []
+        return int(parts[1]) if len(parts) == 2 else None  # None: the worker died mid-task
+
+    def _settle(self, index: int, code: int | None) -> bool:
+        """Record the task's end or queue a retry. True if the worker should be replaced."""
+        rid = self.req.run_id
+        if self.stopping is not None or (self.folder / "cancelled").exists():
+            self.stopping = self.stopping or "cancelled"
+            self._task_end(index, Phase.CANCELLED if self.stopping == "cancelled" else Phase.FAILED, code)
+            return True
+        if code == 0:
+            self._task_end(index, Phase.SUCCEEDED, 0)
+            return False
+        if self.attempts[index] < self.req.spec.retries:
+            self.attempts[index] += 1
+            self.emit(Diagnosis(rid, "Retrying", f"Task {index} failed (exit code {code}); retry "
+                                f"{self.attempts[index]} of {self.req.spec.retries}.", index=index))  # fmt: skip
+            self.todo.put(index)
+            return code is None
+        self._task_end(index, Phase.FAILED, code)
+        return code is None
+
+    def _task_end(self, index: int, phase: Phase, code: int | None) -> None:
+        reason, message = "", ""
+        if phase is Phase.FAILED and self.stopping == "timeout":
+            reason, message = "DeadlineExceeded", f"the run exceeded its timeout of {self.req.spec.timeout:g}s"
+        elif phase is Phase.FAILED and code is None:
+            reason, message = "WorkerDied", "the worker process died while running this task (killed, or out of memory)"
+        elif phase is Phase.FAILED:
+            reason, message = "Error", f"exit code {code}"
+        with self.lock:
+            key = {Phase.SUCCEEDED: "succeeded", Phase.FAILED: "failed"}.get(phase)
+            if key:
+                self.state[key] += 1
+        self.emit(TaskFinished(self.req.run_id, index, phase, code, reason, message))
+        self.progress()
+
+    def _drain_unstarted(self) -> None:
+        while True:
+            try:
+                index = self.todo.get_nowait()
+            except queue.Empty:
+                return
+            self._task_end(index, Phase.CANCELLED if self.stopping == "cancelled" else Phase.FAILED, None)
+
+    def _finish(self) -> None:
+        with self.lock:
+            self.finished = True
+        s = self.state
+        if self.stopping == "cancelled":
+            phase, reason, message = Phase.CANCELLED, "Cancelled", "the run was cancelled"
+        elif self.stopping == "timeout":
+            phase, reason, message = (
+                Phase.FAILED,
+                "DeadlineExceeded",
+                f"the run exceeded its timeout of {self.req.spec.timeout:g}s",
+            )
+        elif s["failed"]:
+            phase, reason, message = Phase.FAILED, "Failed", f"{s['failed']} of {self.req.count} task(s) failed"
+        else:
+            phase, reason, message = Phase.SUCCEEDED, "Completed", f"{s['succeeded']} task(s) succeeded"
+        self.emit(RunFinished(self.req.run_id, phase, reason, message))
+        self.on_end(self.req.run_id)
+
+    def stop(self, why: str) -> bool:
+        with self.lock:
+            if self.finished or self.stopping:
+                return False
+            self.stopping = why
+            workers = list(self.workers)
+        if why == "cancelled":
+            (self.folder / "cancelled").touch()
+        for proc in workers:
+            if proc.poll() is None:
+                kill_group(proc.pid)
+        return True
+
+    def cancel(self) -> bool:
+        return self.stop("cancelled")

@@ -1,0 +1,19 @@
+"""Where kjupyter keeps files on this machine: one root, ``$KJUPYTER_HOME``.
+
+Default ``$XDG_DATA_HOME/kjupyter`` (``~/.local/share/kjupyter``). Below it: ``runs/`` (the local
+store), ``local/<run-id>/`` (the local backend's worker files) and ``current-cluster`` (the
+cluster chosen in JupyterLab's status bar).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def data_home() -> Path:
+    """``$KJUPYTER_HOME``, else ``$XDG_DATA_HOME/kjupyter``, else ``~/.local/share/kjupyter``."""
+    base = os.environ.get("KJUPYTER_HOME") or os.path.join(
+        os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "kjupyter"
+    )
+    return Path(base)
