@@ -1,8 +1,8 @@
 """Container logs kept by the fake kubelet, with followers woken per line.
 
-Each line carries its own timestamp in integer nanoseconds since the epoch (time.time_ns(), made strictly
-increasing within one container log so that (timestamp, line) identifies a line), printed like the kubelet's
-timestamps=true output: RFC 3339 with exactly nine fraction digits (RFC3339NanoFixed).
+Each line carries its own timestamp in integer nanoseconds since the epoch (time.time_ns() when the line is read,
+never decreasing within one container log; two lines may share one, as with containerd), printed like the
+kubelet's timestamps=true output: RFC 3339 with exactly nine fraction digits (RFC3339NanoFixed).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class ContainerLog:
 
     def append(self, data: bytes, ts_ns: int | None = None) -> None:
         with self._cv:
-            ts = ts_ns if ts_ns is not None else max(time.time_ns(), self._last_ns + 1)
+            ts = ts_ns if ts_ns is not None else max(time.time_ns(), self._last_ns)
             self._last_ns = max(self._last_ns, ts)
             self._lines.append((ts, data))
             self._cv.notify_all()
