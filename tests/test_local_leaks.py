@@ -30,8 +30,6 @@ from kjupyter.session import Session
 def probe(x: int) -> int:
     """Cheap: x + 1; raises for x % 10 == 9 (a failed run); sleeps for x < 0 (a run to cancel)."""
     if x < 0:
-        import time
-
         time.sleep(120)
     if x % 10 == 9:
         raise ValueError(f"probe {x} fails on purpose")
@@ -210,12 +208,14 @@ def test_a_run_goes_on_with_the_workers_that_could_start(local_session: Session,
     assert backend_of(local_session)._runs == {}
 
 
-# How the bounds below were chosen (2-core machine shared with other jobs, load average ~11):
-# over the 450 calls after the warm-up, threads grew by 0, fds by 0 and RSS by ~0.3-1 MB.
-# Before the fixes the same calls added one thread and one fd per run (+450 each; the timeout
-# timer kept the finished run, its worker's pipe and its events alive) and ~40 KB of RSS per run
-# (~18 MB). The bounds leave room for the event lanes' pool (up to 8 more idle threads) and the
-# allocator, and fail on any per-run leak.
+# How the bounds below were chosen: snapshot() after the warm-up and after the next 450 calls, on a
+# 2-core machine shared with other jobs (load average ~10). With the fixes: threads 5 -> 6, fds 8 -> 8,
+# RSS 46.5 -> 47.1 MB (the 450 calls took 168 s there: each local run starts a worker interpreter,
+# ~0.3 CPU-s, most of it importing fsspec; hence the slow mark). Before them, 96 calls after the same
+# warm-up took threads 62 -> 158, fds 62 -> 158 and RSS 32.1 -> 36.1 MB: each run's timeout timer kept
+# the finished run alive with its worker's pipe and its events, for the whole timeout. The bounds leave
+# room for the event lanes' pool (threads that idle out after 30 s) and the allocator, and fail on
+# any per-run leak (+450).
 MAX_NEW_THREADS = 10
 MAX_NEW_FDS = 10
 MAX_NEW_RSS_MB = 8.0
