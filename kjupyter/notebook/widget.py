@@ -19,9 +19,8 @@ wait ends, so nothing runs re-entrantly.
 
 from __future__ import annotations
 
-import collections
-
 import asyncio
+import collections
 import html
 import logging
 import threading
@@ -39,7 +38,9 @@ from kjupyter.spec import format_duration
 
 FLUSH_INTERVAL = 0.2  # seconds between log batches
 KEEP_LINES = 500  # lines shown in the widget at once
-HISTORY_LINES = 20_000  # lines kept for RunWidget.log() and the item viewer (bounded: a long run must not grow the kernel)
+HISTORY_LINES = (
+    20_000  # lines kept for RunWidget.log() and the item viewer (bounded: a long run must not grow the kernel)
+)
 
 _COLOURS = {
     Phase.PENDING: "#b58900",
