@@ -22,8 +22,8 @@ import pytest
 
 from kjupyter import remote, retention
 from kjupyter import store as st
-from kjupyter.backends.kubernetes import backend as kb
 from kjupyter.backends.kubernetes import objects as mf
+from kjupyter.backends.kubernetes import render as kb
 from kjupyter.backends.kubernetes.client import Kube
 from kjupyter.errors import BackendError
 from kjupyter.run_events import LogLine

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from kjupyter.backends.kubernetes import objects as mf
-from kjupyter.backends.kubernetes.backend import render, target_for
+from kjupyter.backends.kubernetes.render import render, target_for
 from kjupyter.config import GpuType, Profile
 from kjupyter.spec import RunSpec
 
