@@ -47,7 +47,8 @@ def _date(response: Any) -> tuple[float, float] | None:
     import email.utils
 
     try:
-        stamp = response.headers.get("Date") if response.headers is not None else None
+        headers = getattr(response, "headers", None)
+        stamp = headers.get("Date") if headers is not None else None
         return (email.utils.parsedate_to_datetime(stamp).timestamp(), time.monotonic()) if stamp else None
     except (TypeError, ValueError, AttributeError):
         return None
@@ -147,7 +148,7 @@ class Kube:
             except Exception as exc:
                 raise self.unreachable(what, exc) from None
             if isinstance(parsed, dict):
-                self.server_time = _date(response) or self.server_time
+                self.server_time = _date(response) or getattr(self, "server_time", None)
             return parsed
 
     def reload_credentials(self) -> bool:

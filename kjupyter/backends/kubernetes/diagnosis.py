@@ -104,6 +104,8 @@ def diagnose_pod(
         if reason == "DeadlineExceeded":
             return Diagnosis(run_id, "DeadlineExceeded", f"{who} exceeded its timeout.",
                              "Raise timeout= if the work needs longer.", fatal=True, index=index)  # fmt: skip
+        if code in (137, 143) and dig(pod, "metadata", "deletionTimestamp"):
+            return None  # stopped because its pod is being deleted: the deletion's own reason is the news
         if code not in _KJUPYTER_EXIT_CODES and code is not None:
             disrupted = PodView(pod).disruption
             if disrupted:

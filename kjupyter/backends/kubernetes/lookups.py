@@ -45,7 +45,9 @@ MAX_STOP_CONFIRMS = 10
 class Lookups:
     """The reads of one :class:`~kjupyter.backends.kubernetes.run.KubeRun`."""
 
-    slow_pending_s = SLOW_PENDING_S
+    @staticmethod
+    def slow_pending_delay() -> float:
+        return SLOW_PENDING_S
 
     def __init__(self, run: KubeRun) -> None:
         self.run = run

@@ -38,9 +38,9 @@ def render(profile: Profile, spec: RunSpec, *, count: int = 1, kind: str = "call
            user: str = "", session: str = "", function: str = "") -> list[dict[str, Any]]:  # fmt: skip
     """The exact objects a run with ``spec`` sends, in the order they are sent.
 
-    Two things are only known when the run is sent: the payload bytes of an
-    inline Secret (left empty here) and the uid of the Job that owns it
-    (:data:`UID_PLACEHOLDER`).
+    Three things are only known when the run is sent: the run's key and the payload
+    bytes of its Secret (left empty here), and the uid of the Job that owns it
+    (:data:`UID_PLACEHOLDER`). After the Secret, the Job is resumed (``suspend: false``).
     """
     target = target_for(profile)
     if profile.store:
