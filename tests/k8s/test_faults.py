@@ -79,8 +79,8 @@ def job_deletes(cluster: FakeCluster) -> int:
 
 
 def nothing_left(cluster: FakeCluster, timeout: float = 30) -> None:
-    cluster.wait_for(lambda: not cluster.objects("pods") and not [j for j in cluster.objects("jobs")
-                                                                   if not j["metadata"].get("deletionTimestamp")]
+    cluster.wait_for(lambda: (not cluster.objects("pods") and not [j for j in cluster.objects("jobs")
+                                                                   if not j["metadata"].get("deletionTimestamp")])
                      or all(_finished(j) for j in cluster.objects("jobs")), timeout=timeout)  # fmt: skip
 
 
@@ -107,13 +107,15 @@ def test_a_silent_watch_never_turns_a_finished_run_into_a_failed_one(
 
 def test_a_silent_watch_is_dropped_and_resumed_within_seconds(session: Session, cluster: FakeCluster) -> None:
     assert remote(double).submit(1).result(30) == 2  # the watches are open and have seen bookmarks
-    cluster.clear_requests()
+    time.sleep(2.5)  # bookmarks came: the watch knows the server's pace (1 s here, about 60 s on a real one)
     cluster.silence_watches(count=1, resource="pods")
-    time.sleep(0.5)
+    cluster.restart()  # every stream is cut: the pod watch resumes, into the silent one
+    cluster.clear_requests()
     cluster.wait_for(lambda: len(cluster.requests("watch", "pods")) >= 1, timeout=10)
     started = time.monotonic()
-    cluster.wait_for(lambda: len(cluster.requests("watch", "pods")) >= 2, timeout=15)
+    cluster.wait_for(lambda: len(cluster.requests("watch", "pods")) >= 2, timeout=20)
     assert time.monotonic() - started < 10  # three bookmark gaps of the fake's 1 s, not the 60 s server timeout
+    assert not cluster.requests("list", "pods")  # resumed from its resourceVersion, not re-listed
     assert remote(double).submit(2).result(30) == 4
 
 
@@ -315,13 +317,14 @@ def test_a_job_whose_kernel_died_before_its_secret_has_no_pod_and_is_reaped(
     from kjupyter.backends.kubernetes import reaper
 
     monkeypatch.setattr(reaper, "MARGIN_S", 0.0)
-    gen = kube_session(tmp_path, cluster.kubeconfig_path, pending_timeout='"1s"')
+    gen = kube_session(tmp_path, cluster.kubeconfig_path)
     session = next(gen)
     backend = session.backend(session.config.profile())
     from kjupyter.backends.kubernetes.render import render
 
-    job = render(backend.profile, session.spec_for(backend.profile, {}), run_id="orphan-abc123", user=session.user,
-                 session="dead-session")[0]  # fmt: skip
+    job = render(backend.profile, session.spec_for(backend.profile, {"pending_timeout": 1}), run_id="orphan-abc123",
+                 user=session.user, session="dead-session")[0]  # fmt: skip
+    assert job["metadata"]["annotations"]["kjupyter.io/pending-timeout"] == "1"
     cluster.create(job)  # the kernel died right after this: no Secret, never resumed
     time.sleep(2.5)
     assert not cluster.objects("pods")  # suspended: no pod waits on a missing Secret, no node is held

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +41,23 @@ def permission(fn: Callable[..., Any] | None, kwargs: dict[str, Any]) -> tuple[s
     rest = rest.removeprefix("namespaced_").removeprefix("collection_namespaced_")
     resource = _RESOURCES.get(rest, "")
     return (verb, resource) if verb and resource else ("", "")
+
+
+def abort(response: Any) -> None:
+    """Close a streamed response from another thread, waking a read blocked on it (a silent stream).
+
+    ``close()`` alone does not interrupt a ``recv`` blocked in another thread; shutting the socket
+    down does (urllib3 >= 2.3 offers ``shutdown()``; older ones are reached through the connection).
+    """
+    with contextlib.suppress(Exception):
+        if hasattr(response, "shutdown"):
+            response.shutdown()
+        else:
+            sock = getattr(getattr(response, "connection", None), "sock", None)
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(Exception):
+        response.close()
 
 
 def _date(response: Any) -> tuple[float, float] | None:

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from kjupyter.backends.kubernetes.client import Kube
+from kjupyter.backends.kubernetes.client import Kube, abort
 from kjupyter.errors import ApiError
 from kjupyter.runner.channels import INLINE_MARKER
 
@@ -175,8 +175,7 @@ class PodLog:
     def _cut(self) -> None:
         response = self.response
         if response is not None and not self.finished.is_set():
-            with contextlib.suppress(Exception):
-                response.close()
+            abort(response)
 
     def run(self, slots: threading.Semaphore) -> None:
         """Follow while a slot is free (else wait for the end), then read once more; always sets ``finished``."""
@@ -200,8 +199,7 @@ class PodLog:
         self.gone.set()
         response = self.response
         if response is not None:
-            with contextlib.suppress(Exception):
-                response.close()
+            abort(response)
 
     def _refused(self, exc: ApiError) -> bool:
         """A 401/403: tell the run once, stop asking. True if it was one."""

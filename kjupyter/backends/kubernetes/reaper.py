@@ -35,8 +35,9 @@ SCHEDULE = "*/5 * * * *"
 DEFAULT_PENDING_S = 600.0
 
 
-def stale(jobs: Iterable[Mapping[str, Any]], now: float, margin: float = MARGIN_S) -> list[tuple[str, float]]:
+def stale(jobs: Iterable[Mapping[str, Any]], now: float, margin: float | None = None) -> list[tuple[str, float]]:
     """``(name, seconds pending)`` of the Jobs that never started and are past their pending timeout."""
+    margin = MARGIN_S if margin is None else margin
     out = []
     for job in jobs:
         view = JobView(job)

@@ -192,7 +192,7 @@ class KubeRun:
                 self.running = True
             if phase == "Pending" and state.slow_timer is None and not view.ran:
                 state.slow_timer = self.after(
-                    self.lookups.slow_pending_s, functools.partial(self.lookups.slow_pending, state)
+                    self.lookups.slow_pending_delay(), functools.partial(self.lookups.slow_pending, state)
                 )
             elif phase != "Pending":
                 self._stop_slow_timer(state)

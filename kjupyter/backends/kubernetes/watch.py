@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kjupyter.backends.kubernetes.client import Kube, timed_out
+from kjupyter.backends.kubernetes.client import Kube, abort, timed_out
 from kjupyter.backends.kubernetes.objects import LABEL_SESSION, MANAGED_BY
 from kjupyter.errors import ApiError, BackendError
 from kjupyter.names import label_value
@@ -78,8 +78,7 @@ class Watch:
         self.stopped.set()
         response = self.response
         if response is not None:
-            with contextlib.suppress(Exception):
-                response.close()
+            abort(response)
 
     def reselect(self, selector: str) -> None:
         """Follow a new selector: the current stream is closed and the objects listed again."""
@@ -88,8 +87,7 @@ class Watch:
         self.reset.set()
         response = self.response
         if response is not None:
-            with contextlib.suppress(Exception):
-                response.close()
+            abort(response)
 
     def _list_fn(self) -> Callable[..., Any]:
         if self.resource == "pods":
