@@ -25,7 +25,7 @@ def test_only_runs_that_never_started_and_are_past_their_timeout_are_stale() -> 
         job("young-pending", "2026-12-01T11:55:00Z", status={"active": 1}),  # 5 min
         job("old-running", "2026-12-01T11:00:00Z", status={"active": 1, "ready": 1}),
         job("old-done", "2026-12-01T11:00:00Z",
-            status={"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}),  # fmt: skip
+            status={"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}),
         job("old-suspended", "2026-12-01T11:00:00Z", suspend=True),  # its kernel died before its Secret
         job("patient", "2026-12-01T11:00:00Z", status={"active": 1}, pending="7200"),  # asked to wait 2 h
         job("being-deleted", "2026-12-01T11:00:00Z", deleting=True),

@@ -5,9 +5,7 @@ after its retries and after its log was read to the end; the run ends with
 exactly one ``RunFinished``, after every ``TaskFinished``.
 
 Everything here runs on the run's work lane (watch events, timers), never on a watch thread. No
-verdict is taken from a view that may be stale: before a run is deleted for pending too long,
-settled from its Job, or declared anything else from the *absence* of news, the Job and its pods
-are read first (:mod:`kjupyter.backends.kubernetes.lookups`).
+verdict rests on a view that may be stale: what watches cannot say is read first (``lookups``).
 """
 
 from __future__ import annotations
