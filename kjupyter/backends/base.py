@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from kjupyter.config import Profile
+from kjupyter.errors import BackendError
 from kjupyter.run_events import EventSink, Phase
 from kjupyter.spec import RunSpec
 
@@ -41,6 +42,7 @@ class SubmitRequest:
     session: str = ""
     function: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    run_key: bytes = field(default=b"", repr=False)  # authenticates payload and results; never shown
 
     @property
     def parallelism(self) -> int:
@@ -127,6 +129,11 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def doctor(self) -> list[Check]:
         """Can kjupyter work here? One :class:`Check` per thing checked (``kjupyter doctor``)."""
+
+    def render_reaper(self) -> list[dict[str, Any]]:
+        """The objects of an in-cluster reaper of stale runs (``kjupyter render --reaper``)."""
+        raise BackendError(f"cluster {self.profile.name!r} ({self.profile.backend}) needs no reaper: "
+                           "its runs are processes of this machine")  # fmt: skip
 
     def forget_runs(self, run_ids: list[str]) -> None:
         """These runs were deleted from the store (``kjupyter gc``): drop what the backend keeps beside them."""
