@@ -242,6 +242,11 @@ class _TranslatingReader(io.RawIOBase):
         super().__init__()
         self._f, self._url, self._name = f, url, name
 
+    @property
+    def name(self) -> str:
+        """The object's URL (for messages)."""
+        return f"{self._url}/{self._name}"
+
     def readable(self) -> bool:
         return True
 

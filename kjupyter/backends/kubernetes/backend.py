@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterator
 from typing import IO, Any
 
-from kjupyter import credentials
+from kjupyter import credentials, names, run_keys
 from kjupyter import store as st
 from kjupyter.backends.base import MAP, Backend, Check, RunInfo, SubmitRequest
 from kjupyter.backends.kubernetes import objects as mf
@@ -31,7 +31,7 @@ from kjupyter.backends.kubernetes.stopping import delete_job, stop_job, stop_mar
 from kjupyter.backends.kubernetes.watch import Watcher
 from kjupyter.backends.run_record import RunRecord, open_result, run_meta
 from kjupyter.config import Profile
-from kjupyter.errors import ApiError, BackendError, ConfigError
+from kjupyter.errors import ApiError, BackendError, ConfigError, IntegrityError
 from kjupyter.event_hub import Lanes
 from kjupyter.run_events import Event, EventSink, LogLine, Phase, RunFinished
 from kjupyter.spec import RunSpec
@@ -145,7 +145,7 @@ class KubernetesBackend(Backend):
         run = KubeRun(kube, kube.namespace, request.run_id, kind=request.kind, count=request.count,
                       retries=request.spec.retries, sink=sink, slots=self._slots,
                       pending_timeout=request.spec.pending_timeout or self.profile.pending_timeout,
-                      on_end=self._ended)  # fmt: skip
+                      on_end=self._ended, run_key=request.run_key)  # fmt: skip
         run.own_payload_secret = objects.secret is not None
         with self._lock:
             self._runs[request.run_id] = run
@@ -210,13 +210,14 @@ class KubernetesBackend(Backend):
         labels = job["metadata"].get("labels", {})
         kind = str(labels.get(mf.LABEL_KIND, "call"))
         retries = int(spec.get("backoffLimitPerIndex", spec.get("backoffLimit", 0)) or 0)
-        url = job["metadata"].get("annotations", {}).get(mf.ANNOTATION_STORE)
+        url = self._own_store_url(job, run_id)
         if url and self.store is not None:  # where its results are: no second read of the Job for them
             run_dir = self._run_dirs[run_id] = st.open_run_dir(url, dict(self.profile.store_options))
             if run_dir.exists(st.RUN_JSON):  # its end gets recorded even if the process that started it is gone
                 sink = RunRecord(run_dir).wrap(sink)
         run = KubeRun(self.kube, self.namespace, run_id, kind=kind, count=int(spec.get("completions", 1)),
-                      retries=retries, sink=sink, slots=self._slots, pending_timeout=None, on_end=self._ended)  # fmt: skip
+                      retries=retries, sink=sink, slots=self._slots, pending_timeout=None, on_end=self._ended,
+                      run_key=run_keys.load_key(run_id) or self.run_key(run_id))  # fmt: skip
         with self._lock:
             self._runs[run_id] = run
             self._outcomes[run_id] = run.outcomes
@@ -260,10 +261,28 @@ class KubernetesBackend(Backend):
         if self.store is None:
             return None
         with contextlib.suppress(BackendError):
-            url = self._job(run_id)["metadata"].get("annotations", {}).get(mf.ANNOTATION_STORE)
+            url = self._own_store_url(self._job(run_id), run_id)
             if url:
                 return st.open_run_dir(url, dict(self.profile.store_options))
         return None
+
+    def _own_store_url(self, job: dict[str, Any], run_id: str) -> str | None:
+        """The Job's ``kjupyter.io/store`` annotation, if it lies under ``<store>/<user>/``; IntegrityError if not.
+
+        Whoever can edit Jobs in the namespace could point it anywhere: results are only read from your prefix.
+        """
+        url = job["metadata"].get("annotations", {}).get(mf.ANNOTATION_STORE)
+        if not url or self.store is None:
+            return None
+        prefix = f"{self.store.url}/{names.current_user()}/"
+        rest = str(url)[len(prefix) :] if str(url).startswith(prefix) else ""
+        if not rest or "/" in rest or rest in (".", ".."):
+            raise IntegrityError(
+                f"run {run_id}'s Job names {url} as its store folder, which is not under your own store prefix "
+                f"{prefix}; kjupyter reads results only from there. Someone who can edit Jobs in the namespace "
+                f"may have changed its annotation {mf.ANNOTATION_STORE}."
+            )
+        return str(url)
 
     def _job(self, run_id: str) -> dict[str, Any]:
         kube = self.kube

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kjupyter.config import GpuType
+from kjupyter.inline_frames import INLINE_LIMIT as INLINE_LIMIT  # payload (+ items) bytes that fit in a Secret
 from kjupyter.names import label_value
 from kjupyter.spec import RunSpec, format_cpu, format_memory
 
@@ -48,7 +49,6 @@ INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 CONTAINER = "task"
 PAYLOAD_MOUNT = "/var/run/kjupyter/payload"
 PAYLOAD_VOLUME = "kjupyter-payload"
-INLINE_LIMIT = 1024 * 1024  # bytes of payload (+ items) that may travel in a Secret
 # activeDeadlineSeconds when the run has no timeout. DESIGN.md asks for a deadline on every Job: it is the
 # backstop that frees the nodes (GPUs above all) of a run nobody watches any more, e.g. an endless loop
 # whose kernel is gone. A week lets the longest ordinary training runs finish (they should set timeout=

@@ -60,7 +60,7 @@ class _Pod:
 class KubeRun:
     def __init__(self, kube: Kube, namespace: str, run_id: str, *, kind: str, count: int, retries: int,
                  sink: EventSink, slots: threading.Semaphore, pending_timeout: float | None,
-                 on_end: Callable[[str], None]) -> None:  # fmt: skip
+                 on_end: Callable[[str], None], run_key: bytes | None = None) -> None:  # fmt: skip
         self.kube = kube
         self.namespace = namespace
         self.run_id = run_id
@@ -71,7 +71,7 @@ class KubeRun:
         self.hub.subscribe(sink)
         self.slots = slots
         self.on_end = on_end
-        self.outcomes = Outcomes()
+        self.outcomes = Outcomes(run_key)  # inline outcomes: only frames signed with the run's key count
         self.lock = threading.RLock()
         self.pods: dict[str, _Pod] = {}
         self.failures: dict[int, set[str]] = collections.defaultdict(set)
