@@ -102,7 +102,8 @@ def write_envelope(f: IO[bytes], kind: str, body: Any, *, key: bytes, purpose: s
     """Write ``body`` as an envelope of ``kind``, signed with the run's ``key`` for ``purpose``, to ``f``.
 
     ``outbound`` (client to pod) ships the client's uninstalled modules by value,
-    and the source lines of the code pickled by value (for the remote traceback).
+    and the source lines of the code pickled by value (for the remote traceback;
+    only the lines of that code, not the rest of its cell or module).
     The runner's results and errors go back to the client, which has its own
     modules: scanning the pod's (``packages_distributions()`` reads every
     installed distribution, up to a second per task) would buy nothing.
@@ -112,8 +113,8 @@ def write_envelope(f: IO[bytes], kind: str, body: Any, *, key: bytes, purpose: s
     signed.write(MAGIC + json.dumps(header, separators=(",", ":")).encode() + b"\n")
     if outbound:
         _ship_local_modules_by_value()
-    code_files = pickler.dump(body, signed, PROTOCOL)  # type: ignore[arg-type]
-    sources = pickler.source_lines(code_files) if outbound else {}
+    spans = pickler.dump(body, signed, PROTOCOL)  # type: ignore[arg-type]
+    sources = pickler.source_lines(spans) if outbound else {}
     if sources:
         signed.write(json.dumps(sources, separators=(",", ":")).encode())
     signed.finish()

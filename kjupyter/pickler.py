@@ -8,10 +8,12 @@ Here code objects are reduced as cloudpickle reduces them, plus their real
 file name, which :func:`restore_code` puts back when they are unpickled (with
 cloudpickle 3.0, which keeps the name, it has nothing to do).
 
-The file names met while pickling are collected, so the client can ship the
-source lines of exactly the code that travels (:func:`source_lines`); the runner
-registers them in :mod:`linecache` (:func:`register_sources`) before it runs
-anything, and tracebacks show the notebook's lines, not just their numbers.
+The lines spanned by each code object met while pickling are collected, so the
+client can ship the source lines of exactly the code that travels, and nothing
+else of its file (:func:`source_lines`: not the rest of a cell or a module, which
+may hold what the user never meant to send); the runner registers them in
+:mod:`linecache` (:func:`register_sources`) before it runs anything, and
+tracebacks show the notebook's lines, not just their numbers.
 """
 
 from __future__ import annotations
@@ -36,11 +38,15 @@ def restore_code(factory: Any, args: tuple[Any, ...], filename: str) -> types.Co
     return code if code.co_filename == filename else code.replace(co_filename=filename)
 
 
+Spans = dict[str, list[tuple[int, int]]]  # file name -> (first, last) line of each code object pickled
+Sources = dict[str, dict[str, str]]  # file name -> {line number: line}
+
+
 class Pickler(cloudpickle.Pickler):  # type: ignore[misc]
-    """``cloudpickle.Pickler`` whose code objects keep ``co_filename``; ``code_files`` lists those pickled."""
+    """``cloudpickle.Pickler`` whose code objects keep ``co_filename``; ``spans`` says which lines they cover."""
 
     def __init__(self, file: IO[bytes], protocol: int) -> None:
-        self.code_files: set[str] = set()
+        self.spans: Spans = {}
         if _CODE_REDUCE is not None:  # (read by the C pickler in __init__, so set before it)
             self.dispatch_table = collections.ChainMap(
                 {types.CodeType: self._reduce_code}, cloudpickle.Pickler.dispatch_table
@@ -48,35 +54,42 @@ class Pickler(cloudpickle.Pickler):  # type: ignore[misc]
         super().__init__(file, protocol=protocol)
 
     def _reduce_code(self, code: types.CodeType) -> tuple[Any, ...]:
-        self.code_files.add(code.co_filename)
+        last = max((line for _, _, line in code.co_lines() if line is not None), default=code.co_firstlineno)
+        self.spans.setdefault(code.co_filename, []).append((code.co_firstlineno, last))
         factory, args = _CODE_REDUCE(code)  # type: ignore[misc]
         return restore_code, (factory, args, code.co_filename)
 
 
-def dump(obj: Any, f: IO[bytes], protocol: int) -> set[str]:
-    """Pickle ``obj`` into ``f``; return the file names of the code objects pickled by value."""
+def dump(obj: Any, f: IO[bytes], protocol: int) -> Spans:
+    """Pickle ``obj`` into ``f``; return the line spans of the code objects pickled by value, by file."""
     pickler = Pickler(f, protocol)
     pickler.dump(obj)
-    return pickler.code_files
+    return pickler.spans
 
 
-def source_lines(files: set[str]) -> dict[str, list[str]]:
-    """The lines of each file as this process sees them (a cell's from IPython's linecache), size-capped."""
-    out: dict[str, list[str]] = {}
+def source_lines(spans: Spans) -> Sources:
+    """The lines of those spans as this process sees them (a cell's from IPython's linecache), size-capped."""
+    out: Sources = {}
     total = 0
-    for name in sorted(files):
+    for name in sorted(spans):
         lines = linecache.getlines(name)
-        size = sum(len(line) for line in lines)
-        if lines and total + size <= MAX_SOURCE_CHARS:
-            out[name] = lines
+        wanted = sorted({n for first, last in spans[name] for n in range(first, last + 1) if 1 <= n <= len(lines)})
+        size = sum(len(lines[n - 1]) for n in wanted)
+        if wanted and total + size <= MAX_SOURCE_CHARS:
+            out[name] = {str(n): lines[n - 1] for n in wanted}
             total += size
     return out
 
 
-def register_sources(sources: dict[str, list[str]]) -> None:
+def register_sources(sources: Sources) -> None:
     """Make ``linecache`` (and so tracebacks) find these lines, whether or not the files exist here."""
-    for name, lines in sources.items():
-        if isinstance(name, str) and isinstance(lines, list) and all(isinstance(x, str) for x in lines):
+    for name, numbered in sources.items():
+        try:
+            known = {int(n): str(line) for n, line in numbered.items()}
+        except (AttributeError, ValueError):
+            continue
+        if known:
+            lines = [known.get(n, "\n") for n in range(1, max(known) + 1)]
             linecache.cache[name] = (sum(len(x) for x in lines), None, lines, name)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import cloudpickle
 import pytest
 
+from kjupyter import payload as pl
 from kjupyter import pickler, remote
 from kjupyter.session import Session
 
@@ -44,10 +45,10 @@ def test_pickled_code_keeps_its_file_name_and_reports_it() -> None:
     namespace: dict[str, Any] = {"__name__": "__main__"}
     exec(compile(CELL, "/nonexistent/cell-7.py", "exec"), namespace)
     buf = io.BytesIO()
-    files = pickler.dump(namespace["cell_fail"], buf, pickler.PROTOCOL)
+    spans = pickler.dump(namespace["cell_fail"], buf, pickler.PROTOCOL)
     fn = cloudpickle.loads(buf.getvalue())
-    assert files == {"/nonexistent/cell-7.py"} and fn.__code__.co_filename == "/nonexistent/cell-7.py"
-    assert pickler.dump(divmod, io.BytesIO(), pickler.PROTOCOL) == set()  # by reference: no code travels
+    assert spans == {"/nonexistent/cell-7.py": [(1, 3)]} and fn.__code__.co_filename == "/nonexistent/cell-7.py"
+    assert pickler.dump(divmod, io.BytesIO(), pickler.PROTOCOL) == {}  # by reference: no code travels
 
 
 def test_a_notebook_cells_function(local_session: Session) -> None:
@@ -117,6 +118,8 @@ def test_a_local_helper_modules_function(local_session: Session, tmp_path: Path,
                 if value < 0:
                     raise ValueError(f"negative: {value}")
                 return value
+
+            NOT_SENT = "a line of the module that no shipped code spans"
             """
         )
     )
@@ -125,6 +128,7 @@ def test_a_local_helper_modules_function(local_session: Session, tmp_path: Path,
     monkeypatch.setitem(sys.modules, name, module)
     linecache.getlines(str(path))
     path.unlink()  # shipped by value (not installed), and its file is gone
+    assert b"no shipped code spans" not in pl.dump_call(module.clean, (1,), {}, key=bytes(32))  # only its lines go
     try:
         text = _remote_traceback(module.clean, -2)
     finally:
