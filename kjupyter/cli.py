@@ -185,6 +185,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     session = _session(args)
     backend = _backend(session, args)
+    if args.reaper:
+        print(json.dumps(backend.render_reaper(), indent=2))
+        return 0
     options = {k: getattr(args, k) for k in ("cpu", "memory", "gpu", "image", "timeout", "retries", "parallelism")}
     options["secrets"] = args.secret or None
     spec = session.spec_for(backend.profile, {k: v for k, v in options.items() if v is not None})
@@ -234,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--secret", action="append", help="a Secret to mount as env (repeatable)")
     p.add_argument("--map", type=int, metavar="N", help="render a map of N items (one Indexed Job)")
     p.add_argument("--name", default="run", help="function name for the labels")
+    p.add_argument("--reaper", action="store_true",
+                   help="print instead the CronJob (and its Role) that deletes runs pending past their timeout")  # fmt: skip
     p = add("doctor", cmd_doctor, "check that kjupyter can work with a cluster profile")
     p.add_argument("--cluster", help="profile name (default: the default profile)")
     p.add_argument("--store", action="store_true", help="check the run store: access, and which identity is used")

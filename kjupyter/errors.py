@@ -74,6 +74,10 @@ class ApiError(BackendError):
         self.reason = reason
 
 
+class RequestTimedOut(BackendError):
+    """A request to the Kubernetes API server got no answer in time: it may or may not have been applied."""
+
+
 class FileError(KjupyterError):
     """The step failed on one file; ``path`` is its URL, ``error`` the original exception (if it travelled)."""
 
@@ -143,7 +147,7 @@ class RemoteError(KjupyterError):
         return f"{self.remote_type}: {self.remote_message}\n\nRemote traceback:\n{self.remote_traceback.rstrip()}"
 
 
-class RemoteTraceback(Exception):
+class RemoteTraceback(KjupyterError):
     """Carries the remote traceback text as the ``__cause__`` of a re-raised exception."""
 
     def __init__(self, text: str) -> None:

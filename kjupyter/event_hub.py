@@ -16,9 +16,11 @@ of a map. When older lines were left out, the replay starts with one line that s
 from __future__ import annotations
 
 import collections
+import heapq
 import itertools
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -172,3 +174,66 @@ class EventHub:
                 sink(event)
             except Exception:
                 report_handler_error(f"run {self.run_id}, {type(event).__name__}")
+
+
+class Timer:
+    """A call scheduled by :class:`Timers`; ``cancel()`` before it is due and it never runs."""
+
+    __slots__ = ("cancelled", "due", "fn", "key")
+
+    def __init__(self, due: float, key: Hashable, fn: Callable[[], Any]) -> None:
+        self.due, self.key, self.fn = due, key, fn
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def __lt__(self, other: Timer) -> bool:
+        return self.due < other.due
+
+
+class Timers:
+    """Delayed calls on one thread, each run on ``lanes`` under its key (never on the timer thread).
+
+    A run with five timers costs no thread at all; a cancelled timer costs a heap entry until due.
+    """
+
+    def __init__(self, lanes: Lanes, name: str = "kjupyter-timers") -> None:
+        self.lanes = lanes
+        self.name = name
+        self._cond = threading.Condition()
+        self._heap: list[Timer] = []
+        self._thread: threading.Thread | None = None
+
+    def after(self, delay: float, key: Hashable, fn: Callable[[], Any]) -> Timer:
+        timer = Timer(time.monotonic() + max(0.0, delay), key, fn)
+        with self._cond:
+            heapq.heappush(self._heap, timer)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, daemon=True, name=self.name)
+                self._thread.start()
+            self._cond.notify()
+        return timer
+
+    def pending(self) -> int:
+        with self._cond:
+            return sum(1 for t in self._heap if not t.cancelled)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    while self._heap and self._heap[0].cancelled:
+                        heapq.heappop(self._heap)
+                    if not self._heap:
+                        if not self._cond.wait(IDLE_THREAD_S) and not self._heap:
+                            self._thread = None
+                            return
+                        continue
+                    wait = self._heap[0].due - time.monotonic()
+                    if wait <= 0:
+                        timer = heapq.heappop(self._heap)
+                        break
+                    self._cond.wait(wait)
+            if not timer.cancelled:
+                self.lanes.submit(timer.key, timer.fn)

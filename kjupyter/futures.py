@@ -18,9 +18,19 @@ from typing import Any
 
 from kjupyter import payload as pl
 from kjupyter.backends.base import Backend
-from kjupyter.errors import IntegrityError, KjupyterError, RunCancelled, RunFailed, RunTimeout
+from kjupyter.errors import BackendError, IntegrityError, KjupyterError, RunCancelled, RunFailed, RunTimeout
 from kjupyter.event_hub import EventHub
-from kjupyter.run_events import Diagnosis, Event, EventSink, LogLine, Phase, PhaseChanged, RunFinished, TaskFinished
+from kjupyter.run_events import (
+    Diagnosis,
+    Event,
+    EventSink,
+    LogLine,
+    Phase,
+    PhaseChanged,
+    RunFinished,
+    RunLost,
+    TaskFinished,
+)
 
 _TAIL_LINES = 20  # log lines kept per running task, for the message of a crash
 
@@ -64,8 +74,10 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
             self._on_task(event)
         elif isinstance(event, RunFinished):
             self._on_run(event)
+        elif isinstance(event, RunLost) and not self.done():
+            self.set_exception(BackendError(event.sentence))
         self.hub.publish(event)
-        if isinstance(event, RunFinished):  # ended once every view has seen the end too
+        if isinstance(event, RunFinished | RunLost):  # ended once every view has seen the end too
             self.hub.after_delivery(self._ended.set)
 
     def _track(self, event: Event) -> None:
@@ -85,8 +97,13 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
 
     # --- outcomes -----------------------------------------------------------------------------
 
-    def _outcome(self, index: int) -> tuple[bool, Any]:
-        """``(True, value)`` or ``(False, exception)`` for task ``index``."""
+    def _outcome(self, index: int, succeeded: bool = False) -> tuple[bool, Any]:
+        """``(True, value)`` or ``(False, exception)`` for task ``index``.
+
+        ``(False, None)``: a failed task left no outcome (killed before it wrote one); the caller
+        explains why. A task that *succeeded* but whose outcome cannot be read gets the backend's
+        own sentence (say, logs forbidden for an inline result), never "every task succeeded".
+        """
         try:
             with self.backend.open_outcome(self.run_id, index) as f:
                 source = str(getattr(f, "name", "") or "")  # the store object's URL or path, when it has one
@@ -97,8 +114,8 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
                     return False, exc.with_traceback(None)
         except IntegrityError as exc:  # the backend would not even open it (a store URL outside yours)
             return False, exc.with_traceback(None)
-        except KjupyterError:  # no outcome at all: the task was killed before writing one
-            return False, None
+        except KjupyterError as exc:
+            return False, (exc.with_traceback(None) if succeeded else None)
 
     def _failure(self, event: TaskFinished | RunFinished, index: int = 0) -> BaseException:
         """Why a task failed, when it left no exception of its own."""
@@ -123,7 +140,7 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         if event.phase is Phase.CANCELLED:
             super().cancel()
             return
-        ok, value = self._outcome(0)
+        ok, value = self._outcome(0, succeeded=event.phase is Phase.SUCCEEDED)
         if ok:
             self.set_result(value)
         elif value is not None:
@@ -141,7 +158,8 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         """
         if self.done():
             return False
-        self.backend.cancel(self.run_id)
+        if not self.backend.cancel(self.run_id):
+            return False  # it had just finished: its result is on its way
         return super().cancel()
 
     def result(self, timeout: float | None = None) -> Any:
@@ -196,7 +214,7 @@ class MapFuture(RunFuture):
         super()._on_task(event)
         i = event.index
         if event.phase is Phase.SUCCEEDED:
-            ok, value = self._outcome(i)
+            ok, value = self._outcome(i, succeeded=True)
         elif event.phase is Phase.CANCELLED:
             ok, value = False, RunCancelled(f"item {i} of run {self.run_id} was cancelled")
         else:

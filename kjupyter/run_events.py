@@ -106,5 +106,18 @@ class RunFinished:
     time: float = field(default_factory=time.time)
 
 
-Event = PhaseChanged | LogLine | Diagnosis | Progress | TaskFinished | RunFinished
+@dataclass(frozen=True)
+class RunLost:
+    """kjupyter can no longer follow the run (its watches are refused); the run itself may go on.
+
+    No ``RunFinished`` follows: nothing is known of how it ends. ``sentence`` says why and what to do.
+    """
+
+    run_id: str
+    reason: str
+    sentence: str
+    time: float = field(default_factory=time.time)
+
+
+Event = PhaseChanged | LogLine | Diagnosis | Progress | TaskFinished | RunFinished | RunLost
 EventSink = Callable[[Event], None]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import io
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -21,7 +22,7 @@ from kjupyter import credentials, names, run_keys
 from kjupyter import payload as pl
 from kjupyter.backends.base import CALL, MAP, Backend, SubmitRequest
 from kjupyter.config import Config, Profile, load_config
-from kjupyter.errors import ConfigError, IntegrityError, KjupyterWarning
+from kjupyter.errors import ConfigError, IntegrityError, KjupyterError, KjupyterWarning
 from kjupyter.futures import MapFuture, RunFuture
 from kjupyter.paths import data_home
 from kjupyter.spec import RunSpec
@@ -156,14 +157,13 @@ class Session:
         run_keys.save_key(request.run_id, request.run_key)
         with self._lock:
             self._active[request.run_id] = future
-        future.add_done_callback(lambda f: self._forget(request.run_id))
         try:
             future.backend.submit(request, future.handle)
-        except BaseException:
+        except BaseException:  # nothing was started: nothing to cancel at exit, nothing left behind
+            self._forget(request.run_id)
             run_keys.forget_key(request.run_id)
-            with self._lock:
-                self._active.pop(request.run_id, None)
             raise
+        future.add_done_callback(lambda f: self._forget(request.run_id))
         return future
 
     def attach(self, run_id: str, cluster: str | None = None) -> RunFuture:
@@ -201,7 +201,10 @@ class Session:
         """Cancel every run of this session that was not detached (at interpreter exit)."""
         for future in self.active_runs():
             if not future.detached:
-                future.cancel()
+                try:
+                    future.cancel()
+                except KjupyterError as exc:  # (at exit: say it, and go on with the others)
+                    print(f"kjupyter: run {future.run_id} could not be cancelled: {exc}", file=sys.stderr)
 
     def close(self) -> None:
         with self._lock:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from kjupyter.config import Profile
+from kjupyter.errors import BackendError
 from kjupyter.run_events import EventSink, Phase
 from kjupyter.spec import RunSpec
 
@@ -134,6 +135,11 @@ class Backend(abc.ABC):
     def run_key(self, run_id: str) -> bytes | None:
         """The key of a run, when the backend keeps it somewhere this client can read (None: it does not)."""
         return None
+
+    def render_reaper(self) -> list[dict[str, Any]]:
+        """The objects of an in-cluster reaper of stale runs (``kjupyter render --reaper``)."""
+        raise BackendError(f"cluster {self.profile.name!r} ({self.profile.backend}) needs no reaper: "
+                           "its runs are processes of this machine")  # fmt: skip
 
     def forget_runs(self, run_ids: list[str]) -> None:
         """These runs were deleted from the store (``kjupyter gc``): drop what the backend keeps beside them."""

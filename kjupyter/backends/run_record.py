@@ -81,6 +81,7 @@ class RunRecord:
         self.counts: dict[str, int] = {}
         self.dirty = False
         self.flush_due = False  # a trailing write is scheduled
+        self.flush_timer: Any = None
         self.started = False
         self.closed = False
         self.tally = {"succeeded": 0, "failed": 0, "cancelled": 0}
@@ -126,6 +127,9 @@ class RunRecord:
             if self.closed:
                 return
             self.closed = True
+            timer, self.flush_timer = self.flush_timer, None
+            if timer is not None and hasattr(timer, "cancel"):
+                timer.cancel()  # the final write supersedes a trailing one (and no timer outlives the run)
             self.counts = {**self.tally, "running": 0, "pending": 0}
             self._write(phase=phase.value, finished=time.time(), reason=reason)
 
@@ -140,7 +144,7 @@ class RunRecord:
                 self._write()
             elif not self.flush_due:
                 self.flush_due = True
-                self.schedule(wait, self._flush)
+                self.flush_timer = self.schedule(wait, self._flush)
 
     def _flush(self) -> None:
         with self.lock:
@@ -150,7 +154,7 @@ class RunRecord:
             wait = self.last + self.interval - self.clock()
             if wait > 0:  # another write happened meanwhile: keep the pace
                 self.flush_due = True
-                self.schedule(wait, self._flush)
+                self.flush_timer = self.schedule(wait, self._flush)
                 return
             self.progress_writes += 1
             self._write()

@@ -20,6 +20,7 @@ wait ends, so nothing runs re-entrantly.
 from __future__ import annotations
 
 import asyncio
+import collections
 import html
 import logging
 import threading
@@ -36,7 +37,10 @@ from kjupyter.run_events import Diagnosis, Event, LogLine, Phase, PhaseChanged, 
 from kjupyter.spec import format_duration
 
 FLUSH_INTERVAL = 0.2  # seconds between log batches
-KEEP_LINES = 500  # lines kept in the widget; the full log stays in RunWidget.log()
+KEEP_LINES = 500  # lines shown in the widget at once
+HISTORY_LINES = (
+    20_000  # lines kept for RunWidget.log() and the item viewer (bounded: a long run must not grow the kernel)
+)
 
 _COLOURS = {
     Phase.PENDING: "#b58900",
@@ -56,8 +60,9 @@ class RunWidget:
         self.keep_lines = keep_lines
         self.phase = Phase.PENDING
         self.where = ""
-        self.lines: list[str] = []  # the full log, every task (map lines prefixed with [index])
-        self.by_index: dict[int, list[str]] = {}
+        # The log as far back as HISTORY_LINES (map lines prefixed with [index]); `kjupyter logs` has all of it.
+        self.lines: collections.deque[str] = collections.deque(maxlen=HISTORY_LINES)
+        self.by_index: dict[int, collections.deque[str]] = {}
         self._pending: list[str] = []
         self._shown = 0  # lines currently in the log Output
         self._lock = threading.RLock()
@@ -101,7 +106,7 @@ class RunWidget:
             if isinstance(event, LogLine):
                 text = f"[{event.index}] {event.text}" if self.is_map else event.text
                 self.lines.append(text)
-                self.by_index.setdefault(event.index, []).append(event.text)
+                self.by_index.setdefault(event.index, collections.deque(maxlen=HISTORY_LINES)).append(event.text)
                 self._pending.append(text)
             elif isinstance(event, PhaseChanged):
                 self._phase(event)
@@ -181,7 +186,7 @@ class RunWidget:
             return
         batch, self._pending = self._pending, []
         if self._shown + len(batch) > 2 * self.keep_lines:  # keep the widget small: reset to the last lines
-            tail = self.lines[-self.keep_lines :]
+            tail = list(self.lines)[-self.keep_lines :]
             self.out.outputs = ({"output_type": "stream", "name": "stdout", "text": "\n".join(tail) + "\n"},)
             self._shown = len(tail)
             return
@@ -193,14 +198,14 @@ class RunWidget:
     def show_index(self, index: int) -> None:
         """Show the log of one item of a map in the item viewer."""
         with self._lock:
-            lines = self.by_index.get(index, [])
+            lines = list(self.by_index.get(index, ()))
             text = "\n".join(lines) + "\n" if lines else f"(no log lines from item {index} yet)\n"
         self.index_out.outputs = ({"output_type": "stream", "name": "stdout", "text": text},)
 
     def log(self, index: int | None = None) -> str:
-        """The full log (or one item's), however long."""
+        """The log (or one item's), its last HISTORY_LINES lines (`kjupyter logs RUN` has every line)."""
         with self._lock:
-            return "\n".join(self.lines if index is None else self.by_index.get(index, []))
+            return "\n".join(self.lines if index is None else self.by_index.get(index, ()))
 
 
 # --- comm messages while a cell blocks -----------------------------------------------------------

@@ -1,17 +1,21 @@
 """REST routes under ``/kjupyter/`` for the JupyterLab extension.
 
 Every handler is an :class:`APIHandler` (Jupyter's token/cookie authentication
-and XSRF checks) and every method is ``@tornado.web.authenticated``;
-``tests/lab/test_routes.py`` fails if one is not. Backend calls block, so they
-run on threads; a followed log is streamed as chunked ``text/plain``.
+and XSRF checks), and every method is both ``@tornado.web.authenticated`` (who
+is asking) and ``@authorized`` (may they): the server's ``Authorizer`` is asked
+for ``read`` or ``write`` on the resource ``"kjupyter"``, so a read-only
+collaborator sees clusters, runs and logs but cannot cancel a run or switch the
+cluster (403). ``tests/lab/test_routes.py`` fails if a method lacks either.
+Backend calls block, so they run on threads; a followed log is streamed as
+chunked ``text/plain``.
 
-    GET  /kjupyter/clusters[?probe=1]          profiles, the current one, reachability
-    GET  /kjupyter/cluster                      the current cluster
-    PUT  /kjupyter/cluster   {"cluster": NAME}  switch it (kernels read it as their default)
-    GET  /kjupyter/runs[?cluster=&status=]      the user's runs (ETag; If-None-Match -> 304)
-    GET  /kjupyter/runs/ID[?cluster=]           one run
-    GET  /kjupyter/runs/ID/logs[?cluster=&index=&follow=1]   its log, streamed while it runs
-    POST /kjupyter/runs/ID/cancel[?cluster=]    cancel it
+    GET  /kjupyter/clusters[?probe=1]          read   profiles, the current one, reachability
+    GET  /kjupyter/cluster                      read   the current cluster
+    PUT  /kjupyter/cluster   {"cluster": NAME}  write  switch it (kernels read it as their default)
+    GET  /kjupyter/runs[?cluster=&status=]      read   the user's runs (ETag; If-None-Match -> 304)
+    GET  /kjupyter/runs/ID[?cluster=]           read   one run
+    GET  /kjupyter/runs/ID/logs[?cluster=&index=&follow=1]   read   its log, streamed while it runs
+    POST /kjupyter/runs/ID/cancel[?cluster=]    write  cancel it
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import tornado.web
+from jupyter_server.auth.decorator import authorized as _authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado.iostream import StreamClosedError
@@ -32,13 +37,31 @@ from kjupyter.errors import KjupyterError
 from kjupyter.server.service import BadRequest, NotFound, RunService, run_row
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 _RUN = r"(?P<run_id>[a-z0-9][-a-z0-9]{0,62})"
 _END = object()
 _MAX_BATCH = 500  # log lines per write while catching up
+AUTH_RESOURCE = "kjupyter"  # what the server's Authorizer is asked about (actions: "read", "write")
+_NO_READ = (
+    "This Jupyter server's authorizer does not let you read kjupyter's clusters, runs or logs "
+    "('read' on 'kjupyter'); ask the server's owner for access."
+)
+_NO_WRITE = (
+    "This Jupyter server's authorizer does not let you cancel runs or switch the cluster "
+    "('write' on 'kjupyter'); ask the server's owner for write access."
+)
+
+
+def authorized(action: str, *, message: str) -> Callable[[F], F]:
+    """jupyter_server's ``@authorized(action)`` on the handler's ``auth_resource`` (typed, for mypy)."""
+    decorator: Callable[[F], F] = _authorized(action, message=message)
+    return decorator
 
 
 class BaseHandler(APIHandler):  # type: ignore[misc]
     """Errors kjupyter raises become JSON with a sentence: 404 unknown, 400 bad request, 502 backend."""
+
+    auth_resource = AUTH_RESOURCE
 
     @property
     def service(self) -> RunService:
@@ -85,6 +108,7 @@ class BaseHandler(APIHandler):  # type: ignore[misc]
 
 class ClustersHandler(BaseHandler):
     @tornado.web.authenticated
+    @authorized("read", message=_NO_READ)
     async def get(self) -> None:
         probe = self.get_argument("probe", "0") in ("1", "true", "yes")
         self.send_json(await self.blocking(self.service.clusters, probe))
@@ -92,10 +116,12 @@ class ClustersHandler(BaseHandler):
 
 class CurrentClusterHandler(BaseHandler):
     @tornado.web.authenticated
+    @authorized("read", message=_NO_READ)
     async def get(self) -> None:
         self.send_json({"current": await self.blocking(self.service.current)})
 
     @tornado.web.authenticated
+    @authorized("write", message=_NO_WRITE)
     async def put(self) -> None:
         try:
             body = json.loads(self.request.body or b"{}")
@@ -109,6 +135,7 @@ class CurrentClusterHandler(BaseHandler):
 
 class RunsHandler(BaseHandler):
     @tornado.web.authenticated
+    @authorized("read", message=_NO_READ)
     async def get(self) -> None:
         listing = await self.blocking(self.service.list_runs, self.arg("cluster"), self.arg("status"))
         body = json.dumps({"runs": listing.runs, "errors": listing.errors}, sort_keys=True).encode()
@@ -124,6 +151,7 @@ class RunsHandler(BaseHandler):
 
 class RunHandler(BaseHandler):
     @tornado.web.authenticated
+    @authorized("read", message=_NO_READ)
     async def get(self, run_id: str) -> None:
         _, info = await self.blocking(self.service.find, run_id, self.arg("cluster"))
         self.send_json(run_row(info))
@@ -131,6 +159,7 @@ class RunHandler(BaseHandler):
 
 class CancelHandler(BaseHandler):
     @tornado.web.authenticated
+    @authorized("write", message=_NO_WRITE)
     async def post(self, run_id: str) -> None:
         cluster, info = await self.blocking(self.service.find, run_id, self.arg("cluster"))
         cancelled = await self.blocking(self.service.cancel, cluster, info)
@@ -144,6 +173,7 @@ class LogsHandler(BaseHandler):
     _stop: threading.Event | None = None
 
     @tornado.web.authenticated
+    @authorized("read", message=_NO_READ)
     async def get(self, run_id: str) -> None:
         cluster, info = await self.blocking(self.service.find, run_id, self.arg("cluster"))
         index_arg = self.arg("index")

@@ -36,6 +36,8 @@ class Api:
         self.store = store
         self.k8s_version = k8s_version
         self.validate = validate
+        # Validating admission (ResourceQuota, webhooks): called with the defaulted, named object; raises ApiError.
+        self.admit: Callable[[Resource, Obj], None] | None = None
 
     # -- helpers ------------------------------------------------------------------------
     def _check_namespace(self, res: Resource, namespace: str | None) -> None:
@@ -86,10 +88,13 @@ class Api:
             apply_defaults(res.plural, attempt)
             if res.plural == "jobs":
                 attempt["metadata"]["generation"] = 1
-            if dry_run:
-                return attempt
             try:
-                return self.store.insert(res.key, attempt)
+                with self.store.lock:   # admission (quota usage) and insert as one step
+                    if self.admit is not None:
+                        self.admit(res, attempt)
+                    if dry_run:
+                        return attempt
+                    return self.store.insert(res.key, attempt)
             except Exists:
                 if not prefix or body.get("metadata", {}).get("name"):
                     raise errors.already_exists(res, meta["name"]) from None

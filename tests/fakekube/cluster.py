@@ -17,18 +17,21 @@ from pathlib import Path
 from typing import Any
 
 from . import validate
+from .admission import Admission, QuotaController
 from .api import Api
 from .events import EventRecorder
-from .faults import Denial, Faults, RequestLog, RequestRecord, Rule
+from .faultapi import FaultApi
+from .faults import Faults, RequestLog, RequestRecord, Tokens
 from .gc import GarbageCollector, TTLAfterFinished
+from .images import FlakyImage
 from .jobs import JobController
 from .kubelet import Kubelet
 from .nodes import NodeSpec, default_nodes, node_object
-from .resources import NAMESPACES, NODES, PODS, SERVICEACCOUNTS, lookup
+from .resources import NAMESPACES, NODES, SERVICEACCOUNTS, lookup
 from .scheduler import Autoscaler, Scheduler
 from .server import HTTPServer
 from .store import Store
-from .util import Obj, get_path, set_condition
+from .util import Obj, get_path
 
 REPO_ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -56,6 +59,9 @@ class Options:
     crash_backoff: float = 0.2           # CrashLoopBackOff delay (doubles, up to crash_backoff_max)
     crash_backoff_max: float = 5.0
     job_backoff: float = 0.0             # Job pod-failure backoff base (the real one is 10 s)
+    job_api_backoff: float = 0.1         # Job controller retry after a failed pod creation (real: 1 s ...
+    job_api_backoff_max: float = 2.0     # ... doubling up to 60 s)
+    event_aggregation: bool = True       # client-go's EventCorrelator: >= 10 similar events -> "(combined from ...)"
     oom_interval: float = 0.05           # RSS-vs-memory-limit check period
     bookmark_interval: float = 1.0
     pythonpath: list[str] = field(default_factory=_default_pythonpath)
@@ -66,17 +72,20 @@ class Options:
     kubeconfig_path: str | None = None
 
 
-class FakeCluster:
+class FakeCluster(FaultApi):
     def __init__(self, **options: Any) -> None:
         self.options = Options(**options)
         o = self.options
-        self.token = o.token or secrets.token_hex(16)
+        self.tokens = Tokens(o.token or secrets.token_hex(16))
         self._own_workdir = o.workdir is None
         o.workdir = o.workdir or tempfile.mkdtemp(prefix="fakekube-")
         self.store = Store(history=o.watch_history)
         self.api = Api(self.store, o.kubernetes_version, o.validate)
-        self.events = EventRecorder(self.api)
+        self.events = EventRecorder(self.api, aggregate=o.event_aggregation)
         self.faults = Faults()
+        self.flaky_images: list[FlakyImage] = []
+        self.admission = Admission(self)
+        self.api.admit = self.admission.admit
         self.request_log = RequestLog()
         self.errors: list[str] = []
         self.pids: set[int] = set()
@@ -95,7 +104,9 @@ class FakeCluster:
         self.job_controller = JobController(self)
         self.gc = GarbageCollector(self)
         self.ttl = TTLAfterFinished(self)
-        self.controllers = [self.scheduler, self.job_controller, self.gc, self.ttl, self.kubelet]
+        self.quota_controller = QuotaController(self)
+        self.controllers = [self.scheduler, self.job_controller, self.gc, self.ttl, self.kubelet,
+                            self.quota_controller]
         self.kubeconfig_path = o.kubeconfig_path or os.path.join(o.workdir, "kubeconfig")
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -123,6 +134,7 @@ class FakeCluster:
         httpd.shutdown()
         httpd.server_close()
         httpd.cut_connections()
+        httpd.join_handlers()
         self._httpd = None
 
     def restart(self, down_for: float = 0.0) -> None:
@@ -156,6 +168,11 @@ class FakeCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    @property
+    def token(self) -> str:
+        """The bearer token the server accepts (and the kubeconfig holds); see rotate_token()."""
+        return self.tokens.current
 
     @property
     def url(self) -> str:
@@ -226,56 +243,6 @@ preferences: {{}}
         obj["status"]["nodeInfo"]["kubeletVersion"] = "v" + self.options.kubernetes_version.lstrip("v")
         return self.api.create(NODES, obj, validate=False)
 
-    def remove_node(self, name: str, how: str = "gone") -> None:
-        """Make a node disappear.
-
-        how="gone": the Node object is deleted; its pods are marked Failed with condition
-        DisruptionTarget (reason DeletionByPodGC, "PodGC: node no longer exists") and deleted, as the pod GC does.
-        how="evicted": the node stays (MemoryPressure, tainted); its pods fail with reason "Evicted" and a
-        DisruptionTarget condition (reason TerminationByKubelet), as a node-pressure eviction does.
-        """
-        if how not in ("gone", "evicted"):
-            raise ValueError("how must be 'gone' or 'evicted'")
-        pods = [p for p in self.store.list(PODS.key)[0] if get_path(p, "spec", "nodeName") == name]
-        if how == "gone":
-            self.store.remove(NODES.key, "", name)
-        else:
-            def pressure(n: Obj) -> None:
-                set_condition(n["status"]["conditions"], "MemoryPressure", "True", "KubeletHasInsufficientMemory",
-                              "kubelet has insufficient memory available")
-                n["spec"].setdefault("taints", []).append(
-                    {"key": "node.kubernetes.io/memory-pressure", "effect": "NoSchedule"})
-            self.api.mutate(NODES, None, name, pressure)
-        self.kubelet.lose_node(name)
-        message = ("PodGC: node no longer exists" if how == "gone" else
-                   "The node was low on resource: memory. Threshold quantity: 100Mi, available: 51200Ki. ")
-        for p in pods:
-            if get_path(p, "status", "phase") in ("Succeeded", "Failed"):
-                continue
-            meta = p["metadata"]
-
-            def fail(pod: Obj) -> None:
-                st = pod.setdefault("status", {})
-                st["phase"] = "Failed"
-                conds = st.setdefault("conditions", [])
-                set_condition(conds, "DisruptionTarget", "True",
-                              "DeletionByPodGC" if how == "gone" else "TerminationByKubelet", message.strip())
-                for ctype in ("Ready", "ContainersReady"):
-                    set_condition(conds, ctype, "False", "PodFailed")
-                if how == "evicted":
-                    st["reason"], st["message"] = "Evicted", message
-                    for cs in st.get("containerStatuses") or []:
-                        if "running" in cs.get("state", {}):
-                            cs["state"] = {"terminated": {"exitCode": 137, "reason": "Error",
-                                                          "startedAt": cs["state"]["running"].get("startedAt"),
-                                                          "finishedAt": get_path(conds, 0, "lastTransitionTime")}}
-                            cs["ready"] = cs["started"] = False
-            self.api.mutate(PODS, meta["namespace"], meta["name"], fail, uid=meta["uid"])
-            if how == "evicted":
-                self.events.record(p, "Evicted", message, component="kubelet", host=name, type="Warning")
-            else:
-                self.api.delete(PODS, meta["namespace"], meta["name"], grace=0)
-
     def set_images(self, available: Iterable[str] = ("*",), missing: Iterable[str] = ()) -> None:
         """Images that exist: those matching a pattern (exact name or glob) in `available` and none in `missing`."""
         self.options.images_available = tuple(available)
@@ -325,52 +292,6 @@ preferences: {{}}
             with self.store.changed:
                 if self.store.rv == seen:
                     self.store.changed.wait(min(0.05, remaining))
-
-    # -- faults -------------------------------------------------------------------------
-    def fail_requests(self, count: int | None = 1, *, status: int = 500, method: str = "*", path: str = "*",
-                      verb: str | None = None, resource: str | None = None, retry_after: int | None = None,
-                      message: str = "fakekube injected fault") -> Rule:
-        """Answer the next `count` matching requests (None: all) with `status` (500 InternalError by default)."""
-        return self.faults.add(Rule("status", method, path, verb, resource, count, status=status,
-                                    retry_after=retry_after, message=message))
-
-    def throttle(self, count: int | None = 1, *, retry_after: int = 1, method: str = "*", path: str = "*",
-                 verb: str | None = None, resource: str | None = None) -> Rule:
-        """429 TooManyRequests with Retry-After on the next `count` matching requests."""
-        return self.fail_requests(count, status=429, method=method, path=path, verb=verb, resource=resource,
-                                  retry_after=retry_after)
-
-    def add_latency(self, seconds: float, *, count: int | None = None, method: str = "*", path: str = "*",
-                    verb: str | None = None, resource: str | None = None) -> Rule:
-        return self.faults.add(Rule("latency", method, path, verb, resource, count, seconds=seconds))
-
-    def drop_watches(self, after_events: int = 0, *, count: int | None = 1, resource: str | None = None,
-                     path: str = "*", clean: bool = False) -> Rule:
-        """Cut the next `count` watches after `after_events` events (abruptly, or a clean end when clean=True)."""
-        return self.faults.add(Rule("drop_watch", "GET", path, "watch", resource, count, after_events=after_events,
-                                    clean=clean))
-
-    def expire_next_watch(self, count: int | None = 1, *, resource: str | None = None, path: str = "*") -> Rule:
-        """The next `count` watches get an ERROR event with a 410 Expired Status."""
-        return self.faults.add(Rule("expire_watch", "GET", path, "watch", resource, count))
-
-    def compact(self) -> None:
-        """Forget the watch history: every resourceVersion seen so far becomes too old (410)."""
-        self.store.compact()
-
-    def deny(self, verb: str, resource: str, namespace: str | None = None) -> Denial:
-        """RBAC: refuse `verb` ("*" for all) on `resource` ("jobs", "pods/log", "*") with 403 Forbidden."""
-        d = Denial(verb, resource, namespace)
-        with self.faults.lock:
-            self.faults.denials.append(d)
-        return d
-
-    def allow(self, verb: str, resource: str, namespace: str | None = None) -> None:
-        with self.faults.lock:
-            self.faults.denials = [d for d in self.faults.denials if d != Denial(verb, resource, namespace)]
-
-    def clear_faults(self) -> None:
-        self.faults.clear()
 
     # -- request log --------------------------------------------------------------------
     def requests(self, verb: str | None = None, resource: str | None = None, *, namespace: str | None = None,

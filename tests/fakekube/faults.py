@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +46,10 @@ class RequestRecord:
 
 @dataclass
 class Rule:
-    action: str                        # "status" | "latency" | "drop_watch" | "expire_watch"
+    """One injected fault. action: "status" | "latency" | "drop_watch" | "expire_watch" | "silence_watch" |
+    "silence_log" | "end_log" | "hang"."""
+
+    action: str
     method: str = "*"
     path: str = "*"
     verb: str | None = None
@@ -57,10 +61,17 @@ class Rule:
     seconds: float = 0.0
     after_events: int = 0
     clean: bool = False
+    name: str | None = None            # glob on the object name (e.g. the pod of a pods/log request)
+    namespace: str | None = None
+    apply: bool = True                 # hang: process the request before holding its answer back
     hits: int = 0
 
     def matches(self, info: RequestInfo) -> bool:
         if self.remaining is not None and self.remaining <= 0:
+            return False
+        if self.name is not None and not fnmatch.fnmatchcase(info.name, self.name):
+            return False
+        if self.namespace is not None and self.namespace != info.namespace:
             return False
         if self.method != "*" and self.method.upper() != info.method:
             return False
@@ -162,3 +173,32 @@ class RequestLog:
             if ok:
                 out.append(r)
         return out
+
+
+class Tokens:
+    """The bearer tokens the server accepts: the current one, and rotated-out ones until their grace ends."""
+
+    def __init__(self, token: str) -> None:
+        self.current = token
+        self._old: dict[str, float] = {}      # token -> monotonic deadline (inf: accepted again)
+        self._lock = threading.Lock()
+
+    def accepts(self, token: str) -> bool:
+        with self._lock:
+            if token == self.current:
+                return True
+            until = self._old.get(token)
+            return until is not None and time.monotonic() < until
+
+    def rotate(self, new: str, grace: float) -> None:
+        with self._lock:
+            if new != self.current:
+                self._old[self.current] = time.monotonic() + max(0.0, grace)
+                self._old.pop(new, None)
+                self.current = new
+
+    def forgive(self) -> None:
+        """Accept every token issued so far again (clear_faults)."""
+        with self._lock:
+            for t in self._old:
+                self._old[t] = float("inf")

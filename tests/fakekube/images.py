@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import fnmatch
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .podstatus import ContainerRun, PodRun, normalize_image
@@ -11,6 +13,30 @@ from .util import Obj
 
 if TYPE_CHECKING:
     from .kubelet import Kubelet
+
+
+@dataclass
+class FlakyImage:
+    """The registry answers the first `failures` pulls of matching images with an error (503 by default)."""
+
+    pattern: str
+    failures: int = 1
+    message: str | None = None
+    hits: int = 0
+
+    def matches(self, image: str) -> bool:
+        return self.hits < self.failures and (image == self.pattern or fnmatch.fnmatchcase(image, self.pattern))
+
+
+def registry_503(image: str) -> str:
+    """containerd's words for a registry that answers 503 while resolving the manifest."""
+    ref = normalize_image(image)
+    name, _, tag = ref.rpartition(":") if "@" not in ref else (ref.partition("@")[0], "", ref.partition("@")[2])
+    host, _, repo = name.partition("/")
+    host = "registry-1.docker.io" if host == "docker.io" else host
+    return (f'rpc error: code = Unknown desc = failed to pull and unpack image "{ref}": failed to resolve reference '
+            f'"{ref}": unexpected status from HEAD request to https://{host}/v2/{repo}/manifests/{tag}: '
+            "503 Service Unavailable")
 
 
 class ImagePuller:
@@ -50,12 +76,14 @@ class ImagePuller:
             return False
         else:
             self.kubelet.event(pod, run, "Pulling", f'Pulling image "{image}"', c)
-            if not self.kubelet.cluster.image_exists(image):
+            exists = self.kubelet.cluster.image_exists(image)
+            flaky = self._flaky(image) if exists else None
+            if not exists or flaky is not None:
                 ref = normalize_image(image)
                 c.pull_failures += 1
                 c.pull_state = c.reason = "ErrImagePull"
-                c.message = (f'rpc error: code = NotFound desc = failed to pull and unpack image "{ref}": failed to '
-                             f'resolve reference "{ref}": {ref}: not found')
+                c.message = flaky or (f'rpc error: code = NotFound desc = failed to pull and unpack image "{ref}": '
+                                      f'failed to resolve reference "{ref}": {ref}: not found')
                 self.kubelet.event(pod, run, "Failed", f'Failed to pull image "{image}": {c.message}', c, "Warning")
                 self.kubelet.event(pod, run, "Failed", "Error: ErrImagePull", c, "Warning")
                 c.pull_next = now + self.kubelet.opts.image_pull_delay
@@ -66,3 +94,13 @@ class ImagePuller:
                                "waiting). Image size: 1048576 bytes.", c)
         c.image_ok, c.pull_state, c.message = True, "", None
         return True
+
+    def _flaky(self, image: str) -> str | None:
+        """The error of a flaky_image rule that still fails this pull, if any (counts the attempt)."""
+        cluster = self.kubelet.cluster
+        with cluster.faults.lock:
+            for rule in cluster.flaky_images:
+                if rule.matches(image):
+                    rule.hits += 1
+                    return rule.message or registry_503(image)
+        return None

@@ -67,6 +67,7 @@ class JobController(Controller):
         super().__init__(cluster)
         self._index_failures: dict[str, dict[int, int]] = {}
         self._last_failure: dict[str, tuple[int, float]] = {}
+        self._api_failures: dict[str, tuple[int, float]] = {}   # job uid -> (failed creations in a row, retry at)
 
     def on_change(self, change: Change) -> None:
         meta = change.obj["metadata"]
@@ -264,6 +265,9 @@ class JobController(Controller):
             wait: float = last + min(base * 2 ** (fails - 1), 360.0) - time.monotonic()
             if wait > 0:
                 return wait if requeue is None else min(wait, requeue)
+        api_wait = self._api_wait(uid)
+        if api_wait is not None:
+            return api_wait if requeue is None else min(api_wait, requeue)
         replace_when_failed = spec.get("podReplacementPolicy") == "Failed"
         busy = active + (terminating if replace_when_failed else [])
         if indexed:
@@ -271,20 +275,32 @@ class JobController(Controller):
             todo = [i for i in range(completions or 0)
                     if i not in completed and i not in failed_indexes and i not in used]
             for i in todo[:max(0, parallelism - len(busy))]:
-                self._create_pod(job, i)
+                if not self._create_pod(job, i):
+                    break
             extra = sorted(active, key=lambda p: -(pod_index(p) or 0))[:max(0, len(active) - parallelism)]
         else:
             want = parallelism if completions is None else min(parallelism, completions - succeeded)
             if completions is None and succeeded > 0:
                 want = 0
             for _ in range(max(0, want - len(busy))):
-                self._create_pod(job, None)
+                if not self._create_pod(job, None):
+                    break
             extra = active[:max(0, len(active) - want)]
         for p in extra:
             self._delete_pod(job, p)
+        retry = self._api_wait(uid)
+        if retry is not None:
+            requeue = retry if requeue is None else min(retry, requeue)
         return requeue
 
-    def _create_pod(self, job: Obj, index: int | None) -> None:
+    def _api_wait(self, uid: str) -> float | None:
+        """After a failed pod creation, the next attempt waits for the controller's API backoff (the real one:
+        1 s doubling to 60 s, DefaultJobApiBackOff / MaxJobApiBackOff); a successful creation resets it."""
+        n, retry_at = self._api_failures.get(uid, (0, 0.0))
+        wait = retry_at - time.monotonic()
+        return wait if n and wait > 0 else None
+
+    def _create_pod(self, job: Obj, index: int | None) -> bool:
         meta, template = job["metadata"], deep(job["spec"]["template"])
         tmeta = template.get("metadata") or {}
         labels = dict(tmeta.get("labels") or {})
@@ -314,5 +330,16 @@ class JobController(Controller):
         }
         if not annotations:
             del pod["metadata"]["annotations"]
-        created = self.api.create(PODS, pod, meta["namespace"], validate=False)
+        try:
+            created = self.api.create(PODS, pod, meta["namespace"], validate=False)
+        except ApiError as e:
+            # Like controller.RealPodControl: a Warning FailedCreate on the Job, no pod; the sync is retried.
+            self._event(job, "FailedCreate", f"Error creating: {e.message}", "Warning")
+            n = self._api_failures.get(meta["uid"], (0, 0.0))[0] + 1
+            o = self.cluster.options
+            delay = min(o.job_api_backoff * 2 ** (n - 1), o.job_api_backoff_max)
+            self._api_failures[meta["uid"]] = (n, time.monotonic() + delay)
+            return False
+        self._api_failures.pop(meta["uid"], None)
         self._event(job, "SuccessfulCreate", f"Created pod: {created['metadata']['name']}")
+        return True

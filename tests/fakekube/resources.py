@@ -44,6 +44,7 @@ _ALL = (
     Resource("", "v1", "secrets", "Secret", True, "secret", (), field_labels=("type",)),
     Resource("", "v1", "configmaps", "ConfigMap", True, "configmap", ("cm",)),
     Resource("", "v1", "serviceaccounts", "ServiceAccount", True, "serviceaccount", ("sa",)),
+    Resource("", "v1", "resourcequotas", "ResourceQuota", True, "resourcequota", ("quota",), ("status",)),
     Resource("batch", "v1", "jobs", "Job", True, "job", (), ("status",), field_labels=("status.successful",)),
     Resource("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", False,
              "selfsubjectaccessreview", verbs=("create",), stored=False),
@@ -84,3 +85,4 @@ SECRETS = BY_KEY["secrets"]
 CONFIGMAPS = BY_KEY["configmaps"]
 NAMESPACES = BY_KEY["namespaces"]
 SERVICEACCOUNTS = BY_KEY["serviceaccounts"]
+RESOURCEQUOTAS = BY_KEY["resourcequotas"]

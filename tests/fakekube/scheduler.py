@@ -149,6 +149,16 @@ class Scheduler(Controller):
         self._pending: set[tuple[str, str]] = set()
         self._scaling: set[str] = set()
         self._lock = threading.Lock()
+        self._timers: list[threading.Timer] = []
+
+    def stop(self) -> None:
+        with self._lock:
+            timers, self._timers = self._timers, []
+        for t in timers:   # pending scale-ups: no thread outlives the cluster
+            t.cancel()
+            if t is not threading.current_thread():
+                t.join(timeout=2)
+        super().stop()
 
     def on_change(self, change: Change) -> None:
         obj = change.obj
@@ -277,7 +287,11 @@ class Scheduler(Controller):
             msg = f"pod triggered scale-up: [{{{group.name} {group.size - 1}->{group.size} (max: {group.max_size})}}]"
             self.cluster.events.record(pod, "TriggeredScaleUp", msg, component="cluster-autoscaler")
             spec = NodeSpec(**{**group.template.__dict__, "name": f"{group.name}-{group.size}"})
-            threading.Timer(self.autoscaler.scale_up_delay, self._add_node, (spec,)).start()
+            timer = threading.Timer(self.autoscaler.scale_up_delay, self._add_node, (spec,))
+            timer.daemon = True
+            with self._lock:
+                self._timers = [t for t in self._timers if t.is_alive()] + [timer]
+            timer.start()
             return
         detail = ", ".join(sorted(f"{n} {r}" for r, n in reasons.items()))
         self.cluster.events.record(pod, "NotTriggerScaleUp", f"pod didn't trigger scale-up: {detail}",

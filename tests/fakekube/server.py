@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import select
 import socket
 import sys
 import threading
@@ -32,6 +34,8 @@ class HTTPServer(ThreadingHTTPServer):
         self.stopping = threading.Event()
         self.conns: set[socket.socket] = set()
         self.conns_lock = threading.Lock()
+        self.handlers: set[threading.Thread] = set()   # threads serving a connection (joined at close)
+        self.holding: set[threading.Thread] = set()    # of those, the ones holding a silent connection
         super().__init__(address, Handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -59,6 +63,15 @@ class HTTPServer(ThreadingHTTPServer):
             except OSError:
                 pass
 
+    def join_handlers(self, timeout: float = 3.0) -> None:
+        """Wait for the threads of the cut connections (held, watching, following) to end."""
+        deadline = time.monotonic() + timeout
+        with self.conns_lock:
+            threads = list(self.handlers)
+        for t in threads:
+            if t is not threading.current_thread():
+                t.join(max(0.0, deadline - time.monotonic()))
+
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -68,6 +81,16 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+    def handle(self) -> None:
+        me = threading.current_thread()
+        with self.server.conns_lock:
+            self.server.handlers.add(me)
+        try:
+            super().handle()
+        finally:
+            with self.server.conns_lock:
+                self.server.handlers.discard(me)
 
     def do_GET(self) -> None:
         self.dispatch()
@@ -127,6 +150,31 @@ class Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    def hold(self) -> None:
+        """Send nothing more but keep the connection open (a dead proxy, a lost answer) until the client closes
+        it or the server stops or restarts; then close it."""
+        self.close_connection = True
+        try:
+            self.wfile.flush()
+        except OSError:
+            return
+        stopping = self.server.stopping
+        sock = self.connection
+        me = threading.current_thread()
+        with self.server.conns_lock:
+            self.server.holding.add(me)
+        try:
+            while not stopping.is_set() and not self.cluster.stopped:
+                try:
+                    readable, _, _ = select.select([sock], [], [], 0.1)
+                    if readable and not sock.recv(65536):   # EOF: the client gave up
+                        return
+                except (OSError, ValueError):
+                    return
+        finally:
+            with self.server.conns_lock:
+                self.server.holding.discard(me)
+
     # -- dispatch -----------------------------------------------------------------------
     def dispatch(self) -> None:
         url = urlsplit(self.path)
@@ -139,7 +187,7 @@ class Handler(BaseHTTPRequestHandler):
         body_read = False
         try:
             scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
-            if scheme.lower() != "bearer" or token.strip() != self.cluster.token:  # as the apiserver: any case
+            if scheme.lower() != "bearer" or not self.cluster.tokens.accepts(token.strip()):  # any case, as the apiserver
                 raise errors.unauthorized()
             faults = self.cluster.faults
             latency = faults.take("latency", info)
@@ -150,6 +198,10 @@ class Handler(BaseHTTPRequestHandler):
                 raise self._fault_error(rule.status, rule.message, rule.retry_after)
             body = self.read_body() if self.command in ("POST", "PUT", "PATCH", "DELETE") else None
             body_read = True
+            hang = faults.take("hang", info)
+            if hang is not None:
+                self._hang(info, body, hang.apply)
+                return
             self.route(info, body)
         except ApiError as e:
             if not body_read and self.command in ("POST", "PUT", "PATCH", "DELETE"):
@@ -160,6 +212,22 @@ class Handler(BaseHTTPRequestHandler):
         except Exception:
             self.cluster.record_error("server", traceback.format_exc())
             self.send_error_status(errors.internal_error(traceback.format_exc().splitlines()[-1]))
+
+    def _hang(self, info: RequestInfo, body: Any, apply: bool) -> None:
+        """The request is processed (apply=True) but its answer never comes; streaming requests are not
+        processed at all (their answer would never end)."""
+        streaming = info.verb == "watch" or info.subresource == "log"
+        if apply and not streaming:
+            real, self.wfile = self.wfile, io.BytesIO()   # the answer goes nowhere
+            try:
+                self.route(info, body)
+            except ApiError:
+                pass
+            finally:
+                self.wfile = real
+                setattr(self, "_headers_buffer", [])   # noqa: B010 (BaseHTTPRequestHandler's own buffer)
+        self.record.status = 0
+        self.hold()
 
     def _drain(self) -> None:
         try:
@@ -218,7 +286,7 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
         if not cluster.faults.allowed(info.verb, res.plural, info.subresource, res.group, info.namespace):
             raise errors.forbidden(res, info.verb, cluster.options.user, info.namespace or None,
-                                   info.name or None, info.subresource or None)
+                                   info.name or _selected_name(info) or None, info.subresource or None)
         if info.verb not in res.verbs:
             raise errors.method_not_allowed()
         if res.plural == "selfsubjectaccessreviews":
@@ -299,3 +367,17 @@ class Handler(BaseHTTPRequestHandler):
                                 f'"cluster-admin" to User "{self.cluster.options.user}"')
         review["status"] = status
         return review
+
+
+def _selected_name(info: RequestInfo) -> str:
+    """A list or watch with fieldSelector metadata.name=x is authorized as a request on "x" (as the apiserver's
+    RequestInfoFactory does), so its 403 names the object."""
+    if info.verb not in ("list", "watch"):
+        return ""
+    for term in (info.query.get("fieldSelector") or "").split(","):
+        key, sep, value = term.partition("=")
+        if key.strip() == "metadata.name" and sep and not value.startswith("="):
+            return value.strip()
+        if key.strip() == "metadata.name" and value.startswith("="):
+            return value[1:].strip()
+    return ""

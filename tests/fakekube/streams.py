@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING
 
@@ -54,6 +55,7 @@ def serve_watch(h: Handler, res: Resource, ns: str | None, labels: list[Requirem
         return
     assert watcher is not None
     drop = cluster.faults.take("drop_watch", h.info)
+    silence = cluster.faults.take("silence_watch", h.info)
     stopping = h.server.stopping
     deadline = time.monotonic() + timeout if timeout is not None else None
     interval = cluster.options.bookmark_interval
@@ -78,6 +80,10 @@ def serve_watch(h: Handler, res: Resource, ns: str | None, labels: list[Requirem
     try:
         if drop is not None and drop.after_events == 0:
             _drop(h, drop.clean)
+            return
+        if silence is not None and silence.after_events == 0:
+            watcher.close()
+            h.hold()
             return
         pending: list[Change] = list(initial)
         while True:
@@ -110,6 +116,10 @@ def serve_watch(h: Handler, res: Resource, ns: str | None, labels: list[Requirem
             sent += 1
             if drop is not None and sent >= drop.after_events:
                 _drop(h, drop.clean)
+                return
+            if silence is not None and sent >= silence.after_events:
+                watcher.close()   # nothing more is sent: no events, no bookmarks, no timeout
+                h.hold()
                 return
     finally:
         watcher.close()
@@ -155,12 +165,14 @@ def serve_log(h: Handler, ns: str, name: str, q: dict[str, str]) -> None:
             else:
                 reason = "trying and failing to pull image" if cr.pull_state else cr.reason
                 raise errors.bad_request(f'container "{container}" in pod "{name}" is waiting to start: {reason}')
-    since: float | None = None
+    since: int | None = None   # ns
     if q.get("sinceSeconds"):
-        since = time.time() - int(q["sinceSeconds"])
+        since = time.time_ns() - int(q["sinceSeconds"]) * 1_000_000_000
     elif q.get("sinceTime"):
         try:
-            since = parse_time(q["sinceTime"])
+            # The apiserver passes sinceTime on to the kubelet formatted as RFC 3339 *seconds*: the fraction is
+            # dropped, so every line from the start of that second on comes back (clients resuming must dedupe).
+            since = math.floor(parse_time(q["sinceTime"])) * 1_000_000_000
         except ValueError:
             raise errors.bad_request(f'parsing time "{q["sinceTime"]}" as "2006-01-02T15:04:05Z07:00": '
                                      "cannot parse") from None
@@ -180,20 +192,40 @@ def serve_log(h: Handler, ns: str, name: str, q: dict[str, str]) -> None:
         h.end_headers()
         h.wfile.write(data)
         return
+    silence = cluster.faults.take("silence_log", h.info)
+    early = cluster.faults.take("end_log", h.info)
+    cut = min((r.after_events for r in (silence, early) if r is not None), default=None)
     h.start_chunked("text/plain")
     budget = [limit]
+    sent = [0]
 
-    def emit(t: float, d: bytes) -> bool:
+    def emit(t: int, d: bytes) -> bool:
+        """Send one line; False when the stream must stop here (limitBytes used up, or a fault's line count)."""
+        if cut is not None and sent[0] >= cut:
+            return False
         out = render(t, d, timestamps)
         if budget[0] is not None:
             out = out[:budget[0]]
             budget[0] -= len(out)
         h.chunk(out)
-        return budget[0] is None or budget[0] > 0
+        sent[0] += 1
+        return (budget[0] is None or budget[0] > 0) and (cut is None or sent[0] < cut)
 
+    def finish() -> None:
+        if cut is not None and sent[0] >= cut:
+            if silence is not None and silence.after_events == cut:
+                h.hold()          # the container keeps printing, nothing more arrives, nothing closes
+            else:
+                h.end_chunked()   # a clean end although the container still runs (log rotation)
+            return
+        h.end_chunked()
+
+    if cut == 0:
+        finish()
+        return
     for t, d in lines:
         if not emit(t, d):
-            h.end_chunked()
+            finish()
             return
     stopping = h.server.stopping
     for t, d in log.follow(end, stopping):
@@ -204,4 +236,4 @@ def serve_log(h: Handler, ns: str, name: str, q: dict[str, str]) -> None:
     if stopping.is_set():
         h.abort()
         return
-    h.end_chunked()
+    finish()

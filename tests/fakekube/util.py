@@ -30,10 +30,10 @@ def iso_micro(ts: float | None = None) -> str:
     return d.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def iso_nano(ts: float) -> str:
-    """RFC 3339 with nanoseconds, as in `kubectl logs --timestamps`."""
-    d = _dt.datetime.fromtimestamp(ts, _dt.UTC)
-    nanos = round((ts % 1) * 1e9) % 1_000_000_000
+def iso_nano(ts_ns: int) -> str:
+    """RFC 3339 with exactly nine fraction digits (the kubelet's RFC3339NanoFixed), from epoch nanoseconds."""
+    seconds, nanos = divmod(int(ts_ns), 1_000_000_000)
+    d = _dt.datetime.fromtimestamp(seconds, _dt.UTC)
     return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{nanos:09d}Z"
 
 

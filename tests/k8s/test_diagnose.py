@@ -42,8 +42,17 @@ def test_not_trigger_scale_up_from_events() -> None:
 
 
 def test_image_pull_and_missing_secret_are_fatal() -> None:
-    d = diagnose_pod("r", pod(waiting("ImagePullBackOff", 'Back-off pulling image "img:1"')))
-    assert d is not None and d.fatal and "'img:1' cannot be pulled" in d.sentence
+    missing = 'Failed to pull image "img:1": rpc error: code = NotFound desc = failed to pull and unpack image: not found'
+    d = diagnose_pod("r", pod(waiting("ErrImagePull", missing)))
+    assert d is not None and d.fatal and "'img:1' cannot be pulled" in d.sentence and "not found" in d.sentence
+    # a registry that is briefly down is retried (the run says so), not failed
+    busy = 'Failed to pull image "img:1": rpc error: code = Unknown desc = ...: 503 Service Unavailable'
+    d = diagnose_pod("r", pod(waiting("ErrImagePull", busy)))
+    assert d is not None and not d.fatal and d.reason == "ImagePullRetrying" and "503" in d.sentence
+    # the back-off's own message is no reason: the kubelet's last pull failure event is
+    events = [{"reason": "Failed", "message": missing}, {"reason": "Failed", "message": "Error: ErrImagePull"}]
+    d = diagnose_pod("r", pod(waiting("ImagePullBackOff", 'Back-off pulling image "img:1"')), events)
+    assert d is not None and d.fatal and "not found" in d.sentence
     d = diagnose_pod("r", pod(waiting("CreateContainerConfigError", 'secret "aws" not found')))
     assert d is not None and d.fatal and 'secret "aws" not found' in d.sentence and "'ml'" in d.hint
 

@@ -22,8 +22,8 @@ import pytest
 
 from kjupyter import remote, retention
 from kjupyter import store as st
-from kjupyter.backends.kubernetes import backend as kb
 from kjupyter.backends.kubernetes import objects as mf
+from kjupyter.backends.kubernetes import render as kb
 from kjupyter.backends.kubernetes.client import Kube
 from kjupyter.errors import BackendError
 from kjupyter.run_events import LogLine
@@ -153,7 +153,7 @@ def test_ctrl_c_in_a_blocking_call_deletes_job_pods_and_secret(
     finally:
         proc.kill()
     (delete,) = deletes(cluster, job["metadata"]["name"])
-    assert delete.query.get("propagationPolicy") == "Background"  # the pods go with the Job
+    assert delete.query.get("propagationPolicy") == "Foreground"  # the Job goes when its pods are gone
     cluster.wait_for(lambda: nothing_left(cluster), 20, "Job, pods and Secret gone")
     assert len(cluster.requests("delete", "secrets")) == 0  # the garbage collector took the owned Secret
 
@@ -175,7 +175,7 @@ def test_interpreter_exit_cancels_runs_but_not_detached_ones(
     assert proc.returncode == 0, err
     kept, dropped = out.split()[-2:]
     (delete,) = deletes(cluster, dropped)
-    assert delete.query.get("propagationPolicy") == "Background"
+    assert delete.query.get("propagationPolicy") == "Foreground"
     assert deletes(cluster, kept) == []
     cluster.wait_for(lambda: not any(j["metadata"]["name"] == dropped for j in cluster.objects("jobs")), 20)
     cluster.wait_for(lambda: not any(p["metadata"]["labels"].get(mf.LABEL_RUN) == dropped
@@ -203,7 +203,8 @@ def test_the_secret_is_born_owned_by_its_job(inline_session: Session, cluster: F
          "controller": False, "blockOwnerDeletion": False}
     ]  # fmt: skip
     writes = [(r.method, r.resource) for r in cluster.requests() if r.method in ("POST", "PUT", "PATCH")]
-    assert writes == [("POST", "jobs"), ("POST", "secrets")]  # Job first, Secret owned from birth, no patch
+    # the Job suspended, its Secret owned from birth, then the Job resumed
+    assert writes == [("POST", "jobs"), ("POST", "secrets"), ("PATCH", "jobs")]
 
 
 def test_a_secret_that_cannot_be_created_takes_its_job_along(inline_session: Session, cluster: FakeCluster) -> None:
@@ -359,23 +360,36 @@ def test_render_is_exactly_what_is_sent(tmp_path: Path, cluster: FakeCluster, mo
                              session=session.session_id, function=future.function)  # fmt: skip
     finally:
         gen.close()
-    assert [o["kind"] for o in sent] == [o["kind"] for o in rendered] == (["Job"] if store else ["Job", "Secret"])
+    assert [o["kind"] for o in sent] == [o["kind"] for o in rendered] == ["Job", "Secret"]
     assert sent[0] == rendered[0]
-    if not store:
-        job = cluster.get("jobs", future.run_id)
-        assert job is not None
-        assert sent[1]["data"].keys() == rendered[1]["data"].keys() == {"payload.pkl", "items.pkl"}
-        assert rendered[1]["metadata"]["ownerReferences"][0]["uid"] == kb.UID_PLACEHOLDER
-        rendered[1]["metadata"]["ownerReferences"][0]["uid"] = job["metadata"]["uid"]
-        assert {**sent[1], "data": {}} == {**rendered[1], "data": {}}
+    job = cluster.get("jobs", future.run_id)
+    assert job is not None
+    expected = {"run-key"} if store else {"payload.pkl", "items.pkl", "run-key"}
+    assert sent[1]["data"].keys() == rendered[1]["data"].keys() == expected
+    assert rendered[1]["metadata"]["ownerReferences"][0]["uid"] == kb.UID_PLACEHOLDER
+    rendered[1]["metadata"]["ownerReferences"][0]["uid"] = job["metadata"]["uid"]
+    assert {**sent[1], "data": {}} == {**rendered[1], "data": {}}
 
 
-def test_a_pod_that_waits_for_its_secret_starts_once_it_exists(inline_session: Session, cluster: FakeCluster) -> None:
-    cluster.add_latency(2.0, count=1, verb="create", resource="secrets")  # the pod is scheduled first
-    seen: list[Any] = []
-    future = remote(tick).submit(3)
-    future.subscribe(seen.append)
-    assert future.result(30) == 3
+def test_no_pod_exists_before_its_secret(inline_session: Session, cluster: FakeCluster,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from kjupyter.backends.kubernetes import client as k8s_client
+
+    monkeypatch.setattr(k8s_client, "REQUEST_TIMEOUT", (5.0, 3.0))
+    cluster.hang_requests(count=1, verb="create", resource="secrets", apply=False)  # the Secret is stuck a while
+    submitted: list[Any] = []
+    sender = threading.Thread(target=lambda: submitted.append(remote(tick).submit(3)))  # (submit sends, then returns)
+    sender.start()
+    cluster.wait_for(lambda: cluster.objects("jobs"), 20)
+    checks = 0
+    while not cluster.objects("secrets"):  # all the while the Secret is not there: no pod, no node held
+        assert cluster.objects("jobs") and not cluster.objects("pods")
+        checks += 1
+        time.sleep(0.05)
+    assert checks > 10
+    sender.join(30)
+    (future,) = submitted
+    assert future.result(60) == 3  # the create timed out, was read back (absent), and sent once more
     (pod,) = cluster.objects("pods")
-    assert cluster.events_for(pod["metadata"]["name"], reason="FailedMount")  # it did look too early
-    assert not [e for e in seen if getattr(e, "reason", "") == "FailedMount"]  # and the user was not bothered
+    assert not cluster.events_for(pod["metadata"]["name"], reason="FailedMount")  # it never looked too early
+    assert len(cluster.requests("create", "secrets")) == 2 and len(cluster.requests("create", "jobs")) == 1

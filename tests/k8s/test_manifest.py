@@ -7,7 +7,7 @@ import json
 import pytest
 
 from kjupyter.backends.kubernetes import objects as mf
-from kjupyter.backends.kubernetes.backend import render, target_for
+from kjupyter.backends.kubernetes.render import render, target_for
 from kjupyter.config import GpuType, Profile
 from kjupyter.spec import RunSpec
 
@@ -46,7 +46,7 @@ def test_gpu_call_job_has_labels_resources_placement_and_limits() -> None:
     assert c["resources"] == {"requests": {"cpu": "4", "memory": "16Gi"},
                               "limits": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "2"}}  # fmt: skip
     assert c["envFrom"] == [{"secretRef": {"name": "aws-creds"}}, {"secretRef": {"name": "extra"}}]
-    env = {e["name"]: e["value"] for e in c["env"]}
+    env = {e["name"]: e.get("value") or e["valueFrom"]["secretKeyRef"]["key"] for e in c["env"]}
     assert env["A"] == "1" and "AKIA" not in str(job)  # no credentials in manifests
     assert "endpoint_url" in env["KJUPYTER_STORE_OPTIONS"]
 
@@ -59,12 +59,23 @@ def test_map_is_one_indexed_job_with_per_index_retries() -> None:
 
 def test_inline_payload_secret_is_mounted() -> None:
     objs = build(RunSpec(), run_url=None, inline={"payload.pkl": b"abc"})
-    assert objs.secret is not None and objs.secret["data"] == {"payload.pkl": "YWJj"}
+    assert objs.secret is not None and objs.secret["data"] == {"payload.pkl": "YWJj", "run-key": ""}
     pod = objs.job["spec"]["template"]["spec"]
-    assert pod["volumes"][0]["secret"]["secretName"] == mf.secret_name("train-abc123")
+    assert pod["volumes"][0]["secret"] == {"secretName": mf.secret_name("train-abc123"),
+                                           "items": [{"key": "payload.pkl", "path": "payload.pkl"}]}  # not the key
+    assert objs.job["spec"]["suspend"] is True  # resumed once the Secret exists
     assert pod["containers"][0]["args"] == ["--inline", mf.PAYLOAD_MOUNT]
     ref = mf.owner_reference({"metadata": {"name": "train-abc123", "uid": "u1"}})
     assert ref["kind"] == "Job" and ref["uid"] == "u1"
+
+
+def test_every_run_gets_its_key_from_its_own_secret_never_in_the_manifest() -> None:
+    objs = build(RunSpec(), run_url="s3://b/p/u/train-abc123", run_key=bytes(range(32)))
+    assert objs.secret is not None and objs.secret["data"].keys() == {"run-key"}
+    (env,) = [e for e in objs.job["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] == "KJUPYTER_RUN_KEY"]
+    assert env == {"name": "KJUPYTER_RUN_KEY",
+                   "valueFrom": {"secretKeyRef": {"name": mf.secret_name("train-abc123"), "key": "run-key"}}}
+    assert bytes(range(32)).hex() not in json.dumps(objs.job)
 
 
 SHAPES = [
@@ -97,5 +108,5 @@ def test_store_options_reach_pods_without_credentials() -> None:
     target = target_for(PROFILE)
     assert target.store_options == {"anon": False, "client_kwargs": {"endpoint_url": "http://m"}}
     (c,) = build(RunSpec()).job["spec"]["template"]["spec"]["containers"]
-    env = {e["name"]: e["value"] for e in c["env"]}
+    env = {e["name"]: e.get("value") or e["valueFrom"]["secretKeyRef"]["key"] for e in c["env"]}
     assert json.loads(env["KJUPYTER_STORE_OPTIONS"]) == {"anon": False, "client_kwargs": {"endpoint_url": "http://m"}}

@@ -26,7 +26,7 @@ from kubernetes import client
 
 from kjupyter import remote
 from kjupyter import store as st
-from kjupyter.backends.kubernetes import run as k8s_run
+from kjupyter.backends.kubernetes import lookups as k8s_lookups
 from kjupyter.errors import RunCancelled, RunFailed
 from kjupyter.run_events import Diagnosis, Event, LogLine, Phase, RunFinished
 from kjupyter.session import Session
@@ -105,7 +105,7 @@ def test_a_cut_log_stream_loses_no_line_and_costs_one_request_more(session: Sess
 def test_a_pod_that_stays_pending_gets_one_look_at_its_events(
     inline_session: Session, cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(k8s_run, "SLOW_PENDING_S", 1.0)
+    monkeypatch.setattr(k8s_lookups, "SLOW_PENDING_S", 1.0)
     assert remote(double).submit(1).result(30) == 2
     cluster.clear_requests()
     # The payload Secret comes 3 s late: the pod waits in ContainerCreating (FailedMount), no other sign.

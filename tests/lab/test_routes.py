@@ -34,22 +34,36 @@ async def expect_error(jp_fetch: Any, code: int, *parts: str, **kwargs: Any) -> 
     return body
 
 
-def test_every_route_method_is_authenticated() -> None:
-    """Static half of the check: each HTTP method of each routed handler is an authenticated APIHandler method."""
+def test_every_route_method_is_authenticated_and_authorized() -> None:
+    """Static half of the check: each HTTP method of each routed handler is an APIHandler method with
+    ``@tornado.web.authenticated`` outside ``@authorized(action)``: "read" for GET, "write" for the others.
+
+    The live half (the Authorizer is really asked, with these actions) is in test_authorization.py.
+    """
     from jupyter_server.base.handlers import APIHandler
 
     checked = 0
     for _path, handler in handlers.ROUTES:
         assert issubclass(handler, APIHandler), f"{handler.__name__} must derive from APIHandler (XSRF, JSON errors)"
+        assert handler.auth_resource == handlers.AUTH_RESOURCE == "kjupyter", handler.__name__
         for name in METHODS:
             method = handler.__dict__.get(name)
             if method is None:
                 continue
+            where = f"{handler.__name__}.{name}"
             source = inspect.getsource(method)
-            assert re.search(r"@tornado\.web\.authenticated\s+(async\s+)?def " + name, source), (
-                f"{handler.__name__}.{name} lacks @tornado.web.authenticated"
+            assert re.search(r"@tornado\.web\.authenticated\s+@authorized\(", source), (
+                f"{where} needs @tornado.web.authenticated directly above @authorized(...)"
             )
-            assert hasattr(method, "__wrapped__"), f"{handler.__name__}.{name} is not wrapped by a decorator"
+            action = "read" if name in ("get", "head") else "write"
+            assert re.search(rf'@authorized\("{action}"[^)]*\)\s+(async\s+)?def {name}\(', source), (
+                f'{where} needs @authorized("{action}", ...) right above its def'
+            )
+            # Both decorators really wrap it (a decorator named in a comment would not).
+            inner = getattr(method, "__wrapped__", None)
+            assert inner is not None and getattr(inner, "__wrapped__", None) is not None, (
+                f"{where} is not wrapped twice"
+            )
             checked += 1
     assert checked >= 7
 

@@ -107,3 +107,22 @@ def test_help_runs_nothing(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
     assert magics.parse_cell_options("--gpu A100:2 --env A=1 --secret s3", Session())[0] == {
         "gpu": "A100:2", "env": {"A": "1"}, "secrets": ["s3"],
     }  # fmt: skip
+
+
+def test_kube_jobs_on_another_cluster_leaves_the_sessions_cluster_alone(
+    ip: Any, local_session: Session, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kjupyter.config import load_config
+
+    path = tmp_path / "two.toml"
+    path.write_text('default = "local"\n[clusters.local]\nbackend = "local"\n[clusters.other]\nbackend = "local"\n'
+                    f'store = "file://{tmp_path / "other-store"}"\n')  # fmt: skip
+    local_session.reload(load_config(files=[path]))
+    ip.run_line_magic("kube", "use local")
+    ip.run_line_magic("kube", "jobs --cluster other")
+    assert "no runs on other" in capsys.readouterr().out
+    assert local_session.cluster == "local"  # a listing changes nothing
+    from kjupyter import cli
+
+    assert cli.main(["jobs", "--cluster", "other"]) == 0
+    assert local_session.cluster == "local"

@@ -11,75 +11,37 @@ The image must have kjupyter installed (``pip install kjupyter``): pods run
 
 from __future__ import annotations
 
+import base64
+import collections
 import contextlib
 import functools
 import io
 import queue
+import sys
 import threading
 from collections.abc import Iterator
 from typing import IO, Any
 
-from kjupyter import credentials, names, run_keys
+from kjupyter import names, run_keys
 from kjupyter import store as st
-from kjupyter.backends.base import MAP, Backend, Check, RunInfo, SubmitRequest
+from kjupyter.backends.base import Backend, Check, RunInfo, SubmitRequest
 from kjupyter.backends.kubernetes import objects as mf
 from kjupyter.backends.kubernetes.client import Kube
-from kjupyter.backends.kubernetes.logs import read_all
+from kjupyter.backends.kubernetes.logs import LogAccess, read_all
+from kjupyter.backends.kubernetes.render import DEFAULT_IMAGE, render, target_for
 from kjupyter.backends.kubernetes.run import KubeRun
 from kjupyter.backends.kubernetes.state import JobView, PodView, k8s_time
-from kjupyter.backends.kubernetes.stopping import delete_job, stop_job, stop_mark
 from kjupyter.backends.kubernetes.watch import Watcher
+from kjupyter.backends.kubernetes.writes import create, stop_job, stop_mark
 from kjupyter.backends.run_record import RunRecord, open_result, run_meta
 from kjupyter.config import Profile
-from kjupyter.errors import ApiError, BackendError, ConfigError, IntegrityError
-from kjupyter.event_hub import Lanes
+from kjupyter.errors import ApiError, BackendError, ConfigError, IntegrityError, KjupyterError
+from kjupyter.event_hub import Lanes, Timers
 from kjupyter.run_events import Event, EventSink, LogLine, Phase, RunFinished
 from kjupyter.spec import RunSpec
 
+KEEP_ENDED_RUNS = 32  # ended runs whose inline outcomes are still held (their futures read them at once)
 MAX_FOLLOWED_LOGS = 20  # concurrently followed log streams per backend; other pods are read when they end
-DEFAULT_IMAGE = "python:3.11"
-
-
-def target_for(profile: Profile, namespace: str | None = None) -> mf.Target:
-    """The manifest's view of a profile (plain values)."""
-    return mf.Target(
-        namespace=namespace or profile.namespace or "default",
-        image=profile.image or DEFAULT_IMAGE,
-        cluster=profile.name,
-        service_account=profile.service_account,
-        image_pull_secrets=tuple(profile.image_pull_secrets),
-        secrets=tuple(profile.secrets),
-        gpus=dict(profile.gpus),
-        ttl_after_finished=profile.ttl_after_finished,
-        labels=dict(profile.labels),
-        store_options=credentials.shareable_options(profile.store_options),  # never credentials in a manifest
-    )
-
-
-UID_PLACEHOLDER = "<uid of the created Job>"
-
-
-def render(profile: Profile, spec: RunSpec, *, count: int = 1, kind: str = "call", run_id: str = "render-000000",
-           user: str = "", session: str = "", function: str = "") -> list[dict[str, Any]]:  # fmt: skip
-    """The exact objects a run with ``spec`` sends, in the order they are sent.
-
-    Two things are only known when the run is sent: the payload bytes of an
-    inline Secret (left empty here) and the uid of the Job that owns it
-    (:data:`UID_PLACEHOLDER`).
-    """
-    target = target_for(profile)
-    if profile.store:
-        url = f"{profile.store.rstrip('/')}/{user}/{run_id}"
-        objects = mf.build(run_id=run_id, kind=kind, spec=spec, target=target, count=count,
-                           parallelism=spec.parallelism, user=user, session=session, function=function, run_url=url)  # fmt: skip
-    else:
-        inline = {st.PAYLOAD: b""} if kind != MAP else {st.PAYLOAD: b"", st.ITEMS: b""}
-        objects = mf.build(run_id=run_id, kind=kind, spec=spec, target=target, count=count,
-                           parallelism=spec.parallelism, user=user, session=session, function=function, inline=inline)  # fmt: skip
-    if objects.secret is not None:
-        owner = {"metadata": {"name": objects.job["metadata"]["name"], "uid": UID_PLACEHOLDER}}
-        return [objects.job, mf.owned_by(objects.secret, owner)]
-    return objects.all()
 
 
 class KubernetesBackend(Backend):
@@ -97,6 +59,9 @@ class KubernetesBackend(Backend):
         self._kube_lock = threading.Lock()
         self._slots = threading.Semaphore(MAX_FOLLOWED_LOGS)
         self._work = Lanes(f"kjupyter-k8s-{profile.name}")
+        self._timers = Timers(self._work, f"kjupyter-k8s-timers-{profile.name}")
+        self._log_access = LogAccess()
+        self._ended_runs: collections.deque[str] = collections.deque()
 
     @property
     def kube(self) -> Kube:
@@ -129,7 +94,7 @@ class KubernetesBackend(Backend):
             if request.items is not None:
                 run_dir.write_bytes(st.ITEMS, request.items)
             self._run_dirs[request.run_id] = run_dir
-            objects = mf.build(**common, run_url=run_dir.url)
+            objects = mf.build(**common, run_url=run_dir.url, run_key=request.run_key)
         else:
             inline = {st.PAYLOAD: request.payload}
             if request.items is not None:
@@ -141,12 +106,12 @@ class KubernetesBackend(Backend):
                     f"that can travel without a store; configure a store for cluster {self.profile.name!r} "
                     '(store = "s3://bucket/prefix" in its profile)'
                 )
-            objects = mf.build(**common, inline=inline)
-        run = KubeRun(kube, kube.namespace, request.run_id, kind=request.kind, count=request.count,
-                      retries=request.spec.retries, sink=sink, slots=self._slots,
-                      pending_timeout=request.spec.pending_timeout or self.profile.pending_timeout,
-                      on_end=self._ended, run_key=request.run_key)  # fmt: skip
-        run.own_payload_secret = objects.secret is not None
+            objects = mf.build(**common, inline=inline, run_key=request.run_key)
+        run = self._new_run(request.run_id, kind=request.kind, count=request.count, retries=request.spec.retries,
+                            sink=sink, pending_timeout=request.spec.pending_timeout or self.profile.pending_timeout,
+                            wait_for_capacity=request.spec.pending_timeout is not None,
+                            run_key=request.run_key)  # fmt: skip
+        run.own_payload_secret = True
         with self._lock:
             self._runs[request.run_id] = run
             self._outcomes[request.run_id] = run.outcomes
@@ -163,13 +128,22 @@ class KubernetesBackend(Backend):
                     record.finish(Phase.FAILED, "NotCreated")
             raise
 
+    def _new_run(self, run_id: str, *, kind: str, count: int, retries: int, sink: EventSink,
+                 pending_timeout: float | None, wait_for_capacity: bool = False,
+                 run_key: bytes | None = None) -> KubeRun:  # fmt: skip
+        return KubeRun(self.kube, self.namespace, run_id, kind=kind, count=count, retries=retries, sink=sink,
+                       slots=self._slots, pending_timeout=pending_timeout, on_end=self._ended, timers=self._timers,
+                       log_access=self._log_access, wait_for_capacity=wait_for_capacity, run_key=run_key)  # fmt: skip
+
     def _follow_session(self, session: str) -> bool:
         """Make the namespace's shared watches follow the runs of ``session`` too; True if they now list them."""
         kube = self.kube
         with self._lock:
             watcher = self._watcher
             if watcher is None:
-                watcher = self._watcher = Watcher(kube, kube.namespace, session, self._on_pod, self._on_job)
+                self._work.submit("reaper", self._reap_once)
+                watcher = self._watcher = Watcher(kube, kube.namespace, session, self._on_pod, self._on_job,
+                                                  on_error=self._watch_refused)  # fmt: skip
                 watcher.start()
                 return True
         return watcher.add_session(session)
@@ -191,9 +165,24 @@ class KubernetesBackend(Backend):
         if run is not None:
             self._work.submit(run.run_id, lambda: run.on_job(kind, job))
 
+    def _watch_refused(self, exc: BackendError) -> None:
+        """401/403 on a watch: every run followed here is told, once, and none is judged."""
+        with self._lock:
+            runs = list(self._runs.values())
+        sentence = (f"kjupyter cannot follow this run: {exc} The run itself goes on in the cluster; "
+                    "`kjupyter attach RUN` follows it again once the Role is fixed.")  # fmt: skip
+        for run in runs:
+            self._work.submit(run.run_id, functools.partial(run.lost, "WatchForbidden", sentence))
+
     def _ended(self, run_id: str) -> None:
         with self._lock:
             self._runs.pop(run_id, None)
+            self._ended_runs.append(run_id)
+            while len(self._ended_runs) > KEEP_ENDED_RUNS:  # outcomes of older runs were read long ago
+                old = self._ended_runs.popleft()
+                if old not in self._runs:
+                    self._outcomes.pop(old, None)
+                    self._run_dirs.pop(old, None)
 
     def attach(self, run_id: str, sink: EventSink) -> None:
         self._attach(run_id, sink)
@@ -215,9 +204,8 @@ class KubernetesBackend(Backend):
             run_dir = self._run_dirs[run_id] = st.open_run_dir(url, dict(self.profile.store_options))
             if run_dir.exists(st.RUN_JSON):  # its end gets recorded even if the process that started it is gone
                 sink = RunRecord(run_dir).wrap(sink)
-        run = KubeRun(self.kube, self.namespace, run_id, kind=kind, count=int(spec.get("completions", 1)),
-                      retries=retries, sink=sink, slots=self._slots, pending_timeout=None, on_end=self._ended,
-                      run_key=run_keys.load_key(run_id) or self.run_key(run_id))  # fmt: skip
+        run = self._new_run(run_id, kind=kind, count=int(spec.get("completions", 1)), retries=retries, sink=sink,
+                            pending_timeout=None, run_key=run_keys.load_key(run_id) or self.run_key(run_id))  # fmt: skip
         with self._lock:
             self._runs[run_id] = run
             self._outcomes[run_id] = run.outcomes
@@ -241,7 +229,7 @@ class KubernetesBackend(Backend):
         with self._lock:
             run = self._runs.get(run_id)
         if run is not None:
-            return run.stop(Phase.CANCELLED, "Cancelled", "the run was cancelled")
+            return run.stop(Phase.CANCELLED, "Cancelled", "the run was cancelled")  # (raises if refused)
         try:
             return stop_job(self.kube, self.namespace, run_id, stop_mark(Phase.CANCELLED, "Cancelled", ""),
                             unless_finished=True)  # fmt: skip
@@ -250,11 +238,36 @@ class KubernetesBackend(Backend):
                 return False
             raise
 
+    def run_key(self, run_id: str) -> bytes | None:
+        """The run's key from its Secret (for a run started on another machine), or None if it has none."""
+        kube = self.kube
+        try:
+            secret = kube.call(f"read the Secret of run {run_id}", kube.core.read_namespaced_secret,
+                               mf.secret_name(run_id), kube.namespace)  # fmt: skip
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        value = (secret.get("data") or {}).get(mf.RUN_KEY)
+        return bytes.fromhex(base64.b64decode(value).decode()) if value else None
+
     def open_outcome(self, run_id: str, index: int) -> contextlib.AbstractContextManager[IO[bytes]]:
         outcomes = self._outcomes.get(run_id)
         data = outcomes.get(index) if outcomes is not None else None
         if data is not None:
             return contextlib.nullcontext(io.BytesIO(data))
+        if self.store is None:  # an inline result travels in the pod's log, and only there
+            where = f"cluster {self.profile.name!r}"
+            if self._log_access.refused:
+                raise BackendError(
+                    f"the result of run {run_id} (task {index}) travels in its pod's log, and your account may not "
+                    f"read pod logs (pods/log get in namespace {self.namespace}): grant it, or configure a store "
+                    f"for {where} so results go through it"
+                )
+            raise BackendError(
+                f"the result of run {run_id} (task {index}) was not found in its pod's log (the pod or its log may "
+                f"be gone); configure a store for {where} to keep results"
+            )
         return open_result(self._run_dirs.get(run_id) or self._foreign_run_dir(run_id), run_id, index)
 
     def _foreign_run_dir(self, run_id: str) -> st.RunDir | None:
@@ -359,6 +372,25 @@ class KubernetesBackend(Backend):
         return render(self.profile, spec, count=count, kind=kind, run_id=run_id, user=user, session=session,
                       function=function)  # fmt: skip
 
+    def render_reaper(self) -> list[dict[str, Any]]:
+        from kjupyter.backends.kubernetes.reaper import manifests
+
+        return manifests(self.profile.namespace or "default", self.profile.image or DEFAULT_IMAGE)
+
+    def _reap_once(self) -> None:
+        """This session's first use of the cluster: delete the user's runs pending past their timeout."""
+        from kjupyter import names
+        from kjupyter.backends.kubernetes.reaper import reap
+
+        try:
+            reaped = reap(self.kube, self.namespace, names.current_user())
+        except KjupyterError as exc:
+            print(f"kjupyter: could not look for stale runs on cluster {self.profile.name!r}: {exc}", file=sys.stderr)
+            return
+        if reaped:
+            print(f"kjupyter: deleted {len(reaped)} run(s) of yours still pending past their pending_timeout on "
+                  f"{self.profile.name!r} (their kernels were gone): {', '.join(reaped)}", file=sys.stderr)  # fmt: skip
+
     def doctor(self) -> list[Check]:
         from kjupyter.backends.kubernetes.doctor import doctor
 
@@ -367,8 +399,11 @@ class KubernetesBackend(Backend):
     def close(self) -> None:
         with self._lock:
             watcher, self._watcher = self._watcher, None
+            kube, self._kube = self._kube, None
         if watcher is not None:
             watcher.stop()
+        if kube is not None:
+            kube.close()
 
     def describe(self) -> dict[str, Any]:
         from kubernetes import client
@@ -376,26 +411,6 @@ class KubernetesBackend(Backend):
         kube = self.kube
         version = kube.call("reach the API server", client.VersionApi(kube.api_client).get_code)
         return {"reachable": True, "detail": f"Kubernetes {version.get('gitVersion', '?')}, namespace {kube.namespace}"}
-
-
-def create(kube: Kube, objects: mf.RunObjects) -> None:
-    """Send a run's objects: the Job, then its payload Secret already owned by the Job.
-
-    A Secret is never without an owner, so nothing can orphan it; if it cannot
-    be created the Job (still waiting for it) is deleted with its pod.
-    """
-    ns = kube.namespace
-    name = objects.job["metadata"]["name"]
-    job = kube.call(f"create Job {name}", kube.batch.create_namespaced_job, ns, objects.job)
-    if objects.secret is None:
-        return
-    secret = mf.owned_by(objects.secret, job)
-    try:
-        kube.call(f"create Secret {secret['metadata']['name']}", kube.core.create_namespaced_secret, ns, secret)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            delete_job(kube, ns, name)
-        raise
 
 
 __all__ = ["ConfigError", "KubernetesBackend", "render", "target_for"]

@@ -10,18 +10,78 @@ between client versions).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from kjupyter.config import Profile
-from kjupyter.errors import ApiError, BackendError, ConfigError
+from kjupyter.errors import ApiError, BackendError, ConfigError, RequestTimedOut
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 _MAX_429_RETRIES = 5
+REQUEST_TIMEOUT = (10.0, 30.0)  # (connect, read) seconds of every request that sets none itself
+
+# The generated client's method names -> the RBAC verb and resource they need (for a 403's sentence).
+_VERBS = {"list": "list", "read": "get", "create": "create", "delete": "delete", "patch": "patch",
+          "replace": "update", "get": "get"}  # fmt: skip
+_RESOURCES = {"pod_log": "pods/log", "pod": "pods", "job": "jobs", "event": "events", "secret": "secrets",
+              "node": "nodes", "namespace": "namespaces", "self_subject_access_review": "selfsubjectaccessreviews"}  # fmt: skip
+
+
+def permission(fn: Callable[..., Any] | None, kwargs: dict[str, Any]) -> tuple[str, str]:
+    """``("list", "pods")`` for ``CoreV1Api.list_namespaced_pod`` (``watch`` when watching); ("", "") if unknown."""
+    name = getattr(fn, "__name__", "")
+    verb_word, _, rest = name.partition("_")
+    verb = "watch" if kwargs.get("watch") else _VERBS.get(verb_word, "")
+    rest = rest.removeprefix("namespaced_").removeprefix("collection_namespaced_")
+    resource = _RESOURCES.get(rest, "")
+    return (verb, resource) if verb and resource else ("", "")
+
+
+def abort(response: Any) -> None:
+    """Close a streamed response from another thread, waking a read blocked on it (a silent stream).
+
+    ``close()`` alone does not interrupt a ``recv`` blocked in another thread; shutting the socket
+    down does (urllib3 >= 2.3 offers ``shutdown()``; older ones are reached through the connection).
+    """
+    with contextlib.suppress(Exception):
+        if hasattr(response, "shutdown"):
+            response.shutdown()
+        else:
+            sock = getattr(getattr(response, "connection", None), "sock", None)
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(Exception):
+        response.close()
+
+
+def _date(response: Any) -> tuple[float, float] | None:
+    """The API server's clock from a response's Date header, with this process's monotonic time of it."""
+    import email.utils
+
+    try:
+        headers = getattr(response, "headers", None)
+        stamp = headers.get("Date") if headers is not None else None
+        return (email.utils.parsedate_to_datetime(stamp).timestamp(), time.monotonic()) if stamp else None
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+def timed_out(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if "timeout" in type(cur).__name__.lower() or isinstance(cur, TimeoutError):
+            return True
+        reason = getattr(cur, "reason", None)
+        cur = reason if isinstance(reason, BaseException) else (cur.__cause__ or cur.__context__)
+    return False
 
 
 class RateLimiter:
@@ -64,37 +124,72 @@ class Kube:
         self.batch = client.BatchV1Api(self.api_client)
         self.auth = client.AuthorizationV1Api(self.api_client)
         self.limiter = RateLimiter()
+        self.server_time: tuple[float, float] | None = None  # (the API server's Date, our monotonic time then)
 
     @property
     def server(self) -> str:
         return str(self.api_client.configuration.host)
 
     def call(self, what: str, fn: Callable[..., Any], *args: Any, stream: bool = False, **kwargs: Any) -> Any:
-        """``fn(*args, **kwargs)`` as JSON (or the raw response if ``stream``), errors wrapped."""
+        """``fn(*args, **kwargs)`` as JSON (or the raw response if ``stream``), errors wrapped.
+
+        Every request has a timeout (:data:`REQUEST_TIMEOUT`, unless the caller sets one). A 429 is
+        retried after its Retry-After (at most :data:`_MAX_429_RETRIES` times). A 401 re-reads the
+        credentials (a rotated token, an exec plugin's or OIDC refresh) and retries once.
+        """
         from kubernetes.client.exceptions import ApiException
 
         kwargs["_preload_content"] = False
-        for attempt in range(_MAX_429_RETRIES + 1):
+        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
+        reloaded = False
+        attempt = 0
+        while True:
             self.limiter.take()
             try:
                 response = fn(*args, **kwargs)
             except ApiException as exc:
                 if exc.status == 429 and attempt < _MAX_429_RETRIES:
+                    attempt += 1
                     self.limiter.pause(_retry_after(exc))
                     continue
-                raise self.failure(what, exc) from None
+                if exc.status == 401 and not reloaded and self.reload_credentials():
+                    reloaded = True
+                    continue
+                raise self.failure(what, exc, fn, kwargs) from None
             except Exception as exc:
                 raise self.unreachable(what, exc) from None
             if stream:
                 return response
             try:
                 data = response.data
-                return json.loads(data) if data else {}
+                parsed = json.loads(data) if data else {}
             except Exception as exc:
                 raise self.unreachable(what, exc) from None
-        raise AssertionError("unreachable")  # pragma: no cover
+            if isinstance(parsed, dict):
+                self.server_time = _date(response) or getattr(self, "server_time", None)
+            return parsed
 
-    def failure(self, what: str, exc: Any) -> ApiError:
+    def reload_credentials(self) -> bool:
+        """Read the kubeconfig (or the service account's token) again; True if the credentials changed."""
+        try:
+            fresh, _, _ = _load(self.profile)
+        except ConfigError:
+            return False
+        old_keys = dict(self.api_client.configuration.api_key)
+        new = fresh.configuration
+        self.api_client.configuration.api_key.update(new.api_key)
+        self.api_client.configuration.api_key_prefix.update(new.api_key_prefix)
+        for attr in ("cert_file", "key_file", "username", "password"):
+            setattr(self.api_client.configuration, attr, getattr(new, attr))
+        refresh = getattr(new, "refresh_api_key_hook", None)
+        if refresh is not None:
+            self.api_client.configuration.refresh_api_key_hook = refresh
+        with contextlib.suppress(Exception):
+            fresh.close()
+        return dict(self.api_client.configuration.api_key) != old_keys or refresh is not None
+
+    def failure(self, what: str, exc: Any, fn: Callable[..., Any] | None = None,
+                kwargs: dict[str, Any] | None = None) -> ApiError:  # fmt: skip
         status = int(getattr(exc, "status", 0) or 0)
         message = ""
         try:
@@ -103,12 +198,17 @@ class Kube:
         except (ValueError, TypeError, AttributeError):
             message = str(getattr(exc, "reason", "") or "")
         if status == 403:
+            verb, resource = permission(fn, kwargs or {})
+            needs = f"your account may not {verb} {resource} in namespace {self.namespace}" if verb else message
             text = (
-                f"the cluster refused to {what} (403 Forbidden): {message}. "
-                f"Run `kjupyter doctor --cluster {self.profile.name}` for the Role this needs"
+                f"the cluster refused to {what} (403 Forbidden): {needs}. "
+                f"`kjupyter doctor --cluster {self.profile.name}` prints the Role kjupyter needs"
             )
         elif status == 401:
-            text = f"the cluster did not accept the credentials from {self.where} (401 Unauthorized) while trying to {what}"
+            text = (
+                f"the cluster did not accept the credentials from {self.where} (401 Unauthorized) while trying to "
+                f"{what}, even after reading them again: log in again (refresh the kubeconfig's token)"
+            )
         elif status == 404:
             text = f"cannot {what}: not found ({message})"
         else:
@@ -116,7 +216,8 @@ class Kube:
         return ApiError(text, status, _reason(exc))
 
     def unreachable(self, what: str, exc: BaseException) -> BackendError:
-        return BackendError(
+        cls = RequestTimedOut if timed_out(exc) else BackendError
+        return cls(
             f"cannot reach the Kubernetes API server at {self.server} ({self.where}) to {what}: "
             f"{type(exc).__name__}: {_short(exc)}"
         )

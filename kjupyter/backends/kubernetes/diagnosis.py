@@ -16,8 +16,36 @@ from kjupyter.run_events import Diagnosis
 
 Obj = Mapping[str, Any]
 _IMAGE_PULL = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
+# Words of a pull error that no retry can fix: the image or tag does not exist, or the registry refuses us.
+_PERMANENT_PULL = ("not found", "notfound", "manifest unknown", "name unknown", "repository does not exist",
+                   "pull access denied", "unauthorized", "authentication required", "denied", "invalid reference")  # fmt: skip
 _KJUPYTER_EXIT_CODES = (0, 1, 2)  # the runner's own codes: the outcome envelope explains those
 _TAIL = 10
+
+
+_DISRUPTIONS = {
+    "DeletionByPodGC": ("NodeLost", "{who} was lost with its node: {message}",
+                        "The node went away (scale-down, spot reclaim, failure); retries= runs it again elsewhere."),
+    "PreemptionByScheduler": ("Preempted", "{who} was preempted by a higher-priority pod: {message}",
+                              "Use a higher priority class, or retries= to run it again."),
+    "TerminationByKubelet": ("Evicted", "{who} was evicted by its node's kubelet: {message}",
+                             "The node ran short of a resource; ask for more memory= or retry with retries=."),
+    "EvictionByEvictionAPI": ("Evicted", "{who} was evicted (a node drain or a disruption budget): {message}",
+                              "Retry the run, or set retries= to do it automatically."),
+}  # fmt: skip
+
+
+def _get_terminated(cs: Obj) -> Obj | None:
+    return dig(cs, "state", "terminated")  # type: ignore[no-any-return]
+
+
+def _disruption(run_id: str, who: str, cond: Obj, index: int) -> Diagnosis:
+    reason, sentence, hint = _DISRUPTIONS.get(
+        str(cond.get("reason", "")), ("Disrupted", "{who} was stopped by the cluster: {message}",
+                                      "Retry the run, or set retries= to do it automatically."),
+    )  # fmt: skip
+    message = str(cond.get("message") or cond.get("reason") or "").strip().rstrip(".")
+    return Diagnosis(run_id, reason, sentence.format(who=who, message=message) + ".", hint, fatal=True, index=index)
 
 
 def _where(index: int, count: int) -> str:
@@ -56,7 +84,11 @@ def diagnose_pod(
             "The node ran short of memory or disk; ask for more memory= (requests) or retry with retries=.",
             fatal=True, index=index,
         )  # fmt: skip
-    cs = PodView(pod).container(container)
+    view = PodView(pod)
+    cs = view.container(container)
+    cond = view.disruption_condition
+    if cond and not _get_terminated(cs) and view.phase != "Succeeded":
+        return _disruption(run_id, who, cond, index)
     terminated = dig(cs, "state", "terminated") or dig(cs, "lastState", "terminated")
     if terminated:
         reason = terminated.get("reason", "")
@@ -72,6 +104,8 @@ def diagnose_pod(
         if reason == "DeadlineExceeded":
             return Diagnosis(run_id, "DeadlineExceeded", f"{who} exceeded its timeout.",
                              "Raise timeout= if the work needs longer.", fatal=True, index=index)  # fmt: skip
+        if code in (137, 143) and dig(pod, "metadata", "deletionTimestamp"):
+            return None  # stopped because its pod is being deleted: the deletion's own reason is the news
         if code not in _KJUPYTER_EXIT_CODES and code is not None:
             disrupted = PodView(pod).disruption
             if disrupted:
@@ -89,10 +123,18 @@ def diagnose_pod(
     wmessage = str(waiting.get("message", "")).strip()
     if wreason in _IMAGE_PULL:
         image = cs.get("image") or _image(pod, container)
+        pull_message = _pull_message(wmessage, events)
+        detail = f": {pull_message}" if pull_message else ""
+        if image_pull_is_permanent(wreason, pull_message):
+            return Diagnosis(
+                run_id, wreason, f"The image {image!r} cannot be pulled ({wreason}){detail}.",
+                "Check the image name and tag, and add imagePullSecrets to the profile for a private registry.",
+                fatal=True, index=index,
+            )  # fmt: skip
         return Diagnosis(
-            run_id, wreason, f"The image {image!r} cannot be pulled ({wreason}){': ' + wmessage if wmessage else ''}.",
-            "Check the image name and tag, and add imagePullSecrets to the profile for a private registry.",
-            fatal=True, index=index,
+            run_id, "ImagePullRetrying", f"The image {image!r} could not be pulled yet; still retrying{detail}.",
+            "The registry may be briefly unavailable; kjupyter waits a few back-off rounds before it gives up.",
+            index=index,
         )  # fmt: skip
     if wreason == "CreateContainerConfigError":
         return Diagnosis(
@@ -158,6 +200,80 @@ def diagnose_job(run_id: str, job: Obj) -> Diagnosis | None:
                                  "Raise retries= to try again automatically.", fatal=True)  # fmt: skip
             return Diagnosis(run_id, reason or "Failed", f"The Job failed: {message or reason}.", fatal=True)
     return None
+
+
+def image_pull_is_permanent(reason: str, message: str) -> bool:
+    """True when a pull error cannot fix itself (no such image, access refused); transient otherwise (5xx, timeouts)."""
+    if reason in ("InvalidImageName", "ErrImageNeverPull"):
+        return True
+    lowered = message.lower()
+    return any(word in lowered for word in _PERMANENT_PULL)
+
+
+def _pull_message(waiting_message: str, events: list[Obj]) -> str:
+    """The registry's own words: the kubelet's last "Failed to pull image" event, else the waiting message."""
+    failed = [e for e in events if e.get("reason") == "Failed" and "pull" in str(e.get("message", "")).lower()
+              and not str(e.get("message", "")).startswith("Error: ")]  # fmt: skip
+    if failed:
+        return str(failed[-1].get("message", "")).strip()
+    return waiting_message if not waiting_message.startswith("Back-off pulling image") else ""
+
+
+def diagnose_job_events(run_id: str, events: Iterable[Obj]) -> Diagnosis | None:
+    """Why a Job has no pods: its own FailedCreate events (quota, admission webhook, LimitRange)."""
+    failed = [e for e in events if e.get("reason") == "FailedCreate"]
+    if not failed:
+        return None
+    message = str(failed[-1].get("message", "")).strip()
+    why = message.split("is forbidden: ", 1)[-1] if "is forbidden: " in message else message
+    why = why.removeprefix("Error creating: ")
+    if "exceeded quota" in why:
+        quota = why.split("exceeded quota: ", 1)[1].split(",", 1)[0].strip()
+        fatal = quota_can_never_fit(why)
+        return Diagnosis(
+            run_id, "QuotaExceeded",
+            f"The cluster refused to create the run's pods: the namespace's ResourceQuota {quota!r} is exhausted ({why}).",
+            "Ask for less (cpu=, memory=, gpu=) or ask your admin to raise the quota."
+            if fatal else "It starts when other pods in the namespace free their share of the quota.",
+            fatal=fatal,
+        )  # fmt: skip
+    if "admission webhook" in why:
+        webhook = why.split("admission webhook ", 1)[1].split(" denied", 1)[0].strip().strip('"')
+        return Diagnosis(run_id, "WebhookDenied",
+                         f"The admission webhook {webhook!r} refused the run's pods: {why}.",
+                         "Change what the webhook's policy objects to, or ask its owner.", fatal=True)  # fmt: skip
+    return Diagnosis(run_id, "FailedCreate", f"The cluster refused to create the run's pods: {why}.",
+                     "A LimitRange or policy of the namespace forbids this pod; adjust cpu=, memory= or gpu=.",
+                     fatal=True)  # fmt: skip
+
+
+def quota_can_never_fit(message: str) -> bool:
+    """True if what the pod requests is above the quota's limit by itself (not just above what is left)."""
+
+    def amounts(label: str) -> dict[str, float]:
+        # "... requested: limits.memory=2Gi,requests.memory=2Gi, used: ..., limited: limits.memory=1Gi,..."
+        part = message.split(f"{label}: ", 1)
+        if len(part) < 2:
+            return {}
+        out: dict[str, float] = {}
+        for item in part[1].split(", ", 1)[0].split(","):
+            key, _, value = item.partition("=")
+            try:
+                out[key.strip()] = _quantity(value.strip())
+            except ValueError:
+                continue
+        return out
+
+    requested, limited = amounts("requested"), amounts("limited")
+    return any(key in limited and requested[key] > limited[key] for key in requested)
+
+
+def _quantity(text: str) -> float:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9}
+    for unit, factor in units.items():
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * factor
+    return float(text)
 
 
 def pending_timeout(run_id: str, seconds: float, last: Diagnosis | None) -> Diagnosis:

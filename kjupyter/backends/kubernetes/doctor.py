@@ -18,7 +18,7 @@ NEEDED: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("", "pods", "", ("get", "list", "watch")),
     ("", "pods", "log", ("get",)),
     ("", "events", "", ("list",)),
-    ("", "secrets", "", ("create", "patch", "delete")),
+    ("", "secrets", "", ("create", "get", "patch", "delete")),
 )
 
 

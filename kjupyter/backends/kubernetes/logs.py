@@ -1,18 +1,21 @@
 """Pod logs: followed streams that reconnect without losing or repeating a line.
 
-Every line is read with its timestamp (``timestamps=True``). After a dropped
-stream the follower asks again from a little before the last timestamp
-(``sinceSeconds``: the generated client's ``read_namespaced_pod_log`` has no
-``sinceTime`` parameter) and drops every line at or before the last one it
-delivered, counting lines that share a timestamp.
+Every line is read with its timestamp (``timestamps=True``). After a dropped,
+silent or early-ended stream the follower asks again from a little before the
+last line it delivered (``sinceSeconds``, measured on this process's monotonic
+clock from when that line arrived, never by comparing its clock with the
+cluster's) and drops every line at or before the last one it delivered,
+comparing the cluster's own timestamps and counting lines that share one.
 
-A followed stream that ends cleanly because its container terminated by itself
-(the pod watch reports it within ``EOF_WAIT_S`` of the end of the stream) has
-delivered every line: that is the pod's only log request. Otherwise (the last
-stream broke, the stream ended while the container still ran, the pod was
-evicted or deleted, or it was never followed because every follow slot was
-taken) one final read collects what is left, before the pod can be
-garbage-collected.
+A followed stream is not trusted to have delivered everything when it ends:
+log rotation ends streams early while the container runs on
+(kubernetes/kubernetes#115701). After the container ended, one final read
+from the last delivered line always confirms the tail. A stream quiet for
+``FOLLOW_IDLE_S`` is re-opened (a quiet task costs one request a minute), and
+one still open ``EOF_WAIT_S`` after its container ended is cut.
+
+Logs that are refused (401/403 on pods/log) are said once per run, in one
+sentence, and not asked for again by this backend for ``FORBIDDEN_BACKOFF_S``.
 
 Lines the runner writes for an inline outcome are taken out of the user's log and
 reassembled here, when they are authenticated by the run's key (see :mod:`kjupyter.inline_frames`).
@@ -20,19 +23,21 @@ reassembled here, when they are authenticated by the run's key (see :mod:`kjupyt
 
 from __future__ import annotations
 
-import datetime as dt
+import contextlib
 import math
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from kjupyter.backends.kubernetes.client import Kube
-from kjupyter.errors import ApiError, BackendError
+from kjupyter.backends.kubernetes.client import Kube, abort
+from kjupyter.errors import ApiError
 from kjupyter.inline_frames import LineFilter as LineFilter
 from kjupyter.inline_frames import Outcomes as Outcomes
 
-SINCE_MARGIN_S = 60  # extra seconds asked for after a reconnect (clock skew); duplicates are dropped
+SINCE_MARGIN_S = 60  # extra seconds asked for after a reconnect (line latency); duplicates are dropped
+FOLLOW_IDLE_S = 60.0  # a followed stream with no byte for this long is re-opened from the last line
+FORBIDDEN_BACKOFF_S = 60.0
 BACKOFF_START, BACKOFF_MAX = 0.1, 3.0
 EOF_WAIT_S = 5.0  # after a clean end of a followed stream, how long the pod watch may take to report the end
 Key = tuple[str, int]
@@ -48,37 +53,69 @@ def split_timestamp(line: str) -> tuple[Key | None, str]:
     return (base[:19], int((frac + "000000000")[:9])), text
 
 
-def _epoch(key: Key) -> float:
-    return dt.datetime.fromisoformat(key[0]).replace(tzinfo=dt.UTC).timestamp() + key[1] / 1e9
+class LogAccess:
+    """Whether this backend may read pod logs: after a 401/403, no log request for a while."""
+
+    def __init__(self) -> None:
+        self.refused_at: float | None = None
+        self.lock = threading.Lock()
+
+    def allowed(self) -> bool:
+        with self.lock:
+            return self.refused_at is None or time.monotonic() - self.refused_at > FORBIDDEN_BACKOFF_S
+
+    def refuse(self) -> None:
+        with self.lock:
+            self.refused_at = time.monotonic()
+
+    @property
+    def refused(self) -> bool:
+        return not self.allowed()
 
 
 class PodLog:
-    """Follows one pod's log until its container ended; a final read unless the stream saw it end."""
+    """Follows one pod's log until its container ended, then confirms the tail with a final read."""
 
     def __init__(self, kube: Kube, namespace: str, pod: str, container: str,
-                 emit: Callable[[str], None], outcomes: Outcomes) -> None:  # fmt: skip
+                 emit: Callable[[str], None], outcomes: Outcomes, access: LogAccess | None = None,
+                 on_forbidden: Callable[[ApiError], None] | None = None) -> None:  # fmt: skip
         self.kube = kube
         self.namespace = namespace
         self.pod = pod
         self.container = container
         self.filter = LineFilter(emit, outcomes)
+        self.access = access or LogAccess()
+        self.on_forbidden = on_forbidden
         self.last: Key | None = None
+        self.last_seen: float | None = None  # monotonic time the last delivered line arrived
         self.same = 0  # lines delivered with timestamp == last
         self.terminated = threading.Event()  # set by the backend from the pod watch
         self.trust_stream = False  # ... which also says the container ended by itself (see ``end``)
         self.gone = threading.Event()  # the pod was deleted
         self.finished = threading.Event()
-        self.complete = False  # a followed stream ended with the container: nothing left to read
+        self.complete = False  # nothing left to read
+        self.requests = 0
         self.response: Any = None
 
     def end(self, trust_stream: bool = False) -> None:
-        """The container terminated; ``trust_stream``: by itself (no eviction or deletion), so the
-        clean end of a followed stream delivered all of its log."""
+        """The container terminated (``trust_stream``: by itself, no eviction or deletion).
+
+        A followed stream still open ``EOF_WAIT_S`` later is silent: it is cut, and the final read
+        collects the rest.
+        """
         self.trust_stream = trust_stream
         self.terminated.set()
+        cut = threading.Timer(EOF_WAIT_S, self._cut)
+        cut.daemon = True
+        cut.start()
+
+    def _cut(self) -> None:
+        response = self.response
+        if response is not None and not self.finished.is_set():
+            abort(response)
 
     def run(self, slots: threading.Semaphore) -> None:
-        """Follow while a slot is free (else wait for the end and read once); always sets ``finished``."""
+        """Follow while a slot is free (else wait for the end), then read once more; always sets ``finished``."""
         try:
             got = False
             while not (got := slots.acquire(timeout=0.2)) and not self.terminated.is_set() and not self.gone.is_set():
@@ -99,55 +136,50 @@ class PodLog:
         self.gone.set()
         response = self.response
         if response is not None:
-            try:
-                response.close()
-            except Exception:
-                pass
+            abort(response)
+
+    def _refused(self, exc: ApiError) -> bool:
+        """A 401/403: tell the run once, stop asking. True if it was one."""
+        if exc.status not in (401, 403):
+            return False
+        self.access.refuse()
+        if self.on_forbidden is not None:
+            self.on_forbidden(exc)
+        return True
 
     def _follow(self) -> None:
         delay = BACKOFF_START
-        while not self.gone.is_set():
+        while not self.gone.is_set() and not self.terminated.is_set():
+            if not self.access.allowed():
+                return
             try:
                 for _ in self._read(follow=True):
                     delay = BACKOFF_START
-                if self._stream_saw_the_end():
-                    return
             except ApiError as exc:
-                if exc.status == 404:
+                if exc.status == 404 or self._refused(exc):
                     return
                 # 400: the container is not running yet (ContainerCreating, image pull)
-            except BackendError:
-                pass
             except Exception:
                 pass
+            # The stream ended: the container ended (the final read confirms the tail), or it ended early
+            # (log rotation) or broke: follow again from the last line.
             if self.terminated.wait(delay) or self.gone.is_set():
                 return
             delay = min(delay * 2, BACKOFF_MAX)
 
-    def _stream_saw_the_end(self) -> bool:
-        """After a clean end of the followed stream: True if the container ended meanwhile.
-
-        A followed log ends when its container does; the pod watch says so moments later. If the
-        container ended by itself, the stream delivered everything (``complete``: no final read).
-        If it still runs after ``EOF_WAIT_S``, the stream ended early: follow again.
-        """
-        deadline = time.monotonic() + EOF_WAIT_S
-        while not self.terminated.wait(0.05):
-            if self.gone.is_set() or time.monotonic() > deadline:
-                return False
-        self.complete = self.trust_stream
-        return True
-
     def _final(self) -> None:
         if self.gone.is_set() and not self.terminated.is_set():
+            return
+        if not self.access.allowed():
             return
         for attempt in range(3):
             try:
                 for _ in self._read(follow=False):
                     pass
+                self.complete = True
                 return
             except ApiError as exc:
-                if exc.status in (400, 404):
+                if exc.status in (400, 404) or self._refused(exc):
                     return
             except Exception:
                 pass
@@ -157,10 +189,10 @@ class PodLog:
         from kubernetes.watch.watch import iter_resp_lines
 
         kwargs: dict[str, Any] = {"container": self.container, "follow": follow, "timestamps": True}
-        if self.last is not None:
-            kwargs["since_seconds"] = max(1, math.ceil(time.time() - _epoch(self.last)) + SINCE_MARGIN_S)
-        if follow:
-            kwargs["_request_timeout"] = (10, None)
+        if self.last_seen is not None:
+            kwargs["since_seconds"] = max(1, math.ceil(time.monotonic() - self.last_seen) + SINCE_MARGIN_S)
+        kwargs["_request_timeout"] = (10, FOLLOW_IDLE_S if follow else 60)
+        self.requests += 1
         response = self.kube.call(f"read the log of pod {self.pod}", self.kube.core.read_namespaced_pod_log,
                                   self.pod, self.namespace, stream=True, **kwargs)  # fmt: skip
         self.response = response
@@ -180,14 +212,13 @@ class PodLog:
                     else:
                         self.last, self.same = key, 1
                     skipped = self.same  # lines at this key are delivered from here on
+                    self.last_seen = time.monotonic()
                 self.filter.feed(text)
                 yield None
         finally:
             self.response = None
-            try:
+            with contextlib.suppress(Exception):
                 response.release_conn()
-            except Exception:
-                pass
 
 
 def read_all(kube: Kube, namespace: str, pod: str, container: str) -> list[str]:

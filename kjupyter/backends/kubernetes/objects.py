@@ -6,14 +6,14 @@ profile) and returns the exact objects the Kubernetes backend sends and
 ``kjupyter render`` prints.
 
 One run is ONE ``batch/v1`` Job in Indexed completion mode (``completions=N``,
-``parallelism=P``), a call being a map of one. A run whose payload travels
-inline (no store) also gets a Secret holding the payload, mounted as a
-volume. The Job is created first and the Secret second, already carrying
-its ownerReference to the Job (:func:`owned_by`): a Secret can never exist
-without an owner, so the garbage collector always removes it with its Job,
-whatever happens to the client. Until the Secret exists the pod waits in
-``ContainerCreating`` (the kubelet retries the mount), which costs one round
-trip at most.
+``parallelism=P``), a call being a map of one, and ONE Secret: the run's key
+(``KJUPYTER_RUN_KEY``, which authenticates its payload and its results) and,
+when the payload travels inline (no store), the payload, mounted as a volume.
+The Job is created suspended, then the Secret, already carrying its
+ownerReference to the Job (:func:`owned_by`), then the Job is resumed: a
+Secret can never exist without an owner, so the garbage collector always
+removes it with its Job, and no pod is ever created before its Secret exists,
+whatever happens to the client in between (a suspended Job holds no node).
 
 The image must have kjupyter installed: the container runs
 ``python -m kjupyter.runner --run <store URL of the run>`` (or
@@ -32,6 +32,7 @@ from typing import Any
 from kjupyter.config import GpuType
 from kjupyter.inline_frames import INLINE_LIMIT as INLINE_LIMIT  # payload (+ items) bytes that fit in a Secret
 from kjupyter.names import label_value
+from kjupyter.run_keys import ENV as RUN_KEY_ENV
 from kjupyter.spec import RunSpec, format_cpu, format_memory
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -44,11 +45,13 @@ ANNOTATION_COUNT = "kjupyter.io/count"
 ANNOTATION_STORE = "kjupyter.io/store"
 ANNOTATION_CLUSTER = "kjupyter.io/cluster"
 ANNOTATION_USER = "kjupyter.io/user"
+ANNOTATION_PENDING_TIMEOUT = "kjupyter.io/pending-timeout"
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 CONTAINER = "task"
 PAYLOAD_MOUNT = "/var/run/kjupyter/payload"
 PAYLOAD_VOLUME = "kjupyter-payload"
+RUN_KEY = "run-key"  # the Secret's key that holds the run's key (hex), given to the runner as KJUPYTER_RUN_KEY
 # activeDeadlineSeconds when the run has no timeout. DESIGN.md asks for a deadline on every Job: it is the
 # backstop that frees the nodes (GPUs above all) of a run nobody watches any more, e.g. an endless loop
 # whose kernel is gone. A week lets the longest ordinary training runs finish (they should set timeout=
@@ -68,6 +71,7 @@ class Target:
     secrets: tuple[str, ...] = ()
     gpus: Mapping[str, GpuType] = field(default_factory=dict)
     ttl_after_finished: float = 86400.0
+    pending_timeout: float = 600.0  # the profile's; a call's pending_timeout= wins
     labels: Mapping[str, str] = field(default_factory=dict)
     # Store options the pods need (endpoint, region...): already shareable, i.e. without credentials
     # (the backend filters them with kjupyter.credentials.shareable_options); copied into every pod's env.
@@ -94,7 +98,7 @@ def job_name(run_id: str) -> str:
 
 
 def secret_name(run_id: str) -> str:
-    return f"{run_id}-payload"
+    return f"{run_id}-run"
 
 
 def run_labels(run_id: str, *, session: str, user: str, kind: str) -> dict[str, str]:
@@ -128,8 +132,9 @@ def build(
     function: str = "",
     run_url: str | None = None,
     inline: Mapping[str, bytes] | None = None,
+    run_key: bytes = b"",
 ) -> RunObjects:
-    """The Job (and the payload Secret for ``inline`` data) of one run.
+    """The Job (suspended) and the Secret (the run's key, and ``inline`` data) of one run.
 
     Exactly one of ``run_url`` (the run's folder in the store) and ``inline``
     (file name -> bytes, mounted at :data:`PAYLOAD_MOUNT`) is given.
@@ -145,6 +150,8 @@ def build(
         ANNOTATION_COUNT: str(count),
         ANNOTATION_CLUSTER: target.cluster,
         ANNOTATION_USER: user,
+        # How long it may stay pending: a reaper deletes it past this even if its kernel is gone.
+        ANNOTATION_PENDING_TIMEOUT: str(math.ceil(spec.pending_timeout or target.pending_timeout)),
     }
     if run_url is not None:
         annotations[ANNOTATION_STORE] = run_url
@@ -154,7 +161,10 @@ def build(
         "image": spec.image or target.image,
         "command": ["python", "-m", "kjupyter.runner"],
         "args": args,
-        "env": _env(run_id, spec, target),
+        "env": [
+            *_env(run_id, spec, target),
+            {"name": RUN_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": secret_name(run_id), "key": RUN_KEY}}},
+        ],
         "resources": _resources(spec, target),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -171,18 +181,21 @@ def build(
         pod_spec["nodeSelector"] = dict(placement.node_selector)
     if placement is not None and placement.tolerations:
         pod_spec["tolerations"] = [dict(t) for t in placement.tolerations]
-    secret = None
+    data = {RUN_KEY: run_key.hex().encode()}
     if inline is not None:
         container["volumeMounts"] = [{"name": PAYLOAD_VOLUME, "mountPath": PAYLOAD_MOUNT, "readOnly": True}]
-        pod_spec["volumes"] = [{"name": PAYLOAD_VOLUME, "secret": {"secretName": secret_name(run_id)}}]
-        secret = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": secret_name(run_id), "namespace": target.namespace, "labels": dict(labels)},
-            "type": "Opaque",
-            "data": {name: base64.b64encode(data).decode() for name, data in sorted(inline.items())},
-        }
+        pod_spec["volumes"] = [{"name": PAYLOAD_VOLUME, "secret": {"secretName": secret_name(run_id),
+                                                                   "items": [{"key": k, "path": k} for k in sorted(inline)]}}]  # fmt: skip
+        data.update(inline)
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": secret_name(run_id), "namespace": target.namespace, "labels": dict(labels)},
+        "type": "Opaque",
+        "data": {name: base64.b64encode(value).decode() for name, value in sorted(data.items())},
+    }
     job_spec: dict[str, Any] = {
+        "suspend": True,  # resumed once its Secret exists (kjupyter.backends.kubernetes.backend.create)
         "completionMode": "Indexed",
         "completions": count,
         "parallelism": max(1, min(count, parallelism or count)),

@@ -115,10 +115,15 @@ class PodView:
     @property
     def disruption(self) -> str:
         """The DisruptionTarget condition's message (node lost, preempted, evicted), or ''."""
+        cond = self.disruption_condition
+        return str(cond.get("message") or cond.get("reason") or "disrupted") if cond else ""
+
+    @property
+    def disruption_condition(self) -> Obj:
         for cond in self.status.get("conditions") or []:
             if cond.get("type") == "DisruptionTarget" and cond.get("status") == "True":
-                return str(cond.get("message") or cond.get("reason") or "disrupted")
-        return ""
+                return cond  # type: ignore[no-any-return]
+        return {}
 
     @property
     def ended_cleanly(self) -> bool:
@@ -155,6 +160,9 @@ class PodView:
         term = (self.container().get("state") or {}).get("terminated")
         if term:
             return term.get("exitCode"), str(term.get("reason", "")), str(term.get("message", ""))[-500:]
+        cond = self.disruption_condition
+        if cond:
+            return None, str(cond.get("reason") or "Disrupted"), str(cond.get("message", ""))
         return None, str(self.status.get("reason", "") or "PodDeleted"), str(self.status.get("message", ""))
 
 

@@ -13,6 +13,15 @@ again only when the server says the version is too old (410 Gone). Objects
 are handed to a callback as ``(event_type, object_dict)``; a re-list replays
 every current object as ``SYNC`` and reports objects that vanished meanwhile
 as ``DELETED``. Nothing here polls.
+
+A stream that goes silent without closing (a dead proxy or load balancer) is a
+fault, not a quiet cluster: every watch asks for bookmarks and a server-side
+``timeoutSeconds``, and reads with a client timeout. Once the server has shown
+how often it sends bookmarks, a stream quiet for three of those gaps is
+dropped and resumed (seconds against this project's fake cluster, about a
+minute against a real API server, which bookmarks about once a minute); a
+stream never quieter than ``WATCH_SECONDS + 5`` otherwise. 401 and 403 are not
+retried in silence: ``on_error`` tells the backend, which tells the runs.
 """
 
 from __future__ import annotations
@@ -20,16 +29,19 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
-from kjupyter.backends.kubernetes.client import Kube
+from kjupyter.backends.kubernetes.client import Kube, abort, timed_out
 from kjupyter.backends.kubernetes.objects import LABEL_SESSION, MANAGED_BY
 from kjupyter.errors import ApiError, BackendError
 from kjupyter.names import label_value
 
 Handler = Callable[[str, dict[str, Any]], None]
-WATCH_SECONDS = 290  # server-side timeout of one watch request (it is then resumed, not re-listed)
+WATCH_SECONDS = 60  # server-side timeout of one watch request (it is then resumed, not re-listed)
+IDLE_MARGIN_S = 5.0  # a stream with nothing, not even a bookmark, for WATCH_SECONDS + this is dead
+MIN_IDLE_S = 2.0  # never drop a stream quieter than this, whatever the bookmark pace
 BACKOFF_START, BACKOFF_MAX = 0.1, 5.0
 
 
@@ -54,6 +66,8 @@ class Watch:
         self.reset = threading.Event()  # the selector changed: list again, then watch
         self.synced = threading.Event()
         self.response: Any = None
+        self.bookmark_gap: float | None = None  # the server's pace of bookmarks, once seen twice in a row
+        self.silent_drops = 0  # streams dropped because they went silent (for tests and benchmarks)
         self.thread = threading.Thread(target=self._loop, daemon=True, name=f"kjupyter-watch-{resource}")
 
     def start(self) -> Watch:
@@ -64,8 +78,7 @@ class Watch:
         self.stopped.set()
         response = self.response
         if response is not None:
-            with contextlib.suppress(Exception):
-                response.close()
+            abort(response)
 
     def reselect(self, selector: str) -> None:
         """Follow a new selector: the current stream is closed and the objects listed again."""
@@ -74,8 +87,7 @@ class Watch:
         self.reset.set()
         response = self.response
         if response is not None:
-            with contextlib.suppress(Exception):
-                response.close()
+            abort(response)
 
     def _list_fn(self) -> Callable[..., Any]:
         if self.resource == "pods":
@@ -102,10 +114,14 @@ class Watch:
                 if isinstance(exc, ApiError) and exc.status == 410:
                     self.rv = ""
                     continue
-                if self.on_error is not None and isinstance(exc, ApiError) and exc.status in (401, 403):
-                    self.on_error(exc)
-            except Exception:  # a dropped stream: resume from the last resourceVersion
-                pass
+                if isinstance(exc, ApiError) and exc.status in (401, 403):
+                    if self.on_error is not None:
+                        self.on_error(exc)
+                    self.stopped.wait(BACKOFF_MAX * 6)  # told once per run; try again now and then, slowly
+                    continue
+            except Exception as exc:  # a dropped or silent stream: resume from the last resourceVersion
+                if timed_out(exc):
+                    self.silent_drops += 1
             if self.stopped.wait(delay):
                 return
             delay = min(delay * 2, BACKOFF_MAX)
@@ -124,15 +140,23 @@ class Watch:
         self.rv = str(data.get("metadata", {}).get("resourceVersion", ""))
         self.synced.set()
 
+    def idle_limit(self) -> float:
+        """How long the stream may say nothing (not even a bookmark) before it is taken for dead."""
+        limit = WATCH_SECONDS + IDLE_MARGIN_S
+        if self.bookmark_gap is not None:
+            limit = min(limit, max(MIN_IDLE_S, 3 * self.bookmark_gap))
+        return limit
+
     def _watch(self) -> None:
         from kubernetes.watch.watch import iter_resp_lines
 
         response = self.kube.call(
             f"watch {self.resource}", self._list_fn(), self.namespace, label_selector=self.selector, watch=True,
             resource_version=self.rv, allow_watch_bookmarks=True, timeout_seconds=WATCH_SECONDS,
-            _request_timeout=(10, WATCH_SECONDS + 30), stream=True,
+            _request_timeout=(10, self.idle_limit()), stream=True,
         )  # fmt: skip
         self.response = response
+        last_bookmark: float | None = None
         try:
             if self.reset.is_set():
                 return
@@ -151,6 +175,10 @@ class Watch:
                 if rv:
                     self.rv = str(rv)
                 if kind == "BOOKMARK":
+                    now = time.monotonic()
+                    if last_bookmark is not None:
+                        self.bookmark_gap = now - last_bookmark
+                    last_bookmark = now
                     continue
                 self._dispatch(str(kind), obj)
         finally:

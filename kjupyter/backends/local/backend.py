@@ -61,16 +61,32 @@ class LocalBackend(Backend):
     # --- Backend protocol ---------------------------------------------------------------
 
     def submit(self, request: SubmitRequest, sink: EventSink) -> None:
+        """Start the run; if that fails (a store write, no thread to be had), nothing of it is left."""
         run_dir = self.store.run(request.user, request.run_id)
-        record = RunRecord(run_dir)
-        record.create(run_meta(request, cluster=self.profile.name, backend="local"))
-        run_dir.write_bytes(st.PAYLOAD, request.payload)
-        if request.items is not None:
-            run_dir.write_bytes(st.ITEMS, request.items)
-        run = LocalRun(request, run_dir, record.wrap(sink), self.profile, self._forget)
-        with self._lock:
-            self._runs[request.run_id] = run
-        run.start()
+        run: LocalRun | None = None
+        try:
+            record = RunRecord(run_dir)
+            record.create(run_meta(request, cluster=self.profile.name, backend="local"))
+            run_dir.write_bytes(st.PAYLOAD, request.payload)
+            if request.items is not None:
+                run_dir.write_bytes(st.ITEMS, request.items)
+            run = LocalRun(request, run_dir, record.wrap(sink), self.profile, self._forget)
+            with self._lock:
+                self._runs[request.run_id] = run
+            run.start()  # raises when no worker could start
+        except BaseException:
+            if run is not None and run.threads_started:  # interrupted (Ctrl-C) once it ran: it ends as cancelled
+                run.cancel()
+            else:
+                self._undo_submit(request.run_id, run_dir)
+            raise
+
+    def _undo_submit(self, run_id: str, run_dir: st.RunDir) -> None:
+        """A run that never started is not listed, followed or cancelled later: its files go too."""
+        self._forget(run_id)
+        shutil.rmtree(state_root() / run_id, ignore_errors=True)
+        with contextlib.suppress(Exception):  # best effort: the store may be what failed
+            run_dir.delete()
 
     def attach(self, run_id: str, sink: EventSink) -> None:
         with self._lock:

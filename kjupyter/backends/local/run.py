@@ -2,6 +2,10 @@
 
 Each run starts ``min(parallelism, tasks)`` workers (``python -m kjupyter.runner --serve``), each
 in its own process group, that run task after task, like the pods of an Indexed Job but reused.
+
+Nothing of a run outlives it in this process: a worker that exits (at the end, or replaced after
+it died) is waited for, its pipes are closed and its scratch folder removed, like a pod's; the
+timeout's timer is cancelled when the run ends; a run that cannot start stops what it started.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import contextlib
 import json
 import os
 import queue
+import shutil
 import socket
 import subprocess
 import sys
@@ -22,6 +27,7 @@ from kjupyter import store as st
 from kjupyter.backends.base import SubmitRequest
 from kjupyter.backends.local.files import kill_group, state_root, tail
 from kjupyter.config import Profile
+from kjupyter.errors import BackendError
 from kjupyter.event_hub import EventHub
 from kjupyter.run_events import (
     Diagnosis,
@@ -55,7 +61,10 @@ class LocalRun:
             self.todo.put(i)
         self.attempts = [0] * request.count
         self.state = {"succeeded": 0, "failed": 0, "running": 0}
-        self.workers: list[subprocess.Popen[str]] = []
+        self.workers: list[subprocess.Popen[str]] = []  # the live ones (cancel kills them)
+        self.workdirs: dict[int, str] = {}  # worker pid -> its scratch folder, removed when it exits
+        self.timer: threading.Timer | None = None
+        self.threads_started = 0
         self.stopping: str | None = None  # "cancelled" or "timeout"
         self.started = False
         self.finished = False
@@ -87,12 +96,29 @@ class LocalRun:
                                 "Set the variables in your environment instead.", fatal=False))  # fmt: skip
         self.progress()
         if self.req.spec.timeout:
-            timer = threading.Timer(self.req.spec.timeout, self.stop, args=("timeout",))
-            timer.daemon = True
-            timer.start()
-        self.live_workers = self.req.parallelism
+            self.timer = threading.Timer(self.req.spec.timeout, self.stop, args=("timeout",))
+            self.timer.daemon = True
+            self.timer.start()
+        self.live_workers = self.req.parallelism  # all counted first: the first may be done before the next starts
         for _ in range(self.req.parallelism):
-            threading.Thread(target=self._work, daemon=True, name=f"kjupyter-{rid}").start()
+            try:
+                start_thread(self._work, f"kjupyter-{rid}")
+            except RuntimeError as exc:  # no thread to be had: go on with the workers that started
+                started = self.threads_started
+                with self.lock:
+                    self.live_workers -= self.req.parallelism - started
+                    last = started > 0 and self.live_workers == 0
+                if not started:  # nothing runs: the backend undoes the submit
+                    self._cancel_timer()
+                    raise BackendError(
+                        f"the local backend could not start run {rid}: {exc} ({threading.active_count()} threads "
+                        "in this process); wait for some runs to end, or run a map instead of many calls"
+                    ) from exc
+                if last:  # the workers that started are done already, and saw others still to come
+                    self._drain_unstarted()
+                    self._finish()
+                return
+            self.threads_started += 1
 
     def _spawn(self) -> subprocess.Popen[str]:
         env = dict(os.environ)
@@ -110,9 +136,31 @@ class LocalRun:
         )  # fmt: skip
         with self.lock:
             self.workers.append(proc)
+            self.workdirs[proc.pid] = workdir
             with open(self.folder / "workers", "a") as f:
                 f.write(f"{proc.pid}\n")
         return proc
+
+    def _retire(self, proc: subprocess.Popen[str]) -> None:
+        """Let a worker go: no more tasks (stdin closed), wait for it, close its pipes, remove its folder."""
+        if proc.stdin:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # it does not take the hint: like a pod past its grace period
+            kill_group(proc.pid)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+        if proc.stdout:
+            with contextlib.suppress(OSError):
+                proc.stdout.close()
+        with self.lock:
+            if proc in self.workers:
+                self.workers.remove(proc)
+            workdir = self.workdirs.pop(proc.pid, None)
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
     def _work(self) -> None:
         proc: subprocess.Popen[str] | None = None
@@ -122,17 +170,19 @@ class LocalRun:
                     index = self.todo.get_nowait()
                 except queue.Empty:
                     break
-                if proc is None or proc.poll() is not None:
+                if proc is not None and proc.poll() is not None:
+                    self._retire(proc)  # it exited: a new one takes the next task
+                    proc = None
+                if proc is None:
                     proc = self._spawn()
                 code = self._run_task(proc, index)
-                if self._settle(index, code):
-                    proc = None if proc.poll() is not None else proc
+                if code is None:  # no answer: it died mid-task (or is dying), a new one takes the next task
+                    self._retire(proc)
+                    proc = None
+                self._settle(index, code)
         finally:
-            if proc is not None and proc.stdin:
-                with contextlib.suppress(OSError):
-                    proc.stdin.close()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=5)
+            if proc is not None:
+                self._retire(proc)
             with self.lock:
                 self.live_workers -= 1
                 last = self.live_workers == 0
@@ -173,24 +223,23 @@ class LocalRun:
         parts = reply[0].split() if reply and reply[0] else []
         return int(parts[1]) if len(parts) == 2 else None  # None: the worker died mid-task
 
-    def _settle(self, index: int, code: int | None) -> bool:
-        """Record the task's end or queue a retry. True if the worker should be replaced."""
+    def _settle(self, index: int, code: int | None) -> None:
+        """Record the task's end or queue a retry."""
         rid = self.req.run_id
         if self.stopping is not None or (self.folder / "cancelled").exists():
             self.stopping = self.stopping or "cancelled"
             self._task_end(index, Phase.CANCELLED if self.stopping == "cancelled" else Phase.FAILED, code)
-            return True
+            return
         if code == 0:
             self._task_end(index, Phase.SUCCEEDED, 0)
-            return False
+            return
         if self.attempts[index] < self.req.spec.retries:
             self.attempts[index] += 1
             self.emit(Diagnosis(rid, "Retrying", f"Task {index} failed (exit code {code}); retry "
                                 f"{self.attempts[index]} of {self.req.spec.retries}.", index=index))  # fmt: skip
             self.todo.put(index)
-            return code is None
+            return
         self._task_end(index, Phase.FAILED, code)
-        return code is None
 
     def _task_end(self, index: int, phase: Phase, code: int | None) -> None:
         reason, message = "", ""
@@ -215,9 +264,15 @@ class LocalRun:
                 return
             self._task_end(index, Phase.CANCELLED if self.stopping == "cancelled" else Phase.FAILED, None)
 
+    def _cancel_timer(self) -> None:
+        timer, self.timer = self.timer, None
+        if timer is not None:
+            timer.cancel()  # its thread ends now, not when the timeout would have been reached
+
     def _finish(self) -> None:
         with self.lock:
             self.finished = True
+        self._cancel_timer()
         s = self.state
         if self.stopping == "cancelled":
             phase, reason, message = Phase.CANCELLED, "Cancelled", "the run was cancelled"
@@ -249,3 +304,8 @@ class LocalRun:
 
     def cancel(self) -> bool:
         return self.stop("cancelled")
+
+
+def start_thread(target: Callable[[], None], name: str) -> None:
+    """Start a daemon thread (one place, so a test can make it fail as an exhausted process would)."""
+    threading.Thread(target=target, daemon=True, name=name).start()
