@@ -35,7 +35,7 @@ from kjupyter.backends.kubernetes.watch import Watcher
 from kjupyter.backends.kubernetes.writes import create, stop_job, stop_mark
 from kjupyter.backends.run_record import RunRecord, open_result, run_meta
 from kjupyter.config import Profile
-from kjupyter.errors import ApiError, BackendError, ConfigError, IntegrityError, KjupyterError
+from kjupyter.errors import ApiError, BackendError, ConfigError, KjupyterError
 from kjupyter.event_hub import Lanes, Timers
 from kjupyter.run_events import Event, EventSink, LogLine, Phase, RunFinished
 from kjupyter.spec import RunSpec
@@ -280,22 +280,9 @@ class KubernetesBackend(Backend):
         return None
 
     def _own_store_url(self, job: dict[str, Any], run_id: str) -> str | None:
-        """The Job's ``kjupyter.io/store`` annotation, if it lies under ``<store>/<user>/``; IntegrityError if not.
-
-        Whoever can edit Jobs in the namespace could point it anywhere: results are only read from your prefix.
-        """
+        """The Job's ``kjupyter.io/store``, only under ``<store>/<user>/`` (IntegrityError otherwise)."""
         url = job["metadata"].get("annotations", {}).get(mf.ANNOTATION_STORE)
-        if not url or self.store is None:
-            return None
-        prefix = f"{self.store.url}/{names.current_user()}/"
-        rest = str(url)[len(prefix) :] if str(url).startswith(prefix) else ""
-        if not rest or "/" in rest or rest in (".", ".."):
-            raise IntegrityError(
-                f"run {run_id}'s Job names {url} as its store folder, which is not under your own store prefix "
-                f"{prefix}; kjupyter reads results only from there. Someone who can edit Jobs in the namespace "
-                f"may have changed its annotation {mf.ANNOTATION_STORE}."
-            )
-        return str(url)
+        return self.store.own_run_url(str(url), names.current_user(), run_id) if url and self.store else None
 
     def _job(self, run_id: str) -> dict[str, Any]:
         kube = self.kube
