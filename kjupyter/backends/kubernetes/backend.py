@@ -199,8 +199,9 @@ class KubernetesBackend(Backend):
         labels = job["metadata"].get("labels", {})
         kind = str(labels.get(mf.LABEL_KIND, "call"))
         retries = int(spec.get("backoffLimitPerIndex", spec.get("backoffLimit", 0)) or 0)
-        url = self._own_store_url(job, run_id)
-        if url and self.store is not None:  # where its results are: no second read of the Job for them
+        url = job["metadata"].get("annotations", {}).get(mf.ANNOTATION_STORE)
+        if url and self.store is not None:  # where its results are (only under your prefix): no second read of the Job
+            url = self.store.own_run_url(url, names.current_user(), run_id)
             run_dir = self._run_dirs[run_id] = st.open_run_dir(url, dict(self.profile.store_options))
             if run_dir.exists(st.RUN_JSON):  # its end gets recorded even if the process that started it is gone
                 sink = RunRecord(run_dir).wrap(sink)
@@ -274,15 +275,11 @@ class KubernetesBackend(Backend):
         if self.store is None:
             return None
         with contextlib.suppress(BackendError):
-            url = self._own_store_url(self._job(run_id), run_id)
-            if url:
+            url = self._job(run_id)["metadata"].get("annotations", {}).get(mf.ANNOTATION_STORE)
+            if url:  # (only under your own prefix: IntegrityError otherwise)
+                url = self.store.own_run_url(url, names.current_user(), run_id)
                 return st.open_run_dir(url, dict(self.profile.store_options))
         return None
-
-    def _own_store_url(self, job: dict[str, Any], run_id: str) -> str | None:
-        """The Job's ``kjupyter.io/store``, only under ``<store>/<user>/`` (IntegrityError otherwise)."""
-        url = job["metadata"].get("annotations", {}).get(mf.ANNOTATION_STORE)
-        return self.store.own_run_url(str(url), names.current_user(), run_id) if url and self.store else None
 
     def _job(self, run_id: str) -> dict[str, Any]:
         kube = self.kube
