@@ -36,6 +36,7 @@ def _median(values: list[float]) -> float:
 def runner_overhead(repeats: int) -> list[float]:
     """Seconds from launching `python -m kjupyter.runner` to the user's function starting."""
     from kjupyter import payload as pl
+    from kjupyter import run_keys
     from kjupyter import store as st
 
     def mark() -> float:
@@ -44,13 +45,14 @@ def runner_overhead(repeats: int) -> list[float]:
     out = []
     with tempfile.TemporaryDirectory() as tmp:
         run = st.RunStore(f"file://{tmp}").run("u", "r")
-        run.write_bytes(st.PAYLOAD, pl.dump_call(mark, (), {}))
+        key = run_keys.new_key()
+        run.write_bytes(st.PAYLOAD, pl.dump_call(mark, (), {}, key=key))
         for _ in range(repeats):
             start = time.time()
-            env = {**os.environ}
+            env = {**os.environ, run_keys.ENV: key.hex()}
             subprocess.run([sys.executable, "-m", "kjupyter.runner", "--run", run.url], env=env, check=True)
             with run.open_read(st.result_name(0)) as f:
-                out.append(pl.load_outcome(f) - start)
+                out.append(pl.load_outcome(f, key=key) - start)
     return out
 
 

@@ -46,14 +46,15 @@ def measure(url: str, options: dict[str, object], size: int, repeats: int) -> tu
     from kjupyter import store as st
 
     data = os.urandom(size)
+    key = os.urandom(32)
     run = st.RunStore(url, options).run("bench", "r")
     fs, root = st.open_fs(url, options)
 
     def kj() -> None:
         with run.open_write("results/0.pkl") as f:
-            pl.write_envelope(f, pl.RESULT, data)
+            pl.write_envelope(f, pl.RESULT, data, key=key, purpose=pl.result_purpose(0), outbound=False)
         with run.open_read("results/0.pkl") as f:
-            assert len(pl.load_outcome(f)) == size
+            assert len(pl.load_outcome(f, key=key)) == size
 
     def plain() -> None:
         fs.pipe_file(f"{root}/plain.bin", data)

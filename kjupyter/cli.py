@@ -127,7 +127,7 @@ def _profile_store(session: Session, cluster: str | None) -> tuple[Any, Any]:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from kjupyter import retention
+    from kjupyter import retention, run_keys
     from kjupyter.spec import parse_duration
 
     session = _session(args)
@@ -138,6 +138,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
                                     include_unfinished=args.include_unfinished)  # fmt: skip
     if not args.dry_run:
         backend.forget_runs(report.deleted)
+        for run_id in report.deleted:
+            run_keys.forget_key(run_id)  # a deleted run's key authenticates nothing any more
     for run_id in report.deleted:
         print(f"{'would delete' if args.dry_run else 'deleted'} {store.url}/{session.user}/{run_id}")
     print(f"{profile.name}: {report.summary(args.dry_run)}")

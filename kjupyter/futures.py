@@ -18,7 +18,7 @@ from typing import Any
 
 from kjupyter import payload as pl
 from kjupyter.backends.base import Backend
-from kjupyter.errors import BackendError, KjupyterError, RunCancelled, RunFailed, RunTimeout
+from kjupyter.errors import BackendError, IntegrityError, KjupyterError, RunCancelled, RunFailed, RunTimeout
 from kjupyter.event_hub import EventHub
 from kjupyter.run_events import (
     Diagnosis,
@@ -40,9 +40,11 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
 
     kind = "call"
 
-    def __init__(self, run_id: str, backend: Backend, *, cluster: str, total: int = 1, function: str = "") -> None:
+    def __init__(self, run_id: str, backend: Backend, *, cluster: str, total: int = 1, function: str = "",
+                 run_key: bytes | None = None) -> None:  # fmt: skip
         super().__init__()
         self.run_id = run_id
+        self.run_key = run_key  # every outcome is authenticated with it before it is unpickled
         self.backend = backend
         self.cluster = cluster
         self.total = total
@@ -104,10 +106,14 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         """
         try:
             with self.backend.open_outcome(self.run_id, index) as f:
+                source = str(getattr(f, "name", "") or "")  # the store object's URL or path, when it has one
+                where = f"run {self.run_id} task {index}" + (f" ({source})" if source else "")
                 try:
-                    return True, pl.load_outcome(f)
+                    return True, pl.load_outcome(f, key=self.run_key, index=index, where=where)
                 except BaseException as exc:  # the remote exception, rebuilt (or why it cannot be read)
                     return False, exc.with_traceback(None)
+        except IntegrityError as exc:  # the backend would not even open it (a store URL outside yours)
+            return False, exc.with_traceback(None)
         except KjupyterError as exc:
             return False, (exc.with_traceback(None) if succeeded else None)
 
@@ -197,8 +203,8 @@ class MapFuture(RunFuture):
     kind = "map"
 
     def __init__(self, run_id: str, backend: Backend, *, cluster: str, items: Sequence[Any],
-                 return_exceptions: bool = False, function: str = "") -> None:  # fmt: skip
-        super().__init__(run_id, backend, cluster=cluster, total=len(items), function=function)
+                 return_exceptions: bool = False, function: str = "", run_key: bytes | None = None) -> None:  # fmt: skip
+        super().__init__(run_id, backend, cluster=cluster, total=len(items), function=function, run_key=run_key)
         self.return_exceptions = return_exceptions
         self._describe: Callable[[int], str] = lambda i: _short(items[i])
         self._results: list[Any] = [None] * len(items)

@@ -1,18 +1,25 @@
-"""Cloudpickle envelopes: what travels between the client and the runner.
+"""Authenticated cloudpickle envelopes: what travels between the client and the runner.
 
-An envelope is a header line of JSON followed by a cloudpickle body::
+An envelope is a header line of JSON, a cloudpickle body, optionally the source
+lines of the code the body ships by value, and an HMAC-SHA256 tag::
 
-    KJUP1\\n{"kind": "call", "python": "3.11", "cloudpickle": "3.1.1", ...}\\n<pickle bytes>
+    KJUP2\n{"kind": "call", "python": "3.11", "cloudpickle": "3.1.1", ...}\n<pickle>[<sources JSON>]<32-byte tag>
 
-The header is plain JSON so that a reader can check versions (and read an
-error's type, message and traceback) *before* unpickling anything; a
+The tag (:mod:`kjupyter.integrity`) covers everything before it, under the
+run's key and the object's purpose in the run (``payload``, ``result/<i>``):
+nothing is read from an envelope, not even its header, before the tag is
+checked, and a mismatch is an :class:`~kjupyter.errors.IntegrityError`, never an
+unpickling. The header is plain JSON so that a reader can check versions (and
+read an error's type, message and traceback) *before* unpickling anything; a
 mismatch is then reported as such instead of as an obscure unpickling error.
 Envelopes are written to and read from file objects, so a large result is
-streamed rather than copied (pickle writes big buffers straight through).
+streamed rather than copied (pickle writes big buffers straight through; the
+reader verifies into a private spool and unpickles from it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
@@ -21,21 +28,33 @@ import struct
 import sys
 import traceback
 import types
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
 import cloudpickle
 
-from kjupyter import __version__
+from kjupyter import __version__, pickler
+from kjupyter import integrity as mac
 from kjupyter.errors import RemoteError, RemoteTraceback, SerializationError, VersionMismatchError
 
-MAGIC = b"KJUP1\n"
-ITEMS_MAGIC = b"KJIT1\n"
-PROTOCOL = 5  # out-of-band-capable, supported by Python >= 3.8
+MAGIC = b"KJUP2\n"
+UNSIGNED_MAGIC = b"KJUP1\n"  # envelopes of kjupyter before they were signed
+ITEMS_MAGIC = b"KJIT2\n"
+PROTOCOL = pickler.PROTOCOL
 
 CALL, MAP, RESULT, ERROR = "call", "map", "result", "error"
-_RUNNER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runner") + os.sep
+PAYLOAD_PURPOSE = "payload"
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def result_purpose(index: int) -> str:
+    """What task ``index``'s result or error envelope is signed as."""
+    return f"result/{index}"
+
+
+def item_purpose(index: int) -> str:
+    return f"item/{index}"
 
 
 def client_versions() -> dict[str, str]:
@@ -78,47 +97,57 @@ def _minor(version: str) -> str:
 # --- writing ------------------------------------------------------------------
 
 
-def write_envelope(f: IO[bytes], kind: str, body: Any, *, outbound: bool = True, **extra: Any) -> None:
-    """Write ``body`` as an envelope of ``kind`` to the binary file ``f``.
+def write_envelope(f: IO[bytes], kind: str, body: Any, *, key: bytes, purpose: str, outbound: bool = True,
+                   **extra: Any) -> None:  # fmt: skip
+    """Write ``body`` as an envelope of ``kind``, signed with the run's ``key`` for ``purpose``, to ``f``.
 
-    ``outbound`` (client to pod) ships the client's uninstalled modules by value.
+    ``outbound`` (client to pod) ships the client's uninstalled modules by value,
+    and the source lines of the code pickled by value (for the remote traceback;
+    only the lines of that code, not the rest of its cell or module).
     The runner's results and errors go back to the client, which has its own
     modules: scanning the pod's (``packages_distributions()`` reads every
     installed distribution, up to a second per task) would buy nothing.
     """
+    signed = mac.SigningWriter(f, key, purpose)
     header = {"kind": kind, **client_versions(), **extra}
-    f.write(MAGIC + json.dumps(header, separators=(",", ":")).encode() + b"\n")
+    signed.write(MAGIC + json.dumps(header, separators=(",", ":")).encode() + b"\n")
     if outbound:
         _ship_local_modules_by_value()
-    cloudpickle.dump(body, f, protocol=PROTOCOL)
+    spans = pickler.dump(body, signed, PROTOCOL)  # type: ignore[arg-type]
+    sources = pickler.source_lines(spans) if outbound else {}
+    if sources:
+        signed.write(json.dumps(sources, separators=(",", ":")).encode())
+    signed.finish()
 
 
-def dumps(kind: str, body: Any, *, outbound: bool = True, **extra: Any) -> bytes:
+def dumps(kind: str, body: Any, *, key: bytes, purpose: str = PAYLOAD_PURPOSE, outbound: bool = True,
+          **extra: Any) -> bytes:  # fmt: skip
     buf = io.BytesIO()
-    write_envelope(buf, kind, body, outbound=outbound, **extra)
+    write_envelope(buf, kind, body, key=key, purpose=purpose, outbound=outbound, **extra)
     return buf.getvalue()
 
 
-def dump_call(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> bytes:
+def dump_call(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], *, key: bytes,
+              **extra: Any) -> bytes:  # fmt: skip
     """Envelope for ``fn(*args, **kwargs)``; names the argument that cannot be pickled."""
     try:
-        return dumps(CALL, (fn, tuple(args), dict(kwargs)), function=_qualname(fn))
+        return dumps(CALL, (fn, tuple(args), dict(kwargs)), key=key, function=_qualname(fn), **extra)
     except Exception as exc:
         raise _explain_unpicklable(fn, args, kwargs, exc) from None
 
 
-def dump_map_function(fn: Callable[..., Any]) -> bytes:
+def dump_map_function(fn: Callable[..., Any], *, key: bytes, **extra: Any) -> bytes:
     try:
-        return dumps(MAP, fn, function=_qualname(fn))
+        return dumps(MAP, fn, key=key, function=_qualname(fn), **extra)
     except Exception as exc:
         raise _explain_unpicklable(fn, (), {}, exc) from None
 
 
-def dump_error(exc: BaseException, *, where: str = "") -> bytes:
+def dump_error(exc: BaseException, *, key: bytes, purpose: str, where: str = "") -> bytes:
     """Error envelope: text fields in the header (always readable), the exception in the body."""
     tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_RUNNER_DIR):
-        tb = tb.tb_next  # the user's frames are what matters, not the runner's
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        tb = tb.tb_next  # the user's frames are what matters, not the runner's (or kjupyter's own, for its errors)
     tb_text = "".join(traceback.format_exception(type(exc), exc, tb))
     header = {
         "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
@@ -127,15 +156,21 @@ def dump_error(exc: BaseException, *, where: str = "") -> bytes:
         "where": where,
     }
     try:
-        return dumps(ERROR, exc, outbound=False, **header)
+        return dumps(ERROR, exc, key=key, purpose=purpose, outbound=False, **header)
     except Exception:  # the exception itself does not pickle: keep the text only
-        return dumps(ERROR, None, outbound=False, **header)
+        return dumps(ERROR, None, key=key, purpose=purpose, outbound=False, **header)
 
 
 # --- reading ------------------------------------------------------------------
 
 
+def verified(f: IO[bytes], key: bytes | None, purpose: str, what: str) -> contextlib.AbstractContextManager[IO[bytes]]:
+    """The authenticated bytes of the envelope in ``f``, to read from (IntegrityError naming ``what`` otherwise)."""
+    return mac.verified(f, key, purpose, what, unsigned_magic=UNSIGNED_MAGIC)
+
+
 def read_header(f: IO[bytes]) -> Header:
+    """The header of an envelope (only ever called on verified bytes)."""
     magic = f.read(len(MAGIC))
     if magic != MAGIC:
         raise SerializationError("not a kjupyter payload (bad magic bytes); the store may hold a foreign file")
@@ -144,32 +179,51 @@ def read_header(f: IO[bytes]) -> Header:
     return Header(extra=raw, **known)
 
 
-def read_envelope(f: IO[bytes], *, check_versions: bool = True) -> tuple[Header, Any]:
-    header = read_header(f)
-    if check_versions:
-        header.check_compatible()
-    try:
-        return header, cloudpickle.load(f)
-    except Exception as exc:
-        raise SerializationError(f"cannot unpickle the {header.kind} payload: {type(exc).__name__}: {exc}") from exc
+def load_body(f: IO[bytes]) -> Any:
+    """Unpickle the body of a verified envelope; the source lines it carries go to linecache."""
+    body = cloudpickle.load(f)
+    rest = f.read()
+    if rest:
+        pickler.register_sources(json.loads(rest))
+    return body
 
 
-def loads(data: bytes) -> tuple[Header, Any]:
-    return read_envelope(io.BytesIO(data))
-
-
-def load_outcome(f: IO[bytes]) -> Any:
-    """Return the result in a result envelope, or raise the remote exception of an error one."""
-    header = read_header(f)
-    if header.kind == RESULT:
-        header.check_compatible()
+def read_envelope(f: IO[bytes], *, key: bytes | None, purpose: str = PAYLOAD_PURPOSE, what: str = "the payload",
+                  check_versions: bool = True) -> tuple[Header, Any]:  # fmt: skip
+    """Verify, then read, the envelope in ``f`` (IntegrityError naming ``what`` if it is not authentic)."""
+    with verified(f, key, purpose, what) as v:
+        header = read_header(v)
+        if check_versions:
+            header.check_compatible()
         try:
-            return cloudpickle.load(f)
+            return header, load_body(v)
         except Exception as exc:
-            raise SerializationError(f"the result came back but cannot be unpickled here: {exc}") from exc
-    if header.kind != ERROR:
-        raise SerializationError(f"expected a result or an error, found a {header.kind!r} envelope")
-    raise rebuild_exception(header, f)
+            raise SerializationError(f"cannot unpickle the {header.kind} payload: {type(exc).__name__}: {exc}") from exc
+
+
+def loads(data: bytes, *, key: bytes | None, purpose: str = PAYLOAD_PURPOSE) -> tuple[Header, Any]:
+    return read_envelope(io.BytesIO(data), key=key, purpose=purpose)
+
+
+def load_outcome(f: IO[bytes], *, key: bytes | None, index: int = 0, where: str = "") -> Any:
+    """The result in task ``index``'s result envelope, or the remote exception of an error one.
+
+    Nothing is unpickled unless the envelope is authenticated by the run's ``key``
+    (:class:`~kjupyter.errors.IntegrityError` otherwise; ``where`` says which run, task and
+    object, for that message).
+    """
+    what = f"the result of {where or f'task {index}'}"
+    with verified(f, key, result_purpose(index), what) as v:
+        header = read_header(v)
+        if header.kind == RESULT:
+            header.check_compatible()
+            try:
+                return load_body(v)
+            except Exception as exc:
+                raise SerializationError(f"the result came back but cannot be unpickled here: {exc}") from exc
+        if header.kind != ERROR:
+            raise SerializationError(f"expected a result or an error, found a {header.kind!r} envelope")
+        raise rebuild_exception(header, v)
 
 
 def rebuild_exception(header: Header, f: IO[bytes]) -> BaseException:
@@ -178,7 +232,7 @@ def rebuild_exception(header: Header, f: IO[bytes]) -> BaseException:
     exc: BaseException | None = None
     try:
         header.check_compatible()
-        loaded = cloudpickle.load(f)
+        loaded = load_body(f)
         exc = loaded if isinstance(loaded, BaseException) else None
     except Exception:
         exc = None
@@ -192,34 +246,39 @@ def rebuild_exception(header: Header, f: IO[bytes]) -> BaseException:
     return exc
 
 
-# --- map items: one blob, O(1) writes, each task reads only its own slice -------------
+# --- map items: one blob, O(1) writes, each task reads (and verifies) only its own slice ----------
 
 
-def pack_items(items: Iterable[Any], out: IO[bytes]) -> int:
-    """Write every item into one blob: magic, count, offset table, pickles. Returns the count.
+def pack_items(items: Iterable[Any], out: IO[bytes], *, key: bytes) -> int:
+    """Write every item into one blob: magic, count, offset table, signed pickles. Returns the count.
 
-    Each item is pickled separately so task ``i`` can read just its byte range.
+    Each item is pickled and signed (for ``item/<i>``) separately, so task ``i`` reads and
+    verifies just its byte range.
     """
-    blobs: list[bytes] = []
+    blobs: list[tuple[bytes, bytes]] = []
     _ship_local_modules_by_value()
     for i, item in enumerate(items):
         try:
-            blobs.append(cloudpickle.dumps(item, protocol=PROTOCOL))
+            buf = io.BytesIO()
+            pickler.dump(item, buf, PROTOCOL)
+            blob = buf.getvalue()
         except Exception as exc:
-            where, culprit, err = _find_unpicklable(item, f"items[{i}]")
+            where, culprit, err = pickler.find_unpicklable(item, f"items[{i}]")
             raise SerializationError(
-                f"item {i} of the map cannot be pickled: {where} is {_describe(culprit)} ({err or exc})"
+                f"item {i} of the map cannot be pickled: {where} is {pickler.describe(culprit)} ({err or exc})"
             ) from None
+        blobs.append((blob, mac.tag(key, item_purpose(i), blob)))
     count = len(blobs)
     out.write(ITEMS_MAGIC + struct.pack("<Q", count))
     offset = len(ITEMS_MAGIC) + 8 + 8 * (count + 1)
     table = [offset]
-    for blob in blobs:
-        offset += len(blob)
+    for blob, _ in blobs:
+        offset += len(blob) + mac.TAG_SIZE
         table.append(offset)
     out.write(struct.pack(f"<{count + 1}Q", *table))
-    for blob in blobs:
+    for blob, tag in blobs:
         out.write(blob)
+        out.write(tag)
     return count
 
 
@@ -240,8 +299,9 @@ def item_bounds(table_entries: bytes) -> tuple[int, int]:
     return int(start), int(end)
 
 
-def load_item(data: bytes) -> Any:
-    return cloudpickle.loads(data)
+def load_item(data: bytes, *, key: bytes | None, index: int, what: str = "") -> Any:
+    """Unpickle item ``index`` of a map once its signature checks out (IntegrityError otherwise)."""
+    return cloudpickle.loads(mac.check(key, item_purpose(index), data, what or f"item {index} of the map"))
 
 
 # --- by-value shipping of modules that live beside the user's code ---------------------
@@ -306,39 +366,6 @@ def _qualname(fn: Any) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
 
 
-def _describe(obj: Any) -> str:
-    text = repr(obj)
-    text = text if len(text) <= 80 else text[:77] + "..."
-    return f"a {type(obj).__module__}.{type(obj).__qualname__} ({text})"
-
-
-def _children(obj: Any, path: str) -> Iterator[tuple[str, Any]]:
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            yield f"{path}[{key!r}]", value
-    elif isinstance(obj, list | tuple | set | frozenset):
-        for i, value in enumerate(obj):
-            yield f"{path}[{i}]", value
-    elif hasattr(obj, "__dict__") and not isinstance(obj, type | types.ModuleType | types.FunctionType):
-        for key, value in vars(obj).items():
-            yield f"{path}.{key}", value
-
-
-def _find_unpicklable(obj: Any, path: str, depth: int = 0) -> tuple[str, Any, Exception | None]:
-    """The innermost part of ``obj`` that fails to pickle, with its path and error."""
-    try:
-        cloudpickle.dumps(obj, protocol=PROTOCOL)
-        return path, obj, None
-    except Exception as exc:
-        if depth < 6:
-            for child_path, child in _children(obj, path):
-                try:
-                    cloudpickle.dumps(child, protocol=PROTOCOL)
-                except Exception:
-                    return _find_unpicklable(child, child_path, depth + 1)
-        return path, obj, exc
-
-
 def _explain_unpicklable(
     fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any], exc: Exception
 ) -> SerializationError:
@@ -354,11 +381,11 @@ def _explain_unpicklable(
         candidates.append((f"argument {root!r} (position {i})", root, value))
     candidates += [(f"argument {k!r}", k, v) for k, v in kwargs.items()]
     for label, root, value in candidates:
-        where, culprit, err = _find_unpicklable(value, root)
+        where, culprit, err = pickler.find_unpicklable(value, root)
         if err is not None:
-            inner = "" if where == root else f": {where} is {_describe(culprit)}"
+            inner = "" if where == root else f": {where} is {pickler.describe(culprit)}"
             return SerializationError(f"{label} cannot be pickled{inner} ({type(err).__name__}: {err})")
-    where, culprit, err = _find_unpicklable(fn, "the function")
+    where, culprit, err = pickler.find_unpicklable(fn, "the function")
     return SerializationError(
         f"the function {_qualname(fn)} cannot be pickled ({type(err or exc).__name__}: {err or exc}); "
         "a global it uses (an open file, a lock, a client connection) may be the cause: create it inside the function"

@@ -18,11 +18,11 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kjupyter import credentials, names
+from kjupyter import credentials, names, run_keys
 from kjupyter import payload as pl
 from kjupyter.backends.base import CALL, MAP, Backend, SubmitRequest
 from kjupyter.config import Config, Profile, load_config
-from kjupyter.errors import ConfigError, KjupyterError, KjupyterWarning
+from kjupyter.errors import ConfigError, IntegrityError, KjupyterError, KjupyterWarning
 from kjupyter.futures import MapFuture, RunFuture
 from kjupyter.paths import data_home
 from kjupyter.spec import RunSpec
@@ -116,15 +116,14 @@ class Session:
                     options: Mapping[str, Any]) -> RunFuture:  # fmt: skip
         profile = self.profile_for(options)
         spec = self.spec_for(profile, options)
-        data = (
-            pl.dump_call(fn, args, kwargs)
-            if not spec.packages
-            else pl.dumps(pl.CALL, (fn, args, kwargs), packages=list(spec.packages), function=pl._qualname(fn))
-        )
+        key = run_keys.new_key()
+        extra: dict[str, Any] = {"packages": list(spec.packages)} if spec.packages else {}
+        data = pl.dump_call(fn, args, kwargs, key=key, **extra)
         credentials.check_no_credentials(data, f"the call of {pl._qualname(fn)}")
         run_id = names.new_run_id(spec.name or getattr(fn, "__name__", None))
-        request = self._request(run_id, CALL, spec, data, fn)
-        future = RunFuture(run_id, self.backend(profile), cluster=profile.name, function=request.function)
+        request = self._request(run_id, CALL, spec, data, fn, key)
+        future = RunFuture(run_id, self.backend(profile), cluster=profile.name, function=request.function,
+                           run_key=key)  # fmt: skip
         return self._start(future, request)
 
     def submit_map(self, fn: Callable[..., Any], items: Iterable[Any], options: Mapping[str, Any],
@@ -132,33 +131,37 @@ class Session:
         profile = self.profile_for(options)
         spec = self.spec_for(profile, options)
         values = list(items)
+        key = run_keys.new_key()
         blob = io.BytesIO()
-        count = pl.pack_items(values, blob)
+        count = pl.pack_items(values, blob, key=key)
         extra: dict[str, Any] = {"packages": list(spec.packages)} if spec.packages else {}
-        data = pl.dump_map_function(fn) if not extra else pl.dumps(pl.MAP, fn, function=pl._qualname(fn), **extra)
+        data = pl.dump_map_function(fn, key=key, **extra)
         credentials.check_no_credentials(data, f"the function {pl._qualname(fn)}")
         packed = blob.getvalue()
         del blob
         credentials.check_no_credentials(packed, f"the items of the map of {pl._qualname(fn)}")
         run_id = names.new_run_id(spec.name or getattr(fn, "__name__", None))
-        request = self._request(run_id, MAP, spec, data, fn, count=count, items=packed)
+        request = self._request(run_id, MAP, spec, data, fn, key, count=count, items=packed)
         future = MapFuture(run_id, self.backend(profile), cluster=profile.name, items=values,
-                           return_exceptions=return_exceptions, function=request.function)  # fmt: skip
+                           return_exceptions=return_exceptions, function=request.function, run_key=key)  # fmt: skip
         return self._start(future, request)
 
-    def _request(self, run_id: str, kind: str, spec: RunSpec, data: bytes, fn: Any,
+    def _request(self, run_id: str, kind: str, spec: RunSpec, data: bytes, fn: Any, key: bytes,
                  count: int = 1, items: bytes | None = None) -> SubmitRequest:  # fmt: skip
         return SubmitRequest(run_id=run_id, kind=kind, spec=spec, payload=data, count=count, items=items,
                              user=self.user, session=self.session_id,
-                             function=getattr(fn, "__qualname__", type(fn).__name__))  # fmt: skip
+                             function=getattr(fn, "__qualname__", type(fn).__name__), run_key=key)  # fmt: skip
 
     def _start(self, future: F, request: SubmitRequest) -> F:
+        # Saved before the run exists, so `kjupyter.attach` from another process can always authenticate it.
+        run_keys.save_key(request.run_id, request.run_key)
         with self._lock:
             self._active[request.run_id] = future
         try:
             future.backend.submit(request, future.handle)
         except BaseException:  # nothing was started: nothing to cancel at exit, nothing left behind
             self._forget(request.run_id)
+            run_keys.forget_key(request.run_id)
             raise
         future.add_done_callback(lambda f: self._forget(request.run_id))
         return future
@@ -168,12 +171,20 @@ class Session:
         name = cluster or self.cluster
         profile = self.config.profile(name) if name else self.default_profile()
         backend = self.backend(profile)
+        key = run_keys.load_key(run_id) or backend.run_key(run_id)
+        if not key:
+            raise IntegrityError(
+                f"the results of run {run_id} cannot be authenticated from this machine: its key is neither in "
+                f"{run_keys.keys_dir()} nor kept by cluster {profile.name!r}, so nothing it wrote will be "
+                "unpickled here. Attach from the machine that started it (or copy its key file here)."
+            )
         info = next((r for r in backend.list_runs(self.user) if r.run_id == run_id), None)
         if info is not None and info.kind == MAP:
             future: RunFuture = MapFuture(run_id, backend, cluster=profile.name, items=[None] * info.total,
-                                          function=info.function)  # fmt: skip
+                                          function=info.function, run_key=key)  # fmt: skip
         else:
-            future = RunFuture(run_id, backend, cluster=profile.name, function=info.function if info else "")
+            future = RunFuture(run_id, backend, cluster=profile.name, function=info.function if info else "",
+                               run_key=key)  # fmt: skip
         future.detached = True
         backend.attach(run_id, future.handle)
         return future

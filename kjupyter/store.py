@@ -39,7 +39,7 @@ from typing import IO, Any, cast
 import fsspec
 from fsspec.spec import AbstractFileSystem
 
-from kjupyter.errors import StoreError
+from kjupyter.errors import IntegrityError, StoreError
 from kjupyter.paths import data_home
 from kjupyter.store_errors import missing_extra, protocols, short_error, translated
 
@@ -242,6 +242,11 @@ class _TranslatingReader(io.RawIOBase):
         super().__init__()
         self._f, self._url, self._name = f, url, name
 
+    @property
+    def name(self) -> str:
+        """The object's URL (for messages)."""
+        return f"{self._url}/{self._name}"
+
     def readable(self) -> bool:
         return True
 
@@ -277,6 +282,21 @@ class RunStore:
 
     def run(self, user: str, run_id: str) -> RunDir:
         return RunDir(self.fs, f"{self.root}/{user}/{run_id}", f"{self.url}/{user}/{run_id}")
+
+    def own_run_url(self, url: str, user: str, run_id: str) -> str:
+        """``url`` if it names a run folder directly under ``<store>/<user>/``; IntegrityError if not.
+
+        A URL read from elsewhere (a Job's annotation, which whoever can edit Jobs can change) is
+        only followed inside the user's own prefix.
+        """
+        prefix = f"{self.url}/{user}/"
+        rest = url[len(prefix) :] if url.startswith(prefix) else ""
+        if not rest or "/" in rest or rest in (".", ".."):
+            raise IntegrityError(
+                f"run {run_id} names {url} as its store folder, which is not under your own store prefix {prefix}; "
+                "kjupyter reads and writes runs only there. Whoever can edit the run's Job may have changed it."
+            )
+        return url
 
     def run_ids(self, user: str) -> list[str]:
         """Run ids of ``user``, in name order."""

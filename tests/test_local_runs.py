@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kjupyter import ConfigError, SerializationError, VersionMismatchError, remote
+from kjupyter import ConfigError, SerializationError, VersionMismatchError, remote, run_keys
 from kjupyter import payload as pl
 from kjupyter import store as st
 from kjupyter.cli import main as cli_main
@@ -90,17 +90,18 @@ def test_runner_takes_its_index_from_job_completion_index(tmp_path: Path) -> Non
     import io
 
     run = st.RunStore(f"file://{tmp_path}").run("u", "r1")
-    run.write_bytes(st.PAYLOAD, pl.dump_map_function(double))
+    key = run_keys.new_key()
+    run.write_bytes(st.PAYLOAD, pl.dump_map_function(double, key=key))
     blob = io.BytesIO()
-    pl.pack_items([10, 20, 30], blob)
+    pl.pack_items([10, 20, 30], blob, key=key)
     run.write_bytes(st.ITEMS, blob.getvalue())
-    env = {**os.environ, "JOB_COMPLETION_INDEX": "2"}
+    env = {**os.environ, "JOB_COMPLETION_INDEX": "2", run_keys.ENV: key.hex()}
     done = subprocess.run([sys.executable, "-m", "kjupyter.runner", "--run", run.url], env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     with run.open_read(st.result_name(2)) as f:
-        assert pl.load_outcome(f) == 60
+        assert pl.load_outcome(f, key=key, index=2) == 60
     bad = subprocess.run([sys.executable, "-m", "kjupyter.runner", "--run", run.url, "--index", "7"],
-                         capture_output=True, text=True, check=False)  # fmt: skip
+                         env={**os.environ, run_keys.ENV: key.hex()}, capture_output=True, text=True, check=False)  # fmt: skip
     assert bad.returncode == 2 and "task index 7 is out of range: the map has 3 items" in bad.stderr
 
 

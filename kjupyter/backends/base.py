@@ -29,7 +29,9 @@ class SubmitRequest:
 
     ``payload`` is a call envelope (``kind="call"``, one task) or a map's
     function envelope (``kind="map"``); ``items`` is the packed items blob of
-    a map, with ``count`` items (one task each).
+    a map, with ``count`` items (one task each). Both are signed with
+    ``run_key``, the run's secret, which the backend hands to the run's runners
+    (``$KJUPYTER_RUN_KEY``, hex) and nobody else.
     """
 
     run_id: str
@@ -42,7 +44,7 @@ class SubmitRequest:
     session: str = ""
     function: str = ""
     labels: dict[str, str] = field(default_factory=dict)
-    run_key: bytes = field(default=b"", repr=False)  # authenticates payload and results; never shown
+    run_key: bytes = field(default=b"", repr=False)  # never in a repr, a log or an error message
 
     @property
     def parallelism(self) -> int:
@@ -129,6 +131,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def doctor(self) -> list[Check]:
         """Can kjupyter work here? One :class:`Check` per thing checked (``kjupyter doctor``)."""
+
+    def run_key(self, run_id: str) -> bytes | None:
+        """The key of a run, when the backend keeps it somewhere this client can read (None: it does not)."""
+        return None
 
     def render_reaper(self) -> list[dict[str, Any]]:
         """The objects of an in-cluster reaper of stale runs (``kjupyter render --reaper``)."""

@@ -2,12 +2,12 @@
 
 :class:`StoreChannel` reads and writes the run's folder in the store.
 :class:`InlineChannel` (no store) takes the payload from a file and writes the
-outcome as marked lines on stdout, which the client reads from the pod's log.
+outcome as signed frames on stdout (:mod:`kjupyter.inline_frames`), which the
+client reads from the pod's log. Channels move bytes; the runner verifies and signs them.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import io
 import os
@@ -15,13 +15,15 @@ import sys
 from collections.abc import Callable
 from typing import IO, Any, Protocol
 
+from kjupyter import inline_frames
 from kjupyter import payload as pl
 from kjupyter import store as st
-from kjupyter.errors import SerializationError
 
 
 class Channel(Protocol):
-    """Where the runner reads its inputs and writes its outcome."""
+    """Where the runner reads its inputs and writes its outcome; ``where`` names it in messages."""
+
+    where: str
 
     def open_payload(self) -> contextlib.AbstractContextManager[IO[bytes]]: ...
     def read_item(self, index: int) -> bytes: ...
@@ -35,6 +37,7 @@ class StoreChannel:
 
     def __init__(self, run_url: str, options: dict[str, Any]) -> None:
         self.run = st.open_run_dir(run_url, options)
+        self.where = self.run.url
         self._payload: bytes | None = None  # kept for the next task of the same worker (serve mode)
         self._count: int | None = None
 
@@ -62,21 +65,17 @@ class StoreChannel:
             write(f)
 
 
-INLINE_MARKER = "\x1ekjupyter:"  # starts every line of an inline outcome on stdout
-INLINE_LIMIT = 1024 * 1024
-_INLINE_CHUNK = 8000
-
-
 class InlineChannel:
     """Inputs from a mounted folder (the run's Secret); the outcome framed on stdout.
 
-    The outcome travels as base64 lines ``<MARKER>out <index> <chunk>`` followed by
-    ``<MARKER>end <index> <size> <sha256>``; the Kubernetes backend reads them from
-    the pod's log and hides them from the user's log.
+    The Kubernetes backend reads the frames from the pod's log, checks them with the run's
+    key and hides them from the user's log (see :mod:`kjupyter.inline_frames`).
     """
 
-    def __init__(self, folder: str) -> None:
+    def __init__(self, folder: str, key: bytes) -> None:
         self.folder = folder
+        self.where = folder
+        self.key = key
 
     def open_payload(self) -> contextlib.AbstractContextManager[IO[bytes]]:
         return open(os.path.join(self.folder, st.PAYLOAD), "rb")
@@ -92,23 +91,10 @@ class InlineChannel:
         return blob[begin:end]
 
     def write_outcome(self, index: int, write: Callable[[IO[bytes]], None]) -> None:
-        import hashlib
-        import io
-
         buf = io.BytesIO()
         write(buf)
-        data = buf.getvalue()
-        if len(data) > INLINE_LIMIT:
-            raise SerializationError(
-                f"the outcome is {len(data)} bytes, more than the {INLINE_LIMIT} bytes that can travel without a "
-                'store; configure a store for this cluster (store = "s3://bucket/prefix" in its profile)'
-            )
-        text = base64.b64encode(data).decode()
+        lines = inline_frames.frame_lines(index, buf.getvalue(), self.key)
         sys.stdout.flush()
         out = sys.__stdout__ or sys.stdout
-        lines = [
-            f"{INLINE_MARKER}out {index} {text[i : i + _INLINE_CHUNK]}" for i in range(0, len(text), _INLINE_CHUNK)
-        ]
-        lines.append(f"{INLINE_MARKER}end {index} {len(data)} {hashlib.sha256(data).hexdigest()}")
         out.write("\n" + "\n".join(lines) + "\n")
         out.flush()

@@ -6,7 +6,13 @@ little (no Kubernetes, no Jupyter) and reports every failure as data: an
 error envelope plus a non-zero exit code, never silence.
 
 Exit codes: 0 success, 1 the user's code raised, 2 kjupyter could not run the
-payload (unreadable store, version mismatch, missing package).
+payload (no run key, a payload that fails authentication, unreadable store,
+version mismatch, missing package).
+
+Nothing is unpickled before it is authenticated: the run's key comes in
+``$KJUPYTER_RUN_KEY`` (hex; removed from the environment before user code
+runs), the payload and each map item must carry its HMAC under that key, and
+every result or error written back is signed with it (:mod:`kjupyter.integrity`).
 
 For a map, the task index comes from ``--index`` or ``JOB_COMPLETION_INDEX``,
 which Kubernetes sets in every pod of an Indexed Job.
@@ -25,10 +31,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
-import cloudpickle
-
 from kjupyter import payload as pl
-from kjupyter.errors import SerializationError
+from kjupyter import pickler, run_keys
+from kjupyter.errors import KjupyterError, SerializationError
 from kjupyter.runner.channels import Channel, InlineChannel, StoreChannel
 
 EXIT_OK, EXIT_USER_ERROR, EXIT_RUNNER_ERROR = 0, 1, 2
@@ -48,39 +53,53 @@ def _install_packages(packages: list[str]) -> None:
     sys.path.insert(0, target)
 
 
-def load_task(channel: Channel, index: int) -> Callable[[], Any]:
-    """Read the payload and return a zero-argument callable that runs the user's code."""
-    with channel.open_payload() as f:
+def _what(thing: str, channel: Channel, name: str) -> str:
+    """``the payload of run R (URL/payload.pkl)``: what failed and where, for an IntegrityError."""
+    run_id = os.environ.get("KJUPYTER_RUN_ID", "")
+    return f"{thing}{f' of run {run_id}' if run_id else ''} ({channel.where}/{name})"
+
+
+def load_task(channel: Channel, index: int, key: bytes) -> Callable[[], Any]:
+    """Verify and read the payload; return a zero-argument callable that runs the user's code."""
+    what = _what("the payload", channel, "payload.pkl")
+    with channel.open_payload() as raw, pl.verified(raw, key, pl.PAYLOAD_PURPOSE, what) as f:
         header = pl.read_header(f)
         header.check_compatible()
         _install_packages(list(header.extra.get("packages", [])))
-        body = cloudpickle.load(f)
+        body = pl.load_body(f)
     if header.kind == pl.CALL:
         fn, args, kwargs = body
         return lambda: fn(*args, **kwargs)
     if header.kind == pl.MAP:
-        item = pl.load_item(channel.read_item(index))
+        what = _what(f"item {index}", channel, "items.pkl")
+        item = pl.load_item(channel.read_item(index), key=key, index=index, what=what)
         return lambda: body(item)
     raise SerializationError(f"the runner cannot execute a {header.kind!r} payload")
 
 
-def run(channel: Channel, index: int) -> int:
+def run(channel: Channel, index: int, key: bytes) -> int:
     try:
-        task = load_task(channel, index)
+        task = load_task(channel, index, key)
+    except KjupyterError as exc:  # a sentence of kjupyter's own (authentication, versions): no traceback
+        _report(channel, index, exc.with_traceback(None), "runner", key)
+        return EXIT_RUNNER_ERROR
     except BaseException as exc:  # report everything, including SystemExit from pip
-        _report(channel, index, exc, "runner")
+        _report(channel, index, exc, "runner", key)
         return EXIT_RUNNER_ERROR
     if started := os.environ.get(STARTED_MARKER_ENV):
         print(f"[kjupyter] user code starts {time.time() - float(started):.4f}s after launch", file=sys.stderr)
     try:
         value = task()
     except BaseException as exc:
-        _report(channel, index, exc, "user")
+        _report(channel, index, exc, "user", key)
         return EXIT_USER_ERROR
+    purpose = pl.result_purpose(index)
     try:
-        channel.write_outcome(index, lambda f: pl.write_envelope(f, pl.RESULT, value, outbound=False))
+        channel.write_outcome(
+            index, lambda f: pl.write_envelope(f, pl.RESULT, value, key=key, purpose=purpose, outbound=False)
+        )
     except BaseException as exc:
-        _report(channel, index, _explain_result_error(value, exc), "result")
+        _report(channel, index, _explain_result_error(value, exc), "result", key)
         return EXIT_USER_ERROR
     return EXIT_OK
 
@@ -88,15 +107,15 @@ def run(channel: Channel, index: int) -> int:
 def _explain_result_error(value: Any, exc: BaseException) -> BaseException:
     if isinstance(exc, SerializationError | OSError) or "pickle" not in str(exc).lower():
         return exc
-    where, culprit, err = pl._find_unpicklable(value, "the result")
+    where, culprit, err = pickler.find_unpicklable(value, "the result")
     return SerializationError(
-        f"the function's return value cannot be pickled: {where} is {pl._describe(culprit)} ({err or exc})"
+        f"the function's return value cannot be pickled: {where} is {pickler.describe(culprit)} ({err or exc})"
     )
 
 
-def _report(channel: Channel, index: int, exc: BaseException, where: str) -> None:
-    """Write the error envelope; print the traceback too, so it is in the pod's log."""
-    data = pl.dump_error(exc, where=where)
+def _report(channel: Channel, index: int, exc: BaseException, where: str, key: bytes) -> None:
+    """Write the signed error envelope; print the traceback too, so it is in the pod's log."""
+    data = pl.dump_error(exc, key=key, purpose=pl.result_purpose(index), where=where)
     header = json.loads(data.split(b"\n", 2)[1])
     print(header["traceback"], file=sys.stderr, end="", flush=True)
     try:
@@ -117,7 +136,7 @@ def _line_buffered() -> Iterator[None]:
     yield
 
 
-def serve(channel: Channel, control_in: IO[str], control_out: IO[str], log_dir: str) -> int:
+def serve(channel: Channel, control_in: IO[str], control_out: IO[str], log_dir: str, key: bytes) -> int:
     """Local backend worker: run the task indices read from ``control_in``, one at a time.
 
     Each task's output (file descriptors 1 and 2, so child processes too) goes
@@ -132,7 +151,7 @@ def serve(channel: Channel, control_in: IO[str], control_out: IO[str], log_dir: 
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
         os.close(log_fd)
-        code = run(channel, index)
+        code = run(channel, index, key)
         sys.stdout.flush()
         sys.stderr.flush()
         with open(os.path.join(log_dir, f"{index}.exit"), "w") as f:
@@ -153,16 +172,23 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--run URL (or $KJUPYTER_RUN) or --inline DIR is required")
     index = args.index if args.index is not None else int(os.environ.get("JOB_COMPLETION_INDEX") or 0)
     options = json.loads(os.environ.get("KJUPYTER_STORE_OPTIONS") or "{}")
+    key = run_keys.key_from_env()
+    os.environ.pop(run_keys.ENV, None)  # the user's code and its children do not need it (nor print it)
     with _line_buffered():
+        if key is None:
+            print(f"[kjupyter] refusing to run: ${run_keys.ENV} is missing or is not 64 hex digits, so this runner "
+                  "can neither authenticate its payload nor sign its result; start runs from a kjupyter client "
+                  "of the image's version, which gives each run its key", file=sys.stderr)  # fmt: skip
+            return EXIT_RUNNER_ERROR
         try:
-            channel: Channel = InlineChannel(args.inline) if args.inline else StoreChannel(args.run, options)
+            channel: Channel = InlineChannel(args.inline, key) if args.inline else StoreChannel(args.run, options)
         except Exception as exc:
             print(f"[kjupyter] cannot open the run store: {exc}", file=sys.stderr)
             return EXIT_RUNNER_ERROR
         if args.serve:
             control_out = os.fdopen(os.dup(1), "w")
-            return serve(channel, sys.stdin, control_out, args.serve)
-        return run(channel, index)
+            return serve(channel, sys.stdin, control_out, args.serve, key)
+        return run(channel, index, key)
 
 
 if __name__ == "__main__":

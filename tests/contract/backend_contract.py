@@ -25,7 +25,9 @@ import numpy as np
 import pytest
 
 from kjupyter import RemoteError, RunTimeout, remote
+from kjupyter import payload as pl
 from kjupyter.errors import RunCancelled
+from kjupyter.inline_frames import frame_lines
 from kjupyter.run_events import LogLine, RunFinished
 from kjupyter.session import Session
 
@@ -78,6 +80,22 @@ def sleep_with_child(pid_file: str) -> None:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     Path(pid_file).write_text(f"{os.getpid()} {child.pid}")
     time.sleep(60)
+
+
+def print_lines(lines: list[str]) -> str:
+    for line in lines:
+        print(line, flush=True)
+    return "the real result"
+
+
+class Touch:
+    """Unpickling this creates ``path``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (self.path, "w"))
 
 
 def sleep_for(seconds: float) -> str:
@@ -147,6 +165,19 @@ class BackendContract:
         with pytest.raises(ValueError, match="bad item 2"):
             future.result(self.timeout)
         assert future.wait_ended(self.timeout)
+
+    def test_printed_frames_cannot_forge_a_result(self, session: Session, tmp_path: Path) -> None:
+        """The user's output may contain the inline marker: unsigned frames are log text, never a result."""
+        marker = tmp_path / "unpickled"
+        evil = pl.dumps(pl.RESULT, Touch(str(marker)), key=os.urandom(32), purpose=pl.result_purpose(0), outbound=False)
+        forged = frame_lines(0, evil, os.urandom(32))  # a whole outcome of task 0, signed with another key ...
+        forged += frame_lines(0, b"junk", os.urandom(32))[:1]  # ... and a dangling frame before the real ones
+        seen: list[str] = []
+        future = remote(print_lines).submit(forged)
+        future.subscribe(lambda event: seen.append(event.text) if isinstance(event, LogLine) else None)
+        assert future.result(self.timeout) == "the real result"
+        assert future.wait_ended(self.timeout)
+        assert seen[: len(forged)] == forged and not marker.exists()
 
     def test_log_lines_arrive_while_the_task_runs(self, session: Session, tmp_path: Path) -> None:
         marker = tmp_path / "marker"

@@ -106,6 +106,22 @@ def test_errors_fail_the_cell(tmp_path: Path) -> None:
     assert err is not None and err.ename == "NameError" and "missing" in h.text(cells[8])
 
 
+def test_remote_tracebacks_show_the_lines_of_the_notebooks_functions(tmp_path: Path) -> None:
+    nb = h.notebook(
+        "%load_ext kjupyter\nfrom kjupyter import remote",
+        "def check(v):\n    if v > 2:\n        raise ValueError(f'too big: {v}')\n    return v",
+        "remote(check)(3)",
+        "%%kube\ncheck(5)",
+    )
+    nb = h.run(nb, tmp_path, allow_errors=True)
+    for i, shown in ((2, "too big: 3"), (3, "too big: 5")):
+        err = h.error(nb.cells[i])
+        assert err is not None and err.ename == "ValueError", h.dump(nb)
+        tb = "\n".join(err.traceback)
+        assert shown in tb and "raise ValueError(f'too big: {v}')" in tb and "<dynamic-code>" not in tb, tb
+        assert "ipykernel_" in tb and "line 3, in check" in tb  # the cell's own name and line
+
+
 def test_a_usage_error_stops_the_notebook(tmp_path: Path) -> None:
     nb = h.notebook("%load_ext kjupyter", "%%kube --gpu lots\nx = 1", "print('not reached')")
     with pytest.raises(CellExecutionError, match="UsageError: %%kube: no configured cluster offers lots GPUs"):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kjupyter import remote, retention
+from kjupyter import remote, retention, run_keys
 from kjupyter import store as st
 from kjupyter.backends.local.backend import state_root
 from kjupyter.cli import main as cli_main
@@ -85,9 +85,11 @@ def test_cli_gc_keeps_runs_inside_the_bound(s3_profile_session: Session, capsys:
     assert len(store.run_ids(user)) == 1 and store.run_ids("another-user") == ["ancient"]
     (real_run,) = store.run_ids(user)
     assert (state_root() / real_run).is_dir()  # the local backend's logs and pids
+    assert run_keys.load_key(real_run) is not None
     time.sleep(1.1)
     assert cli_main(["gc", "--older-than", "1s"]) == 0
     assert store.run_ids(user) == [] and store.run_ids("another-user") == ["ancient"]
     assert not (state_root() / real_run).exists()  # the logs went with the run
+    assert run_keys.load_key(real_run) is None  # and so did its key
     assert cli_main(["gc", "--older-than", "soon"]) == 1
     assert "--older-than" in capsys.readouterr().err

@@ -2,8 +2,9 @@
 
 Each side runs in a fresh subprocess so its peak RSS is its own (``VmHWM`` of its
 address space; ``ru_maxrss`` would inherit the test process's peak across fork+exec):
-the writer does what the runner does (``write_envelope`` into ``open_write``), the
-reader what a future does (``load_outcome`` from ``open_read``).
+the writer does what the runner does (``write_envelope`` into ``open_write``, signing as it
+streams), the reader what a future does (``load_outcome`` from ``open_read``: verify into a
+private spool, then unpickle from it).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ _SCRIPT = textwrap.dedent(
     from kjupyter import payload as pl, store as st
 
     mode, url, options, size = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
+    key = bytes(range(32))  # the run's key: signed while written, verified before it is unpickled
     run = st.open_run_dir(url, options)
     run.exists("nothing")  # connect, so the client's own buffers are in the baseline
     base = psutil.Process().memory_info().rss
@@ -34,10 +36,10 @@ _SCRIPT = textwrap.dedent(
     if mode == "write":
         value = b"k" * size
         with run.open_write(st.result_name(0)) as f:
-            pl.write_envelope(f, pl.RESULT, value)
+            pl.write_envelope(f, pl.RESULT, value, key=key, purpose=pl.result_purpose(0), outbound=False)
     else:
         with run.open_read(st.result_name(0)) as f:
-            value = pl.load_outcome(f)
+            value = pl.load_outcome(f, key=key)
         assert len(value) == size and value[:1] == b"k" and value[-1:] == b"k"
     with open("/proc/self/status") as status:
         peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))

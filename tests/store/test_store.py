@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from kjupyter import credentials
+from kjupyter import credentials, run_keys
 from kjupyter import payload as pl
 from kjupyter import store as st
 from kjupyter.errors import SerializationError, StoreError
@@ -27,13 +27,14 @@ def test_round_trip(object_store: tuple[ObjectServer, str]) -> None:
     store = _run_store(server, bucket)
     run = store.run("alice", "r-1")
     run.write_json(st.RUN_JSON, {"run_id": "r-1", "user": "alice", "created": 1.0})
-    run.write_bytes(st.PAYLOAD, pl.dumps(pl.CALL, (len, ("abc",), {})))
+    key = run_keys.new_key()
+    run.write_bytes(st.PAYLOAD, pl.dumps(pl.CALL, (len, ("abc",), {}), key=key))
     with run.open_write(st.result_name(0)) as f:
-        pl.write_envelope(f, pl.RESULT, {"answer": 42, "blob": b"x" * 100_000})
+        pl.write_envelope(f, pl.RESULT, {"answer": 42, "blob": b"x" * 100_000}, key=key, purpose=pl.result_purpose(0))
     with run.open_read(st.result_name(0)) as f:
-        assert pl.load_outcome(f) == {"answer": 42, "blob": b"x" * 100_000}
+        assert pl.load_outcome(f, key=key) == {"answer": 42, "blob": b"x" * 100_000}
     with run.open_read(st.PAYLOAD) as f:
-        header, (fn, args, _) = pl.read_envelope(f)
+        header, (fn, args, _) = pl.read_envelope(f, key=key)
     assert header.kind == pl.CALL and fn(*args) == 3
     assert run.read_bytes(st.RUN_JSON, 0, 1) == b"{"
     assert store.run_ids("alice") == ["r-1"]
@@ -166,7 +167,8 @@ def test_block_writer_cuts_big_writes() -> None:
 
 def test_payload_with_a_local_secret_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-0123456789abcdef")
-    data = pl.dumps(pl.CALL, (print, ("tok-0123456789abcdef",), {}))
+    key = run_keys.new_key()
+    data = pl.dumps(pl.CALL, (print, ("tok-0123456789abcdef",), {}), key=key)
     with pytest.raises(SerializationError, match=r"\$MY_SERVICE_TOKEN"):
         credentials.check_no_credentials(data, "the call of print")
-    credentials.check_no_credentials(pl.dumps(pl.CALL, (print, ("harmless",), {})), "the call of print")
+    credentials.check_no_credentials(pl.dumps(pl.CALL, (print, ("harmless",), {}), key=key), "the call of print")

@@ -1,4 +1,4 @@
-"""Pure parts of pod logs: inline outcome framing, and de-duplication across reconnects."""
+"""Pure parts of pod logs: inline outcome framing (signed frames), and de-duplication across reconnects."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ from typing import IO, Any
 
 import pytest
 
-from kjupyter.backends.kubernetes.logs import LineFilter, Outcomes, PodLog, split_timestamp
-from kjupyter.runner.channels import INLINE_MARKER, InlineChannel
+from kjupyter.backends.kubernetes.logs import PodLog, split_timestamp
+from kjupyter.inline_frames import INLINE_MARKER, LineFilter, Outcomes
+from kjupyter.runner.channels import InlineChannel
+
+KEY = bytes(range(32))
 
 
 def framed(monkeypatch: pytest.MonkeyPatch, index: int, data: bytes) -> list[str]:
@@ -24,14 +27,14 @@ def framed(monkeypatch: pytest.MonkeyPatch, index: int, data: bytes) -> list[str
     def write(f: IO[bytes]) -> None:
         f.write(data)
 
-    InlineChannel("/nonexistent").write_outcome(index, write)
+    InlineChannel("/nonexistent", KEY).write_outcome(index, write)
     return out.getvalue().split("\n")[:-1]
 
 
 def test_inline_outcome_round_trip_hides_frames_and_keeps_user_lines(monkeypatch: pytest.MonkeyPatch) -> None:
     big = os.urandom(100_000)  # ~17 frame lines of base64
     user: list[str] = []
-    outcomes = Outcomes()
+    outcomes = Outcomes(KEY)
     f = LineFilter(user.append, outcomes)
     frames = framed(monkeypatch, 3, big)
     assert frames[0] == "" and all(line.startswith(INLINE_MARKER) for line in frames[1:]) and len(frames) == 19
@@ -44,7 +47,7 @@ def test_inline_outcome_round_trip_hides_frames_and_keeps_user_lines(monkeypatch
 
 def test_text_printed_without_newline_before_the_frame_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     user: list[str] = []
-    outcomes = Outcomes()
+    outcomes = Outcomes(KEY)
     f = LineFilter(user.append, outcomes)
     frames = framed(monkeypatch, 0, b"value")
     f.feed("progress 99%" + frames[1])  # print(..., end="") then the frame on the same log line
@@ -53,21 +56,28 @@ def test_text_printed_without_newline_before_the_frame_is_kept(monkeypatch: pyte
     assert user == ["progress 99%"] and outcomes.get(0) == b"value"
 
 
-@pytest.mark.parametrize("damage", ["chunk", "size", "missing-end"])
+@pytest.mark.parametrize("damage", ["chunk", "size", "missing-end", "missing-chunk"])
 def test_a_damaged_frame_gives_no_outcome(monkeypatch: pytest.MonkeyPatch, damage: str) -> None:
-    outcomes = Outcomes()
-    f = LineFilter(lambda _: None, outcomes)
+    outcomes = Outcomes(KEY)
+    shown: list[str] = []
+    f = LineFilter(shown.append, outcomes)
     frames = framed(monkeypatch, 1, os.urandom(20_000))
-    if damage == "chunk":
-        frames[2] = frames[2][:-4] + ("AAAA" if not frames[2].endswith("AAAA") else "BBBB")
+    changed = ""
+    if damage == "chunk":  # one base64 character of a chunk
+        body, _, tag = frames[2].rpartition(" ")
+        frames[2] = changed = body[:-1] + ("A" if body[-1] != "A" else "B") + " " + tag
     elif damage == "size":
-        head, _, tail = frames[-1].rpartition(" ")
-        frames[-1] = head.rsplit(" ", 1)[0] + " 19999 " + tail
-    else:
+        fields = frames[-1].split(" ")
+        fields[4] = "19999"
+        frames[-1] = changed = " ".join(fields)
+    elif damage == "missing-end":
         frames = frames[:-1]
+    else:
+        del frames[2]
     for line in frames:
         f.feed(line)
     assert outcomes.get(1) is None
+    assert shown == ([changed] if changed else [])  # a frame that fails its tag is the user's text, never hidden
 
 
 # --- de-duplication across reconnects ----------------------------------------------------

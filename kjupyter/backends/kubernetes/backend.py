@@ -22,6 +22,7 @@ import threading
 from collections.abc import Iterator
 from typing import IO, Any
 
+from kjupyter import names, run_keys
 from kjupyter import store as st
 from kjupyter.backends.base import Backend, Check, RunInfo, SubmitRequest
 from kjupyter.backends.kubernetes import objects as mf
@@ -108,7 +109,8 @@ class KubernetesBackend(Backend):
             objects = mf.build(**common, inline=inline, run_key=request.run_key)
         run = self._new_run(request.run_id, kind=request.kind, count=request.count, retries=request.spec.retries,
                             sink=sink, pending_timeout=request.spec.pending_timeout or self.profile.pending_timeout,
-                            wait_for_capacity=request.spec.pending_timeout is not None)  # fmt: skip
+                            wait_for_capacity=request.spec.pending_timeout is not None,
+                            run_key=request.run_key)  # fmt: skip
         run.own_payload_secret = True
         with self._lock:
             self._runs[request.run_id] = run
@@ -127,10 +129,11 @@ class KubernetesBackend(Backend):
             raise
 
     def _new_run(self, run_id: str, *, kind: str, count: int, retries: int, sink: EventSink,
-                 pending_timeout: float | None, wait_for_capacity: bool = False) -> KubeRun:  # fmt: skip
+                 pending_timeout: float | None, wait_for_capacity: bool = False,
+                 run_key: bytes | None = None) -> KubeRun:  # fmt: skip
         return KubeRun(self.kube, self.namespace, run_id, kind=kind, count=count, retries=retries, sink=sink,
                        slots=self._slots, pending_timeout=pending_timeout, on_end=self._ended, timers=self._timers,
-                       log_access=self._log_access, wait_for_capacity=wait_for_capacity)  # fmt: skip
+                       log_access=self._log_access, wait_for_capacity=wait_for_capacity, run_key=run_key)  # fmt: skip
 
     def _follow_session(self, session: str) -> bool:
         """Make the namespace's shared watches follow the runs of ``session`` too; True if they now list them."""
@@ -197,12 +200,13 @@ class KubernetesBackend(Backend):
         kind = str(labels.get(mf.LABEL_KIND, "call"))
         retries = int(spec.get("backoffLimitPerIndex", spec.get("backoffLimit", 0)) or 0)
         url = job["metadata"].get("annotations", {}).get(mf.ANNOTATION_STORE)
-        if url and self.store is not None:  # where its results are: no second read of the Job for them
+        if url and self.store is not None:  # where its results are (only under your prefix): no second read of the Job
+            url = self.store.own_run_url(url, names.current_user(), run_id)
             run_dir = self._run_dirs[run_id] = st.open_run_dir(url, dict(self.profile.store_options))
             if run_dir.exists(st.RUN_JSON):  # its end gets recorded even if the process that started it is gone
                 sink = RunRecord(run_dir).wrap(sink)
         run = self._new_run(run_id, kind=kind, count=int(spec.get("completions", 1)), retries=retries, sink=sink,
-                            pending_timeout=None)  # fmt: skip
+                            pending_timeout=None, run_key=run_keys.load_key(run_id) or self.run_key(run_id))  # fmt: skip
         with self._lock:
             self._runs[run_id] = run
             self._outcomes[run_id] = run.outcomes
@@ -272,7 +276,8 @@ class KubernetesBackend(Backend):
             return None
         with contextlib.suppress(BackendError):
             url = self._job(run_id)["metadata"].get("annotations", {}).get(mf.ANNOTATION_STORE)
-            if url:
+            if url:  # (only under your own prefix: IntegrityError otherwise)
+                url = self.store.own_run_url(url, names.current_user(), run_id)
                 return st.open_run_dir(url, dict(self.profile.store_options))
         return None
 

@@ -17,15 +17,13 @@ one still open ``EOF_WAIT_S`` after its container ended is cut.
 Logs that are refused (401/403 on pods/log) are said once per run, in one
 sentence, and not asked for again by this backend for ``FORBIDDEN_BACKOFF_S``.
 
-Lines the runner writes for an inline outcome (see ``kjupyter.runner.InlineChannel``)
-are taken out of the user's log and reassembled here.
+Lines the runner writes for an inline outcome are taken out of the user's log and
+reassembled here, when they are authenticated by the run's key (see :mod:`kjupyter.inline_frames`).
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import math
 import threading
 import time
@@ -34,7 +32,8 @@ from typing import Any
 
 from kjupyter.backends.kubernetes.client import Kube, abort
 from kjupyter.errors import ApiError
-from kjupyter.runner.channels import INLINE_MARKER
+from kjupyter.inline_frames import LineFilter as LineFilter
+from kjupyter.inline_frames import Outcomes as Outcomes
 
 SINCE_MARGIN_S = 60  # extra seconds asked for after a reconnect (line latency); duplicates are dropped
 FOLLOW_IDLE_S = 60.0  # a followed stream with no byte for this long is re-opened from the last line
@@ -52,68 +51,6 @@ def split_timestamp(line: str) -> tuple[Key | None, str]:
     base, _, frac = stamp.rstrip("Z").partition(".")
     frac = "".join(ch for ch in frac if ch.isdigit())
     return (base[:19], int((frac + "000000000")[:9])), text
-
-
-class Outcomes:
-    """Reassembles inline outcomes from marker lines; ``take(index)`` returns the bytes."""
-
-    def __init__(self) -> None:
-        self.parts: dict[int, list[str]] = {}
-        self.done: dict[int, bytes] = {}
-        self.lock = threading.Lock()
-
-    def feed(self, payload: str) -> None:
-        kind, _, rest = payload.partition(" ")
-        index_text, _, data = rest.partition(" ")
-        try:
-            index = int(index_text)
-        except ValueError:
-            return
-        with self.lock:
-            if kind == "out":
-                self.parts.setdefault(index, []).append(data.strip())
-            elif kind == "end":
-                size_text, _, digest = data.strip().partition(" ")
-                blob = base64.b64decode("".join(self.parts.pop(index, [])))
-                if str(len(blob)) == size_text and hashlib.sha256(blob).hexdigest() == digest:
-                    self.done[index] = blob
-
-    def get(self, index: int) -> bytes | None:
-        with self.lock:
-            return self.done.get(index)
-
-
-class LineFilter:
-    """Splits a pod's raw log lines into user lines and inline-outcome frames."""
-
-    def __init__(self, emit: Callable[[str], None], outcomes: Outcomes) -> None:
-        self.emit = emit
-        self.outcomes = outcomes
-        self.held_blank = False
-
-    def feed(self, text: str) -> None:
-        before, marker, frame = text.partition(INLINE_MARKER)
-        if marker:
-            if before:
-                self._flush_blank()
-                self.emit(before)
-            self.held_blank = False  # the runner starts its frame on a fresh line
-            self.outcomes.feed(frame)
-            return
-        if text == "":
-            self._flush_blank()
-            self.held_blank = True
-            return
-        self._flush_blank()
-        self.emit(text)
-
-    def _flush_blank(self) -> None:
-        if self.held_blank:
-            self.held_blank = False
-            self.emit("")
-
-    def close(self) -> None:
-        self._flush_blank()
 
 
 class LogAccess:

@@ -30,7 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kjupyter.config import GpuType
+from kjupyter.inline_frames import INLINE_LIMIT as INLINE_LIMIT  # payload (+ items) bytes that fit in a Secret
 from kjupyter.names import label_value
+from kjupyter.run_keys import ENV as RUN_KEY_ENV
 from kjupyter.spec import RunSpec, format_cpu, format_memory
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -50,8 +52,6 @@ CONTAINER = "task"
 PAYLOAD_MOUNT = "/var/run/kjupyter/payload"
 PAYLOAD_VOLUME = "kjupyter-payload"
 RUN_KEY = "run-key"  # the Secret's key that holds the run's key (hex), given to the runner as KJUPYTER_RUN_KEY
-RUN_KEY_ENV = "KJUPYTER_RUN_KEY"
-INLINE_LIMIT = 1024 * 1024  # bytes of payload (+ items) that may travel in a Secret
 # activeDeadlineSeconds when the run has no timeout. DESIGN.md asks for a deadline on every Job: it is the
 # backstop that frees the nodes (GPUs above all) of a run nobody watches any more, e.g. an endless loop
 # whose kernel is gone. A week lets the longest ordinary training runs finish (they should set timeout=

@@ -64,7 +64,7 @@ class KubeRun:
     def __init__(self, kube: Kube, namespace: str, run_id: str, *, kind: str, count: int, retries: int,
                  sink: EventSink, slots: threading.Semaphore, pending_timeout: float | None,
                  on_end: Callable[[str], None], timers: Timers, log_access: LogAccess | None = None,
-                 wait_for_capacity: bool = False) -> None:  # fmt: skip
+                 wait_for_capacity: bool = False, run_key: bytes | None = None) -> None:  # fmt: skip
         self.kube = kube
         self.namespace = namespace
         self.run_id = run_id
@@ -77,7 +77,7 @@ class KubeRun:
         self.on_end = on_end
         self.timers = timers
         self.log_access = log_access or LogAccess()
-        self.outcomes = Outcomes()
+        self.outcomes = Outcomes(run_key)  # inline outcomes: only frames signed with the run's key count
         self.lock = threading.RLock()
         self.pods: dict[str, _Pod] = {}
         self.failures: dict[int, set[str]] = collections.defaultdict(set)

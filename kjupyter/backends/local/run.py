@@ -22,7 +22,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 
-from kjupyter import credentials
+from kjupyter import credentials, run_keys
 from kjupyter import store as st
 from kjupyter.backends.base import SubmitRequest
 from kjupyter.backends.local.files import kill_group, state_root, tail
@@ -126,6 +126,7 @@ class LocalRun:
         env.update({
             "KJUPYTER_RUN": self.run_dir.url, "KJUPYTER_RUN_ID": self.req.run_id, "PYTHONUNBUFFERED": "1",
             "KJUPYTER_STORE_OPTIONS": json.dumps(credentials.shareable_options(self.profile.store_options)),
+            run_keys.ENV: self.req.run_key.hex(),
         })  # fmt: skip
         workdir = tempfile.mkdtemp(prefix=f"kjupyter-{self.req.run_id}-")  # like a pod: not the notebook's folder
         proc = subprocess.Popen(

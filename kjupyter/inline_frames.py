@@ -1,0 +1,136 @@
+"""Inline outcomes: a task's result (or error) envelope framed on lines of the pod's log.
+
+Without a store the runner prints its outcome on stdout, and the Kubernetes
+backend reads it back from the pod's log and hides it from the user's log.
+Each frame is one line::
+
+    <MARKER>out <index> <nonce> <seq> <base64 chunk> <tag>
+    <MARKER>end <index> <nonce> <count> <size> <tag>
+
+``tag`` is the hex HMAC-SHA256, under the run's key, of everything between the
+marker and the tag, so a frame binds its task, its attempt (``nonce``, random
+per outcome), its position and its bytes. The user's own output can contain
+the marker (a print of some foreign text, a log of a log): a frame whose tag
+does not verify is not a frame, it is a line of the user's log, shown as such
+and never assembled, so it cannot replace, damage or delay the real outcome.
+The assembled bytes are an envelope, verified again (and only then unpickled)
+by :func:`kjupyter.payload.load_outcome`.
+
+The lowest layer: used by the runner (writing) and by the Kubernetes backend
+(reading); imports only the standard library and :mod:`kjupyter.errors`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+import threading
+from collections.abc import Callable
+
+from kjupyter.errors import SerializationError
+
+INLINE_MARKER = "\x1ekjupyter:"  # starts every frame line of an inline outcome on stdout
+INLINE_LIMIT = (
+    1024 * 1024
+)  # bytes that may travel without a store: a payload (+ items) in a Secret, an outcome in the log
+CHUNK = 8000  # base64 characters per frame line
+_DOMAIN = b"kjupyter-frame\0"
+
+
+def _tag(key: bytes, body: str) -> str:
+    return hmac.new(key, _DOMAIN + body.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def frame_lines(index: int, data: bytes, key: bytes) -> list[str]:
+    """The lines (without newlines) that carry ``data``, the outcome of task ``index``, signed with ``key``."""
+    if len(data) > INLINE_LIMIT:
+        raise SerializationError(
+            f"the outcome is {len(data)} bytes, more than the {INLINE_LIMIT} bytes that can travel without a "
+            'store; configure a store for this cluster (store = "s3://bucket/prefix" in its profile)'
+        )
+    nonce = secrets.token_hex(8)
+    text = base64.b64encode(data).decode("ascii")
+    chunks = [text[i : i + CHUNK] for i in range(0, len(text), CHUNK)]
+    bodies = [f"out {index} {nonce} {seq} {chunk}" for seq, chunk in enumerate(chunks)]
+    bodies.append(f"end {index} {nonce} {len(chunks)} {len(data)}")
+    return [f"{INLINE_MARKER}{body} {_tag(key, body)}" for body in bodies]
+
+
+class Outcomes:
+    """Reassembles inline outcomes from authenticated frames; ``get(index)`` returns the bytes.
+
+    With ``key`` None (``kjupyter logs``: the reader holds no key) well-formed frames are
+    recognised, to be hidden from the log, but nothing is ever assembled.
+    """
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self.key = key or None
+        self.parts: dict[tuple[int, str], dict[int, bytes]] = {}
+        self.done: dict[int, bytes] = {}
+        self.lock = threading.Lock()
+
+    def feed(self, frame: str) -> bool:
+        """Take the text after a marker; False if it is no frame of this run (it is then a line of the log)."""
+        fields = frame.strip().split(" ")
+        if len(fields) != 6 or fields[0] not in ("out", "end"):
+            return False
+        kind, index_text, nonce, seq_text, data, tag = fields
+        if not (index_text.isdigit() and seq_text.isdigit()):
+            return False
+        if self.key is None:
+            return True
+        if not hmac.compare_digest(_tag(self.key, " ".join(fields[:5])), tag):
+            return False
+        index, number = int(index_text), int(seq_text)
+        with self.lock:
+            if kind == "out":
+                try:
+                    self.parts.setdefault((index, nonce), {})[number] = base64.b64decode(data, validate=True)
+                except binascii.Error:
+                    self.parts.pop((index, nonce), None)  # (signed, so only a broken runner could write it)
+                return True
+            chunks = self.parts.pop((index, nonce), {})
+            if data.isdigit() and sorted(chunks) == list(range(number)):
+                blob = b"".join(chunks[i] for i in range(number))
+                if len(blob) == int(data):
+                    self.done[index] = blob
+        return True
+
+    def get(self, index: int) -> bytes | None:
+        with self.lock:
+            return self.done.get(index)
+
+
+class LineFilter:
+    """Splits a pod's raw log lines into user lines and inline-outcome frames."""
+
+    def __init__(self, emit: Callable[[str], None], outcomes: Outcomes) -> None:
+        self.emit = emit
+        self.outcomes = outcomes
+        self.held_blank = False
+
+    def feed(self, text: str) -> None:
+        before, marker, frame = text.partition(INLINE_MARKER)
+        if marker and self.outcomes.feed(frame):
+            if before:
+                self._flush_blank()
+                self.emit(before)
+            self.held_blank = False  # the runner starts its frames on a fresh line
+            return
+        if text == "":
+            self._flush_blank()
+            self.held_blank = True
+            return
+        self._flush_blank()
+        self.emit(text)  # (a forged frame too: the user's code printed it)
+
+    def _flush_blank(self) -> None:
+        if self.held_blank:
+            self.held_blank = False
+            self.emit("")
+
+    def close(self) -> None:
+        self._flush_blank()
