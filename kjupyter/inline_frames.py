@@ -6,6 +6,10 @@ Each frame is one line::
 
     <MARKER>out <index> <nonce> <seq> <base64 chunk> <tag>
     <MARKER>end <index> <nonce> <count> <size> <tag>
+    <MARKER>eof <index> <nonce> 0 - <tag>
+
+``eof`` is the last line a pod's runner writes (the log is complete up to here): a followed
+log stream that delivered it needs no final read.
 
 ``tag`` is the hex HMAC-SHA256, under the run's key, of everything between the
 marker and the tag, so a frame binds its task, its attempt (``nonce``, random
@@ -59,6 +63,12 @@ def frame_lines(index: int, data: bytes, key: bytes) -> list[str]:
     return [f"{INLINE_MARKER}{body} {_tag(key, body)}" for body in bodies]
 
 
+def eof_line(index: int, key: bytes) -> str:
+    """The signed last line of task ``index``'s log: every line before it was delivered with it."""
+    body = f"eof {index} {secrets.token_hex(8)} 0 -"
+    return f"{INLINE_MARKER}{body} {_tag(key, body)}"
+
+
 class Outcomes:
     """Reassembles inline outcomes from authenticated frames; ``get(index)`` returns the bytes.
 
@@ -75,7 +85,7 @@ class Outcomes:
     def feed(self, frame: str) -> bool:
         """Take the text after a marker; False if it is no frame of this run (it is then a line of the log)."""
         fields = frame.strip().split(" ")
-        if len(fields) != 6 or fields[0] not in ("out", "end"):
+        if len(fields) != 6 or fields[0] not in ("out", "end", "eof"):
             return False
         kind, index_text, nonce, seq_text, data, tag = fields
         if not (index_text.isdigit() and seq_text.isdigit()):
@@ -85,6 +95,8 @@ class Outcomes:
         if not hmac.compare_digest(_tag(self.key, " ".join(fields[:5])), tag):
             return False
         index, number = int(index_text), int(seq_text)
+        if kind == "eof":
+            return True  # (LineFilter notes it: it concerns the stream that carried it)
         with self.lock:
             if kind == "out":
                 try:
@@ -111,10 +123,13 @@ class LineFilter:
         self.emit = emit
         self.outcomes = outcomes
         self.held_blank = False
+        self.eof = False  # the runner's signed last line came through (only with a key: else it is unknown)
 
     def feed(self, text: str) -> None:
         before, marker, frame = text.partition(INLINE_MARKER)
         if marker and self.outcomes.feed(frame):
+            if frame.startswith("eof ") and self.outcomes.key is not None:
+                self.eof = True
             if before:
                 self._flush_blank()
                 self.emit(before)

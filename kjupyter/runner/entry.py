@@ -21,6 +21,7 @@ which Kubernetes sets in every pod of an Indexed Job.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import os
@@ -34,6 +35,7 @@ from typing import IO, Any
 from kjupyter import payload as pl
 from kjupyter import pickler, run_keys
 from kjupyter.errors import KjupyterError, SerializationError
+from kjupyter.inline_frames import eof_line
 from kjupyter.runner.channels import Channel, InlineChannel, StoreChannel
 
 EXIT_OK, EXIT_USER_ERROR, EXIT_RUNNER_ERROR = 0, 1, 2
@@ -188,7 +190,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.serve:
             control_out = os.fdopen(os.dup(1), "w")
             return serve(channel, sys.stdin, control_out, args.serve, key)
+        if os.environ.get("JOB_COMPLETION_INDEX") is not None:  # in a pod: the log's signed last line, at exit
+            atexit.register(_end_of_log, index, key)  # (registered first, so it runs after the user's handlers)
         return run(channel, index, key)
+
+
+def _end_of_log(index: int, key: bytes) -> None:
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
+        sys.stdout.write("\n" + eof_line(index, key) + "\n")
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":

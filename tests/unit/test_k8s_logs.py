@@ -167,11 +167,14 @@ def test_split_timestamp() -> None:
 # --- when the followed stream is the only request ----------------------------------------------
 
 
+KEY = bytes(range(32))
+
+
 def run_log(script: list[FakeResponse], ended: threading.Event, trust_stream: bool) -> tuple[list[str], FakeKube]:
     """Follow a pod whose container ends (as the pod watch reports it) once ``ended`` is set."""
     kube = FakeKube(script)
     got: list[str] = []
-    log = PodLog(kube, "ns", "pod-0", "task", got.append, Outcomes())  # type: ignore[arg-type]
+    log = PodLog(kube, "ns", "pod-0", "task", got.append, Outcomes(KEY))  # type: ignore[arg-type]
 
     def end_when_told() -> None:
         ended.wait(10)
@@ -183,19 +186,47 @@ def run_log(script: list[FakeResponse], ended: threading.Event, trust_stream: bo
     return got, kube
 
 
-def test_a_stream_that_ends_with_its_container_is_the_only_request() -> None:
-    lines = [f"{stamp(10 - i)} line {i}" for i in range(6)]
+def test_a_stream_that_delivers_the_runners_last_line_is_the_only_request() -> None:
+    from kjupyter.inline_frames import eof_line
+
+    lines = [f"{stamp(10 - i)} line {i}" for i in range(6)] + [f"{stamp(3)} {eof_line(0, KEY)}"]
     ended = threading.Event()
     got, kube = run_log([FakeResponse(lines, then_drop=False, on_end=ended)], ended, trust_stream=True)
-    assert got == [f"line {i}" for i in range(6)]
+    assert got == [f"line {i}" for i in range(6)]  # (the signed last line is not shown)
     assert [c["follow"] for c in kube.calls] == [True]
 
 
-def test_a_stream_that_ends_while_the_container_runs_is_followed_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    from kjupyter.backends.kubernetes import logs as k8s_logs
-
-    monkeypatch.setattr(k8s_logs, "EOF_WAIT_S", 0.2)
+def test_a_stream_that_ends_without_the_runners_last_line_gets_a_final_read() -> None:
     lines = [f"{stamp(10 - i)} line {i}" for i in range(6)]
+    ended = threading.Event()
+    script = [
+        FakeResponse(lines[:4], then_drop=False, on_end=ended),  # rotated away early, then the container ended
+        FakeResponse(lines, then_drop=False, on_end=None),  # the final read: the two lines the stream lost
+    ]
+    got, kube = run_log(script, ended, trust_stream=True)
+    assert got == [f"line {i}" for i in range(6)]
+    assert [c["follow"] for c in kube.calls] == [True, False]
+
+
+def test_a_forged_last_line_does_not_end_the_log_early() -> None:
+    from kjupyter.inline_frames import eof_line
+
+    forged = eof_line(0, b"\x01" * 32)  # printed by the user's code: not signed with the run's key
+    lines = [f"{stamp(10 - i)} line {i}" for i in range(3)] + [f"{stamp(7)} {forged}"]
+    ended = threading.Event()
+    script = [
+        FakeResponse(lines, then_drop=False, on_end=ended),
+        FakeResponse([*lines, f"{stamp(6)} line 3"], then_drop=False, on_end=None),
+    ]
+    got, kube = run_log(script, ended, trust_stream=True)
+    assert got[:3] == ["line 0", "line 1", "line 2"] and got[-1] == "line 3"
+    assert [c["follow"] for c in kube.calls] == [True, False]
+
+
+def test_a_stream_that_ends_while_the_container_runs_is_followed_again() -> None:
+    from kjupyter.inline_frames import eof_line
+
+    lines = [f"{stamp(10 - i)} line {i}" for i in range(6)] + [f"{stamp(3)} {eof_line(0, KEY)}"]
     ended = threading.Event()
     script = [
         FakeResponse(lines[:3], then_drop=False, on_end=None),  # a clean end, but the container goes on
@@ -203,7 +234,7 @@ def test_a_stream_that_ends_while_the_container_runs_is_followed_again(monkeypat
     ]
     got, kube = run_log(script, ended, trust_stream=True)
     assert got == [f"line {i}" for i in range(6)]
-    assert [c["follow"] for c in kube.calls] == [True, True] and kube.calls[1]["since_seconds"] >= 8
+    assert [c["follow"] for c in kube.calls] == [True, True] and kube.calls[1]["since_seconds"] >= 1
 
 
 def test_an_evicted_pods_stream_is_not_trusted_to_be_complete() -> None:

@@ -9,8 +9,10 @@ comparing the cluster's own timestamps and counting lines that share one.
 
 A followed stream is not trusted to have delivered everything when it ends:
 log rotation ends streams early while the container runs on
-(kubernetes/kubernetes#115701). After the container ended, one final read
-from the last delivered line always confirms the tail. A stream quiet for
+(kubernetes/kubernetes#115701). It is complete only when it delivered the
+runner's signed last line (``eof``, see :mod:`kjupyter.inline_frames`), which
+no user output can forge; otherwise, after the container ended, one final read
+from the last delivered line confirms the tail. A stream quiet for
 ``FOLLOW_IDLE_S`` is re-opened (a quiet task costs one request a minute), and
 one still open ``EOF_WAIT_S`` after its container ended is cut.
 
@@ -161,8 +163,11 @@ class PodLog:
                 # 400: the container is not running yet (ContainerCreating, image pull)
             except Exception:
                 pass
-            # The stream ended: the container ended (the final read confirms the tail), or it ended early
-            # (log rotation) or broke: follow again from the last line.
+            if self.filter.eof:  # the runner's signed last line came through: the log is complete
+                self.complete = True
+                return
+            # The stream ended before the runner's last line: the container ended without it (the final read
+            # confirms the tail), or the stream ended early (log rotation) or broke: follow again from the last line.
             if self.terminated.wait(delay) or self.gone.is_set():
                 return
             delay = min(delay * 2, BACKOFF_MAX)
