@@ -13,24 +13,15 @@ import concurrent.futures
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from kjupyter import payload as pl
+from kjupyter import run_events as ev
 from kjupyter.backends.base import Backend
 from kjupyter.errors import BackendError, IntegrityError, KjupyterError, RunCancelled, RunFailed, RunTimeout
 from kjupyter.event_hub import EventHub
-from kjupyter.run_events import (
-    Diagnosis,
-    Event,
-    EventSink,
-    LogLine,
-    Phase,
-    PhaseChanged,
-    RunFinished,
-    RunLost,
-    TaskFinished,
-)
+from kjupyter.run_events import Event, EventSink, Phase
 
 _TAIL_LINES = 20  # log lines kept per running task, for the message of a crash
 
@@ -50,7 +41,7 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         self.total = total
         self.function = function
         self.phase = Phase.PENDING
-        self.diagnosis: Diagnosis | None = None
+        self.diagnosis: ev.Diagnosis | None = None
         self.created = time.time()
         self.finished_at: float | None = None
         self.detached = False
@@ -70,24 +61,24 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
     def handle(self, event: Event) -> None:
         """The sink given to the backend (called on the run's event lane, never on a watch thread)."""
         self._track(event)
-        if isinstance(event, TaskFinished):
+        if isinstance(event, ev.TaskFinished):
             self._on_task(event)
-        elif isinstance(event, RunFinished):
+        elif isinstance(event, ev.RunFinished):
             self._on_run(event)
-        elif isinstance(event, RunLost) and not self.done():
+        elif isinstance(event, ev.RunLost) and not self.done():
             self.set_exception(BackendError(event.sentence))
         self.hub.publish(event)
-        if isinstance(event, RunFinished | RunLost):  # ended once every view has seen the end too
+        if isinstance(event, ev.RunFinished | ev.RunLost):  # ended once every view has seen the end too
             self.hub.after_delivery(self._ended.set)
 
     def _track(self, event: Event) -> None:
-        if isinstance(event, PhaseChanged) and event.index is None:
+        if isinstance(event, ev.PhaseChanged) and event.index is None:
             self.phase = event.phase
-        elif isinstance(event, Diagnosis):
+        elif isinstance(event, ev.Diagnosis):
             self.diagnosis = event
-        elif isinstance(event, LogLine):
+        elif isinstance(event, ev.LogLine):
             self._tails.setdefault(event.index, collections.deque(maxlen=_TAIL_LINES)).append(event.text)
-        elif isinstance(event, RunFinished):
+        elif isinstance(event, ev.RunFinished):
             self.phase = event.phase
             self.finished_at = event.time
 
@@ -117,7 +108,7 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         except KjupyterError as exc:
             return False, (exc.with_traceback(None) if succeeded else None)
 
-    def _failure(self, event: TaskFinished | RunFinished, index: int = 0) -> BaseException:
+    def _failure(self, event: ev.TaskFinished | ev.RunFinished, index: int = 0) -> BaseException:
         """Why a task failed, when it left no exception of its own."""
         parts = [f"run {self.run_id} failed"]
         if event.reason:
@@ -131,10 +122,10 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         cls = RunTimeout if event.reason == "DeadlineExceeded" else RunFailed
         return cls(text, run_id=self.run_id, reason=event.reason, logs=tail)
 
-    def _on_task(self, event: TaskFinished) -> None:
+    def _on_task(self, event: ev.TaskFinished) -> None:
         self._tails.pop(event.index, None) if event.phase is Phase.SUCCEEDED else None
 
-    def _on_run(self, event: RunFinished) -> None:
+    def _on_run(self, event: ev.RunFinished) -> None:
         if self.done():
             return
         if event.phase is Phase.CANCELLED:
@@ -164,19 +155,21 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
 
     def result(self, timeout: float | None = None) -> Any:
         """The run's value; a cancelled run raises :class:`RunCancelled` (a ``CancelledError`` too)."""
-        try:
+        with self._as_run_cancelled():
             return super().result(timeout)
-        except concurrent.futures.CancelledError as exc:
-            if isinstance(exc, RunCancelled):
-                raise
-            raise RunCancelled(f"run {self.run_id} was cancelled", run_id=self.run_id) from None
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        try:
+        with self._as_run_cancelled():
             return super().exception(timeout)
-        except concurrent.futures.CancelledError as exc:
-            if isinstance(exc, RunCancelled):
-                raise
+
+    @contextlib.contextmanager
+    def _as_run_cancelled(self) -> Iterator[None]:
+        """Every cancelled run raises the one type, :class:`RunCancelled`, whatever cancelled it."""
+        try:
+            yield
+        except RunCancelled:
+            raise
+        except concurrent.futures.CancelledError:
             raise RunCancelled(f"run {self.run_id} was cancelled", run_id=self.run_id) from None
 
     def detach(self) -> RunFuture:
@@ -210,7 +203,7 @@ class MapFuture(RunFuture):
         self._results: list[Any] = [None] * len(items)
         self._have = [False] * len(items)
 
-    def _on_task(self, event: TaskFinished) -> None:
+    def _on_task(self, event: ev.TaskFinished) -> None:
         super()._on_task(event)
         i = event.index
         if event.phase is Phase.SUCCEEDED:
@@ -230,7 +223,7 @@ class MapFuture(RunFuture):
             with contextlib.suppress(KjupyterError):
                 self.backend.cancel(self.run_id)  # first failure: stop the rest
 
-    def _on_run(self, event: RunFinished) -> None:
+    def _on_run(self, event: ev.RunFinished) -> None:
         if self.done():
             return
         if event.phase is Phase.CANCELLED and not all(self._have):

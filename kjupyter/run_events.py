@@ -26,97 +26,91 @@ class Phase(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class PhaseChanged:
-    """The run (``index is None``) or one of its tasks changed phase."""
+class _RunEvent:
+    """What every event has: its run, and when it happened (this process's clock; keyword only)."""
 
     run_id: str
+    time: float = field(default_factory=time.time, kw_only=True)
+
+
+@dataclass(frozen=True)
+class PhaseChanged(_RunEvent):
+    """The run (``index is None``) or one of its tasks changed phase."""
+
     phase: Phase
     index: int | None = None
     pod: str | None = None
     node: str | None = None
     message: str = ""
-    time: float = field(default_factory=time.time)
 
 
 @dataclass(frozen=True)
-class LogLine:
+class LogLine(_RunEvent):
     """One line a task printed, without its trailing newline."""
 
-    run_id: str
     text: str
     index: int = 0
     stream: str = "stdout"
-    time: float = field(default_factory=time.time)
 
 
 @dataclass(frozen=True)
-class Diagnosis:
+class Diagnosis(_RunEvent):
     """Something is wrong (or slow) and the user should know why, in one sentence.
 
     ``fatal`` diagnoses end the run (image cannot be pulled, out of memory);
     others are warnings that may resolve by themselves (waiting for scale-up).
     """
 
-    run_id: str
     reason: str
     sentence: str
     hint: str = ""
     fatal: bool = False
     index: int | None = None
-    time: float = field(default_factory=time.time)
 
     def __str__(self) -> str:
         return f"{self.sentence} {self.hint}".strip()
 
 
 @dataclass(frozen=True)
-class Progress:
+class Progress(_RunEvent):
     """Counts of a map's tasks; ``total`` is the number of items."""
 
-    run_id: str
     total: int
     succeeded: int = 0
     failed: int = 0
     running: int = 0
     pending: int = 0
-    time: float = field(default_factory=time.time)
 
 
 @dataclass(frozen=True)
-class TaskFinished:
+class TaskFinished(_RunEvent):
     """Task ``index`` ended for good (after its retries). Its outcome is in the store."""
 
-    run_id: str
     index: int
     phase: Phase
     exit_code: int | None = None
     reason: str = ""
     message: str = ""
-    time: float = field(default_factory=time.time)
 
 
 @dataclass(frozen=True)
-class RunFinished:
+class RunFinished(_RunEvent):
     """The whole run ended; no event for this run follows."""
 
-    run_id: str
     phase: Phase
     reason: str = ""
     message: str = ""
-    time: float = field(default_factory=time.time)
 
 
 @dataclass(frozen=True)
-class RunLost:
+class RunLost(_RunEvent):
     """kjupyter can no longer follow the run (its watches are refused); the run itself may go on.
 
     No ``RunFinished`` follows: nothing is known of how it ends. ``sentence`` says why and what to do.
     """
 
-    run_id: str
     reason: str
     sentence: str
-    time: float = field(default_factory=time.time)
 
 
 Event = PhaseChanged | LogLine | Diagnosis | Progress | TaskFinished | RunFinished | RunLost

@@ -99,19 +99,35 @@ class _BlockWriter(io.RawIOBase):
         pass  # the underlying file flushes by itself; a forced flush would commit an object store upload
 
 
-class _BlockReader(io.RawIOBase):
+class _Seekable(io.RawIOBase):
+    """A readable wrapper around ``self._f`` that seeks where it does."""
+
+    _f: Any
+
+    def readable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return int(self._f.seek(offset, whence))
+
+    def tell(self) -> int:
+        return int(self._f.tell())
+
+    def seekable(self) -> bool:
+        return True
+
+
+class _BlockReader(_Seekable):
     """Assembles a huge ``read(n)`` block by block, and serves ``readinto`` (pickle reads big bytes that way)."""
 
     def __init__(self, f: IO[bytes], block: int = READ_BLOCK_SIZE) -> None:
         super().__init__()
         self._f, self._block = f, block
 
-    def readable(self) -> bool:
-        return True
-
     def read(self, n: int | None = -1) -> bytes:
         if n is None or n < 0 or n <= self._block:
-            return self._f.read(-1 if n is None else n)
+            data: bytes = self._f.read(-1 if n is None else n)
+            return data
         buf = bytearray(n)
         got = self.readinto(buf)
         if got < n:
@@ -130,16 +146,7 @@ class _BlockReader(io.RawIOBase):
         return got
 
     def readline(self, size: int | None = -1) -> bytes:
-        return self._f.readline() if size is None or size < 0 else self._f.readline(size)
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self._f.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._f.tell()
-
-    def seekable(self) -> bool:
-        return True
+        return bytes(self._f.readline() if size is None or size < 0 else self._f.readline(size))
 
 
 def _abandon(f: Any) -> None:
@@ -235,7 +242,7 @@ class RunDir:
             self.fs.rm(self.path, recursive=True)
 
 
-class _TranslatingReader(io.RawIOBase):
+class _TranslatingReader(_Seekable):
     """A read-only file whose library errors come out as StoreError naming the URL."""
 
     def __init__(self, f: _BlockReader, url: str, name: str) -> None:
@@ -247,29 +254,18 @@ class _TranslatingReader(io.RawIOBase):
         """The object's URL (for messages)."""
         return f"{self._url}/{self._name}"
 
-    def readable(self) -> bool:
-        return True
-
     def read(self, n: int | None = -1) -> bytes:
         with translated(self._url, self._name):
-            return self._f.read(n)
+            data: bytes = self._f.read(n)
+            return data
 
     def readinto(self, buffer: Any) -> int:
         with translated(self._url, self._name):
-            return self._f.readinto(buffer)
+            return int(self._f.readinto(buffer))
 
     def readline(self, size: int | None = -1) -> bytes:
         with translated(self._url, self._name):
-            return self._f.readline(size)
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self._f.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._f.tell()
-
-    def seekable(self) -> bool:
-        return True
+            return bytes(self._f.readline(size))
 
 
 class RunStore:

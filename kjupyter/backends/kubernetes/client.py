@@ -44,11 +44,13 @@ def permission(fn: Callable[..., Any] | None, kwargs: dict[str, Any]) -> tuple[s
 
 
 def abort(response: Any) -> None:
-    """Close a streamed response from another thread, waking a read blocked on it (a silent stream).
+    """Close a streamed response (None: nothing to do) from another thread, waking a read blocked on it.
 
     ``close()`` alone does not interrupt a ``recv`` blocked in another thread; shutting the socket
     down does (urllib3 >= 2.3 offers ``shutdown()``; older ones are reached through the connection).
     """
+    if response is None:
+        return
     with contextlib.suppress(Exception):
         if hasattr(response, "shutdown"):
             response.shutdown()

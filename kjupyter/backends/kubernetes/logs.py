@@ -112,9 +112,8 @@ class PodLog:
         cut.start()
 
     def _cut(self) -> None:
-        response = self.response
-        if response is not None and not self.finished.is_set():
-            abort(response)
+        if not self.finished.is_set():
+            abort(self.response)
 
     def run(self, slots: threading.Semaphore) -> None:
         """Follow while a slot is free (else wait for the end), then read once more; always sets ``finished``."""
@@ -136,9 +135,7 @@ class PodLog:
 
     def stop(self) -> None:
         self.gone.set()
-        response = self.response
-        if response is not None:
-            abort(response)
+        abort(self.response)
 
     def _refused(self, exc: ApiError) -> bool:
         """A 401/403: tell the run once, stop asking. True if it was one."""

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kjupyter import run_events as ev
 from kjupyter.backends.kubernetes import diagnosis
 from kjupyter.backends.kubernetes import objects as mf
 from kjupyter.backends.kubernetes.client import Kube
@@ -26,18 +27,7 @@ from kjupyter.backends.kubernetes.state import JobView, PodView, Verdict
 from kjupyter.backends.kubernetes.writes import stop_job, stop_mark
 from kjupyter.errors import ApiError, BackendError
 from kjupyter.event_hub import EventHub, Timer, Timers
-from kjupyter.run_events import (
-    Diagnosis,
-    Event,
-    EventSink,
-    LogLine,
-    Phase,
-    PhaseChanged,
-    Progress,
-    RunFinished,
-    RunLost,
-    TaskFinished,
-)
+from kjupyter.run_events import Event, EventSink, Phase
 
 FINISH_GRACE_S = 5.0  # after the Job ended, how long pod events may lag before the pods are read
 LOG_WAIT_S = 30.0
@@ -90,8 +80,8 @@ class KubeRun:
         self.finished = False
         self.running = False
         self.diagnosed: set[tuple[str, int | None]] = set()
-        self.last_diagnosis: Diagnosis | None = None
-        self.fatal_by_index: dict[int | None, Diagnosis] = {}
+        self.last_diagnosis: ev.Diagnosis | None = None
+        self.fatal_by_index: dict[int | None, ev.Diagnosis] = {}
         self.pending_timeout = pending_timeout
         self.wait_for_capacity = wait_for_capacity
         self.timer_handles: list[Timer] = []
@@ -121,7 +111,7 @@ class KubeRun:
         return timer
 
     def start(self) -> None:
-        self.emit(PhaseChanged(self.run_id, Phase.PENDING, message=f"{self.count} task(s) on {self.namespace}"))
+        self.emit(ev.PhaseChanged(self.run_id, Phase.PENDING, message=f"{self.count} task(s) on {self.namespace}"))
         self._progress()
         if self.pending_timeout:
             self.after(self.pending_timeout, self.lookups.pending_expired)
@@ -143,8 +133,8 @@ class KubeRun:
         for p in list(self.pods.values()):
             if p.log is not None:
                 p.log.stop()
-        self.emit(Diagnosis(self.run_id, reason, sentence, fatal=True))
-        self.emit(RunLost(self.run_id, reason, sentence))
+        self.emit(ev.Diagnosis(self.run_id, reason, sentence, fatal=True))
+        self.emit(ev.RunLost(self.run_id, reason, sentence))
         self.on_end(self.run_id)
 
     def _progress(self) -> None:
@@ -154,7 +144,7 @@ class KubeRun:
             ok = sum(1 for p in self.done.values() if p is Phase.SUCCEEDED)
             bad = len(self.done) - ok
             running = len({p.index for p in self.pods.values() if p.phase == "Running" and p.index not in self.done})
-        self.emit(Progress(self.run_id, self.count, ok, bad, running, max(0, self.count - ok - bad - running)))
+        self.emit(ev.Progress(self.run_id, self.count, ok, bad, running, max(0, self.count - ok - bad - running)))
 
     # --- watch events in --------------------------------------------------------------------
     def on_pod(self, kind: str, pod: dict[str, Any]) -> None:
@@ -196,8 +186,8 @@ class KubeRun:
                 self._stop_slow_timer(state)
         if changed and phase in ("Pending", "Running"):
             if first_running:
-                self.emit(PhaseChanged(self.run_id, Phase.RUNNING, pod=state.name, node=view.node))
-            self.emit(PhaseChanged(self.run_id, Phase(phase), index=state.index, pod=state.name, node=view.node))
+                self.emit(ev.PhaseChanged(self.run_id, Phase.RUNNING, pod=state.name, node=view.node))
+            self.emit(ev.PhaseChanged(self.run_id, Phase(phase), index=state.index, pod=state.name, node=view.node))
             self._progress()
         self.diagnose(state, pod)
         settle = False
@@ -224,14 +214,14 @@ class KubeRun:
 
     def _line(self, index: int, text: str) -> None:
         self.tails[index].append(text)
-        self.emit(LogLine(self.run_id, text, index=index))
+        self.emit(ev.LogLine(self.run_id, text, index=index))
 
     def _logs_forbidden(self, exc: ApiError) -> None:
         with self.lock:
             if self.logs_forbidden_said:
                 return
             self.logs_forbidden_said = True
-        self.emit(Diagnosis(
+        self.emit(ev.Diagnosis(
             self.run_id, "LogsForbidden",
             f"Logs are forbidden for your account (pods/log get in namespace {self.namespace}): this run's "
             "output cannot be shown.",
@@ -250,7 +240,7 @@ class KubeRun:
         d = self.lookups.escalate(state, d)
         self.report(d, running=PodView(pod).ended)
 
-    def report(self, d: Diagnosis, *, running: bool = False) -> None:
+    def report(self, d: ev.Diagnosis, *, running: bool = False) -> None:
         """Emit a diagnosis once per (reason, task); a fatal one stops a run that cannot start."""
         key = (d.reason, d.index)
         with self.lock:
@@ -266,7 +256,9 @@ class KubeRun:
             try:
                 self.stop(Phase.FAILED, d.reason, d.sentence)
             except BackendError as exc:
-                self.emit(Diagnosis(self.run_id, "DeleteRefused", f"The run could not be deleted: {exc}", fatal=True))
+                self.emit(
+                    ev.Diagnosis(self.run_id, "DeleteRefused", f"The run could not be deleted: {exc}", fatal=True)
+                )
 
     def _settle(self, state: _Pod, pod: dict[str, Any], deleted: bool) -> None:
         if state.log is not None:
@@ -291,7 +283,7 @@ class KubeRun:
                         self.task_verdicts[index] = (reason, message)
                         self._task(index, Phase.FAILED, code, reason, message)
                     else:
-                        self.emit(Diagnosis(self.run_id, "Retrying", f"Task {index} failed ({reason or code}); "
+                        self.emit(ev.Diagnosis(self.run_id, "Retrying", f"Task {index} failed ({reason or code}); "
                                             f"retry {len(self.failures[index])} of {self.retries}.", index=index))  # fmt: skip
         self._progress()
         self.lookups.when_tasks_done()
@@ -299,7 +291,7 @@ class KubeRun:
 
     def _task(self, index: int, phase: Phase, code: int | None, reason: str = "", message: str = "") -> None:
         self.done[index] = phase
-        self.emit(TaskFinished(self.run_id, index, phase, code, reason, message))
+        self.emit(ev.TaskFinished(self.run_id, index, phase, code, reason, message))
 
     def on_job(self, kind: str, job: dict[str, Any]) -> None:
         deleted_outside = pod_reason = False
@@ -319,7 +311,7 @@ class KubeRun:
                 self.terminal = self.terminal or view.terminal
                 pod_reason = any(d.index is not None for d in self.fatal_by_index.values())
         if deleted_outside:
-            self.emit(Diagnosis(self.run_id, "JobDeleted", f"The run failed: {DELETED_OUTSIDE}.",
+            self.emit(ev.Diagnosis(self.run_id, "JobDeleted", f"The run failed: {DELETED_OUTSIDE}.",
                                 "`kjupyter cancel RUN` or the Cancel button cancel a run cleanly.", fatal=True))  # fmt: skip
         if kind != "DELETED" and self.terminal and self.terminal[0] is Phase.FAILED and not pod_reason:
             d = diagnosis.diagnose_job(self.run_id, job)  # the Job's summary only when no pod said why
@@ -360,7 +352,7 @@ class KubeRun:
             if p.log is not None and not p.ended:
                 p.log.stop()
         self._progress()
-        self.emit(RunFinished(self.run_id, phase, reason, message))
+        self.emit(ev.RunFinished(self.run_id, phase, reason, message))
         self.on_end(self.run_id)
 
     def _cancel_timers(self) -> None:

@@ -54,12 +54,8 @@ class Watch:
 
     def __init__(self, kube: Kube, resource: str, namespace: str, selector: str, handler: Handler,
                  on_error: Callable[[BackendError], None] | None = None) -> None:  # fmt: skip
-        self.kube = kube
-        self.resource = resource
-        self.namespace = namespace
-        self.selector = selector
-        self.handler = handler
-        self.on_error = on_error
+        self.kube, self.resource, self.namespace = kube, resource, namespace
+        self.selector, self.handler, self.on_error = selector, handler, on_error
         self.rv = ""
         self.known: dict[str, str] = {}  # uid -> name of objects seen, to report deletions after a re-list
         self.stopped = threading.Event()
@@ -76,18 +72,14 @@ class Watch:
 
     def stop(self) -> None:
         self.stopped.set()
-        response = self.response
-        if response is not None:
-            abort(response)
+        abort(self.response)
 
     def reselect(self, selector: str) -> None:
         """Follow a new selector: the current stream is closed and the objects listed again."""
         self.selector = selector
         self.synced.clear()
         self.reset.set()
-        response = self.response
-        if response is not None:
-            abort(response)
+        abort(self.response)
 
     def _list_fn(self) -> Callable[..., Any]:
         if self.resource == "pods":

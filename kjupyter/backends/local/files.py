@@ -18,17 +18,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from kjupyter import run_events as ev
 from kjupyter import store as st
 from kjupyter.paths import data_home
-from kjupyter.run_events import (
-    EventSink,
-    LogLine,
-    Phase,
-    PhaseChanged,
-    Progress,
-    RunFinished,
-    TaskFinished,
-)
+from kjupyter.run_events import EventSink, Phase
 
 POLL_S = 0.02  # how often a live log file is re-read when it has no new bytes
 KILL_GRACE_S = 0.3
@@ -125,21 +118,21 @@ def follow_foreign(meta: dict[str, Any], store: st.RunStore, sink: EventSink) ->
     rid = str(meta["run_id"])
     folder = state_root() / rid
     count = int(meta.get("count", 1))
-    sink(PhaseChanged(rid, Phase.RUNNING))
+    sink(ev.PhaseChanged(rid, Phase.RUNNING))
     counts = {"succeeded": 0, "failed": 0}
     for i in range(count):
         for line in tail(folder / f"{i}.log", functools.partial(task_ended, folder, i, meta, store)):
-            sink(LogLine(rid, line, index=i))
+            sink(ev.LogLine(rid, line, index=i))
         code = task_exit(folder, i)
         phase = Phase.SUCCEEDED if code == 0 else Phase.CANCELLED if (folder / "cancelled").exists() else Phase.FAILED
         counts["succeeded" if phase is Phase.SUCCEEDED else "failed"] += 1
-        sink(TaskFinished(rid, i, phase, code))
+        sink(ev.TaskFinished(rid, i, phase, code))
         if count > 1:
-            sink(Progress(rid, count, counts["succeeded"], counts["failed"], 0, count - i - 1))
+            sink(ev.Progress(rid, count, counts["succeeded"], counts["failed"], 0, count - i - 1))
     final = Phase(str(store.run(str(meta["user"]), rid).read_json(st.RUN_JSON).get("phase", "Pending")))
     if not final.finished:
         final = Phase.FAILED if counts["failed"] else Phase.SUCCEEDED
-    sink(RunFinished(rid, final))
+    sink(ev.RunFinished(rid, final))
 
 
 def owner_alive(meta: dict[str, Any]) -> bool:

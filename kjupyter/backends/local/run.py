@@ -23,23 +23,14 @@ import threading
 from collections.abc import Callable
 
 from kjupyter import credentials, run_keys
+from kjupyter import run_events as ev
 from kjupyter import store as st
 from kjupyter.backends.base import SubmitRequest
 from kjupyter.backends.local.files import kill_group, state_root, tail
 from kjupyter.config import Profile
 from kjupyter.errors import BackendError
 from kjupyter.event_hub import EventHub
-from kjupyter.run_events import (
-    Diagnosis,
-    Event,
-    EventSink,
-    LogLine,
-    Phase,
-    PhaseChanged,
-    Progress,
-    RunFinished,
-    TaskFinished,
-)
+from kjupyter.run_events import Event, EventSink, Phase
 
 
 class LocalRun:
@@ -81,18 +72,18 @@ class LocalRun:
         if self.req.kind == "map":
             s = self.state
             pending = self.req.count - s["succeeded"] - s["failed"] - s["running"]
-            self.emit(Progress(self.req.run_id, self.req.count, s["succeeded"], s["failed"], s["running"], pending))
+            self.emit(ev.Progress(self.req.run_id, self.req.count, s["succeeded"], s["failed"], s["running"], pending))
 
     # lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
         rid = self.req.run_id
-        self.emit(PhaseChanged(rid, Phase.PENDING, message=f"{self.req.count} task(s) on the local backend"))
+        self.emit(ev.PhaseChanged(rid, Phase.PENDING, message=f"{self.req.count} task(s) on the local backend"))
         r = self.req.spec.resources
         if r.gpu:
-            self.emit(Diagnosis(rid, "NoGPU", "The local backend has no GPUs: gpu= is ignored here.",
+            self.emit(ev.Diagnosis(rid, "NoGPU", "The local backend has no GPUs: gpu= is ignored here.",
                                 "Pick a cluster that offers GPUs with cluster=...", fatal=False))  # fmt: skip
         if self.req.spec.secrets:
-            self.emit(Diagnosis(rid, "SecretsIgnored", "Kubernetes secrets are not mounted on the local backend.",
+            self.emit(ev.Diagnosis(rid, "SecretsIgnored", "Kubernetes secrets are not mounted on the local backend.",
                                 "Set the variables in your environment instead.", fatal=False))  # fmt: skip
         self.progress()
         if self.req.spec.timeout:
@@ -199,8 +190,8 @@ class LocalRun:
             first = not self.started
             self.started = True
         if first:  # (the RunRecord wrapped around the sink records it in run.json)
-            self.emit(PhaseChanged(rid, Phase.RUNNING, node=socket.gethostname(), pod=f"pid {proc.pid}"))
-        self.emit(PhaseChanged(rid, Phase.RUNNING, index=index, node=socket.gethostname(), pod=f"pid {proc.pid}"))
+            self.emit(ev.PhaseChanged(rid, Phase.RUNNING, node=socket.gethostname(), pod=f"pid {proc.pid}"))
+        self.emit(ev.PhaseChanged(rid, Phase.RUNNING, index=index, node=socket.gethostname(), pod=f"pid {proc.pid}"))
         self.progress()
         assert proc.stdin and proc.stdout
         reply: list[str] = []
@@ -217,7 +208,7 @@ class LocalRun:
 
         threading.Thread(target=read_reply, daemon=True).start()
         for line in tail(log, answered.is_set, wake=answered):
-            self.emit(LogLine(rid, line, index=index))
+            self.emit(ev.LogLine(rid, line, index=index))
         with self.lock:
             self.state["running"] -= 1
         parts = reply[0].split() if reply and reply[0] else []
@@ -235,7 +226,7 @@ class LocalRun:
             return
         if self.attempts[index] < self.req.spec.retries:
             self.attempts[index] += 1
-            self.emit(Diagnosis(rid, "Retrying", f"Task {index} failed (exit code {code}); retry "
+            self.emit(ev.Diagnosis(rid, "Retrying", f"Task {index} failed (exit code {code}); retry "
                                 f"{self.attempts[index]} of {self.req.spec.retries}.", index=index))  # fmt: skip
             self.todo.put(index)
             return
@@ -253,7 +244,7 @@ class LocalRun:
             key = {Phase.SUCCEEDED: "succeeded", Phase.FAILED: "failed"}.get(phase)
             if key:
                 self.state[key] += 1
-        self.emit(TaskFinished(self.req.run_id, index, phase, code, reason, message))
+        self.emit(ev.TaskFinished(self.req.run_id, index, phase, code, reason, message))
         self.progress()
 
     def _drain_unstarted(self) -> None:
@@ -286,7 +277,7 @@ class LocalRun:
             phase, reason, message = Phase.FAILED, "Failed", f"{s['failed']} of {self.req.count} task(s) failed"
         else:
             phase, reason, message = Phase.SUCCEEDED, "Completed", f"{s['succeeded']} task(s) succeeded"
-        self.emit(RunFinished(self.req.run_id, phase, reason, message))
+        self.emit(ev.RunFinished(self.req.run_id, phase, reason, message))
         self.on_end(self.req.run_id)
 
     def stop(self, why: str) -> bool:
