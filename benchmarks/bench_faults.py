@@ -88,6 +88,18 @@ def scenarios() -> list[tuple[str, str, Callable[[Any], None], Callable[[], Any]
     ]  # fmt: skip
 
 
+def capacity_scenario() -> tuple[float, str]:
+    """NotTriggerScaleUp: the autoscaler's only node group cannot fit the pod."""
+    from kjupyter import remote
+    from kjupyter.errors import RunFailed
+    from tests.fakekube import Autoscaler, NodeGroup, NodeSpec
+
+    group = NodeGroup("cpu-pool", NodeSpec("cpu", cpu="4", memory="16Gi"), max_size=1)
+    return _run(lambda c: None, lambda: remote(lines, cpu=64).submit(3).result(120),
+                lambda outcome: isinstance(outcome, RunFailed) and "autoscaler cannot add" in str(outcome),
+                autoscaler=Autoscaler([group]))  # fmt: skip
+
+
 def _hog() -> int:
     block = bytearray(400 * 1024 * 1024)
     for i in range(0, len(block), 4096):
@@ -99,8 +111,11 @@ def _hog() -> int:
 def run(quick: bool = False) -> list[Row]:
     rows = []
     chosen = scenarios()[:3] if quick else scenarios()
-    for name, before, setup, call, check in chosen:
-        took, said = _run(setup, call, check)
+    measured = [(name, before, _run(setup, call, check)) for name, before, setup, call, check in chosen]
+    if not quick:
+        measured.append(("autoscaler cannot add a node (NotTriggerScaleUp)", "waited the 10 min pending timeout",
+                         capacity_scenario()))  # fmt: skip
+    for name, before, (took, said) in measured:
         rows.append(Row("faults", name, round(took, 2), "s", alternative=f"before: {before}", note=said,
                         passed=not said.startswith("WRONG")))  # fmt: skip
     return rows
