@@ -114,8 +114,10 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         if event.reason:
             parts.append(f"({event.reason})")
         text = " ".join(parts) + (f": {event.message}" if event.message else "")
-        if self.diagnosis and self.diagnosis.fatal:
-            text += f". {self.diagnosis}"
+        d = self.diagnosis
+        if d and d.fatal:  # the diagnosis once: its sentence may be the message already, its hint is not
+            text = text.rstrip(".") + "."
+            text += "".join(f" {part}" for part in (d.sentence, d.hint) if part and part not in text)
         tail = "\n".join(self._tails.get(index, ()))
         if tail:
             text += f"\nLast log lines:\n{tail}"

@@ -36,11 +36,14 @@ def test_control_plane_counts_in_quick_mode(local_session: Session) -> None:
 
     results = cp.measure(cp.QUICK_SIZES, cp.QUICK_PARALLELISM)
     for n, (kj, alt, _) in results.items():
-        # kjupyter: one Job (one write), two watches (pods, jobs) open at once, whatever N
-        assert kj.writes == 1 and kj.created_by_client == 1 and kj.jobs_created == 1, kj.by_kind
+        # kjupyter: three writes (the Job, suspended; its Secret with the run's key; the Job resumed), two
+        # watches (pods, jobs) open at once, whatever N; the jobs are listed twice: the watch's first list,
+        # and the session's one look for runs of a dead kernel to reap
+        assert kj.writes == 3 and kj.created_by_client == 2 and kj.jobs_created == 1, kj.by_kind
+        assert kj.by_kind.get("POST create secrets") == 1 and kj.by_kind.get("PATCH patch jobs") == 1, kj.by_kind
         assert kj.watches == 2 and kj.max_open_watches == 2, kj.by_kind
         assert kj.pods_created == n, kj
-        assert kj.by_kind.get("GET list pods") == 1 and kj.by_kind.get("GET list jobs") == 1, kj.by_kind
+        assert kj.by_kind.get("GET list pods") == 1 and kj.by_kind.get("GET list jobs") == 2, kj.by_kind
         # the one-Job-per-item pattern: a Job per item, a GET and a LIST per poll, no watch
         assert alt.writes == n and alt.created_by_client == n and alt.jobs_created == n and alt.pods_created == n
         assert alt.watches == 0 and alt.by_kind["GET get jobs"] == alt.by_kind["GET list pods"] >= n, alt.by_kind
