@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tools=$PWD/dev/constraints-tools.txt
 
-log() { printf '\n== %s\n' "$*"; }
+log() { printf '\n== %s (at %ds)\n' "$*" "$SECONDS"; }
 # Every install takes the pinned tools; the lab extension is built by dev/install-lab.sh (the
 # editable install need not run npm too).
 pip_install() {
