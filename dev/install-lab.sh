@@ -34,19 +34,21 @@ if ! command -v npm >/dev/null 2>&1; then
 fi
 
 # --- Python: the lab extras, Playwright (driving Debian's chromium, never `playwright install`),
-# --- pytest-jupyter (the route tests), hatch-jupyter-builder (the wheel test builds offline) ---
+# --- pytest-jupyter (the route tests), jupyter-builder (the `jupyter-builder` command of npm run
+# --- build), build (the wheel test's python -m build); the tools at their pins -----------------
 missing=$(python3 - <<'EOF'
 import importlib.util
 wanted = {"jupyterlab": "jupyterlab>=4", "jupyter_server": "jupyter_server>=2.4", "ipywidgets": "ipywidgets>=8.1",
           "ipykernel": "ipykernel>=6.29", "playwright": "playwright>=1.40",
-          "pytest_jupyter": "pytest-jupyter[server]>=0.10", "hatch_jupyter_builder": "hatch-jupyter-builder>=0.10"}
+          "pytest_jupyter": "pytest-jupyter[server]>=0.10", "jupyter_builder": "jupyter-builder>=1.3",
+          "build": "build>=1.2"}
 print(" ".join(spec for module, spec in wanted.items() if importlib.util.find_spec(module) is None))
 EOF
 )
 if [ -n "$missing" ]; then
   log "installing Python packages: $missing"
   # shellcheck disable=SC2086  # one word per requirement
-  python3 -m pip install --quiet --disable-pip-version-check $missing
+  python3 -m pip install --quiet --disable-pip-version-check -c dev/constraints-tools.txt $missing
 fi
 
 # --- the lab extension ---------------------------------------------------------------------

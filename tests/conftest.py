@@ -10,6 +10,7 @@ import pytest
 
 from kjupyter import session as session_mod
 from kjupyter.config import load_config
+from tests.lab.release import JOBS, Releases
 from tests.sessions import installed_session
 
 # The fake Kubernetes API server's fixtures and marker, for every test folder.
@@ -38,3 +39,15 @@ def local_session(isolated_home: Path) -> Iterator[session_mod.Session]:
     """The process-wide session, on the built-in local profile, replaced for this test."""
     with installed_session(load_config()) as sess:
         yield sess
+
+
+@pytest.fixture(scope="session", autouse=True)
+def release_builds(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Releases]:
+    """The release builds (tests/lab/release.py) that selected tests use start with the session, in the
+    background at the lowest priority: they take ~1 min of CPU, mostly while earlier tests wait."""
+    releases = Releases(tmp_path_factory)
+    for name in JOBS:
+        if any(name in item.fixturenames for item in request.session.items):
+            releases.start(name)
+    yield releases
+    releases.stop()

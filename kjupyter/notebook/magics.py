@@ -132,7 +132,9 @@ class KubeMagics(Magics):  # type: ignore[misc]
         session.notice = lambda text: print(text, file=sys.stderr)
         return session
 
-    @cell_magic("kube")  # type: ignore[misc,untyped-decorator,unused-ignore]
+    # IPython 9 types cell_magic("kube") as returning `_F | Callable[[_F], _F]`: mypy >= 2 applies that union
+    # with _F unsolved ("expected Never") [arg-type]. IPython 8 has no types [misc, untyped-decorator].
+    @cell_magic("kube")  # type: ignore[arg-type,misc,untyped-decorator,unused-ignore]
     def kube_cell(self, line: str, cell: str) -> Any:
         """Run the cell remotely: ``%%kube --gpu 1 --memory 16Gi``. ``%%kube --help`` lists the options."""
         session = self.session
@@ -178,7 +180,7 @@ class KubeMagics(Magics):  # type: ignore[misc]
             ns.pop(name, None)
         return result.value
 
-    @line_magic("kube")  # type: ignore[misc,untyped-decorator,unused-ignore]
+    @line_magic("kube")  # type: ignore[arg-type,misc,untyped-decorator,unused-ignore]  # as cell_magic above
     def kube_line(self, line: str) -> Any:
         """``%kube use NAME | clusters | jobs | logs RUN | cancel RUN | attach RUN | doctor | render [OPTIONS]``."""
         try:

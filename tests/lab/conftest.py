@@ -12,6 +12,7 @@ import pytest
 from tests.fakekube.plugin import make_fake_cluster  # noqa: F401
 
 from .browser import CHROMIUM, CHROMIUM_ARGS, require_browser
+from .release import Job, Releases
 
 pytest.importorskip("jupyter_server", reason="the lab tests need `pip install 'kjupyter[lab,test]'`")
 pytest.importorskip("pytest_jupyter", reason="the lab tests need pytest-jupyter[server]")
@@ -67,3 +68,15 @@ def finished_run(local_session: Any) -> Iterator[str]:
     future = local_session.submit_call(hello, (21,), {}, {})
     assert future.result(timeout=60) == 42
     yield future.run_id
+
+
+@pytest.fixture(scope="session")
+def release_build(release_builds: Releases) -> Job:
+    """``python -m build`` of a clean copy (the sdist, then the wheel from the sdist); ``.wait()`` for it."""
+    return release_builds.get("release_build")
+
+
+@pytest.fixture(scope="session")
+def binder_post_build(release_builds: Releases) -> Job:
+    """binder/postBuild in a clean copy and a fresh venv; ``.wait()`` for it."""
+    return release_builds.get("binder_post_build")

@@ -24,7 +24,8 @@ CELLS = [
 DRIVER = """
 import json, sys
 from IPython.terminal.interactiveshell import TerminalInteractiveShell
-shell = TerminalInteractiveShell.instance(colors="NoColor")
+# term_title=False: IPython 8.0 writes the terminal-title escape to stdout even when it is a pipe.
+shell = TerminalInteractiveShell.instance(colors="NoColor", term_title=False)
 for cell in json.loads(sys.argv[1]):
     result = shell.run_cell(cell, store_history=True)
     if not result.success:
