@@ -29,6 +29,25 @@ def cluster(make_fake_cluster: Callable[..., FakeCluster]) -> FakeCluster:
     return make_fake_cluster(nodes=[{"name": "cpu-1", "cpu": "8", "memory": "32Gi"}])
 
 
+@pytest.fixture(autouse=True)
+def nothing_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each fault: no pod still holds a node, no Job waits suspended, no Secret without its Job."""
+    cluster: FakeCluster | None = request.getfixturevalue("cluster") if "cluster" in request.fixturenames else None
+    yield  # (the cluster is torn down after this fixture, the test's session before it)
+    if cluster is None:
+        return
+
+    def clean() -> bool:
+        jobs = {j["metadata"]["uid"] for j in cluster.objects("jobs")}
+        busy = [p for p in cluster.objects("pods") if p["status"].get("phase") in ("Pending", "Running")]
+        suspended = [j for j in cluster.objects("jobs") if j["spec"].get("suspend")]
+        orphans = [s for s in cluster.objects("secrets")
+                   if not {o["uid"] for o in s["metadata"].get("ownerReferences", [])} & jobs]  # fmt: skip
+        return not busy and not suspended and not orphans
+
+    cluster.wait_for(clean, timeout=60, message="a pod still running, a suspended Job or an orphaned Secret")
+
+
 @pytest.fixture
 def session(tmp_path: Path, cluster: FakeCluster) -> Iterator[Session]:
     yield from kube_session(tmp_path, cluster.kubeconfig_path, store=True)
