@@ -52,14 +52,14 @@ def backend_of(session: Session) -> LocalBackend:
 
 
 def lingering_threads() -> list[str]:
-    """Threads other than the main thread and the shared event lanes (which idle out by themselves).
+    """kjupyter's threads, but for the shared lanes and timers of backends (which idle out by themselves).
 
     A run's timeout timer is one of them while the run goes; names are unique, so a list equal to an
     earlier one means no thread was left behind (timers of earlier tests may still be there).
     """
     return sorted(t.name for t in threading.enumerate()
-                  if t is not threading.main_thread() and not t.name.startswith("kjupyter-events-")
-                  and _kjupyters(t))  # fmt: skip
+                  if t is not threading.main_thread() and _kjupyters(t)
+                  and not t.name.startswith(("kjupyter-events-", "kjupyter-k8s-")))  # fmt: skip
 
 
 def _kjupyters(t: threading.Thread) -> bool:
