@@ -314,7 +314,9 @@ async def test_runs_logs_and_cancel_on_the_fake_cluster(jp_fetch: Any, kube_prof
     assert data["run"]["phase"] == "Cancelled" and data["run"]["active"] is False
     deletes = cluster.requests("delete", "jobs", name=run_id)
     assert len(deletes) == 1 and deletes[0].status == 200
-    assert cluster.get("Job", run_id) is None  # deleted, with its pods (propagation Background)
+    # Foreground: the Job stays, marked for deletion, until its pods are gone; then it goes too
+    await asyncio.get_running_loop().run_in_executor(None, lambda: cluster.wait_for(
+        lambda: cluster.get("Job", run_id) is None and not _pod(cluster, run_id), 30))  # fmt: skip
     assert (await row())["phase"] == "Cancelled"
     assert (await fetch_json(jp_fetch, "runs", run_id))["phase"] == "Cancelled"
     assert [r["run_id"] for r in (await fetch_json(jp_fetch, "runs", params={"status": "cancelled"}))["runs"]] == [
