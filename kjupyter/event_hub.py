@@ -44,6 +44,7 @@ class Lanes:
         self._threads = 0
         self._idle = 0
         self._counter = itertools.count(1)
+        self._local = threading.local()  # the key whose calls this thread is running, if any
 
     def submit(self, key: Hashable, fn: Callable[[], Any]) -> None:
         with self._cond:
@@ -58,6 +59,10 @@ class Lanes:
             elif self._threads < self.max_threads:
                 self._threads += 1
                 threading.Thread(target=self._work, daemon=True, name=f"{self.name}-{next(self._counter)}").start()
+
+    def running(self, key: Hashable) -> bool:
+        """True on a thread that is running a call of ``key`` (waiting there for a later call would hang)."""
+        return bool(getattr(self._local, "key", None) == key)
 
     def busy(self, key: Hashable) -> bool:
         """True while calls of ``key`` are queued or running."""
@@ -85,10 +90,13 @@ class Lanes:
                     del self._queues[key]
                     return
                 fn = queue.popleft()
+            self._local.key = key
             try:
                 fn()
             except BaseException:  # a bug in a handler: say so, and keep the lane (and the run) going
                 report_handler_error(f"{self.name}, {key}")
+            finally:
+                self._local.key = None
 
 
 def report_handler_error(where: str) -> None:
@@ -155,6 +163,11 @@ class EventHub:
     @property
     def delivering(self) -> bool:
         return self.lanes.busy(self.key)
+
+    @property
+    def on_its_lane(self) -> bool:
+        """True when called by one of this hub's own subscribers."""
+        return self.lanes.running(self.key)
 
     def _past(self) -> list[Event]:
         entries = [*self._events, *self._logs, *([self._progress] if self._progress else [])]

@@ -48,6 +48,8 @@ from kjupyter.run_events import (
 )
 from kjupyter.spec import RunSpec
 
+CANCEL_WAIT_S = 10.0
+
 
 class LocalBackend(Backend):
     """Runs every task as a ``python -m kjupyter.runner`` process on this machine."""
@@ -104,7 +106,11 @@ class LocalBackend(Backend):
         with self._lock:
             run = self._runs.get(run_id)
         if run is not None:
-            return run.cancel()
+            if not run.cancel():
+                return False
+            if not run.hub.on_its_lane:  # (a subscriber cancelling, say a failing map, cannot wait for itself)
+                run.ended.wait(CANCEL_WAIT_S)  # cancelled is said once its processes are gone and recorded
+            return True
         meta = self._meta(run_id)
         if Phase(meta.get("phase", "Pending")).finished:
             return False

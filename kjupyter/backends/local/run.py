@@ -59,6 +59,7 @@ class LocalRun:
         self.stopping: str | None = None  # "cancelled" or "timeout"
         self.started = False
         self.finished = False
+        self.ended = threading.Event()  # every process gone and the end recorded
         self.live_workers = 0
 
     # events (queued: subscribers run on the run's lane) ---------------------------------
@@ -278,6 +279,7 @@ class LocalRun:
         else:
             phase, reason, message = Phase.SUCCEEDED, "Completed", f"{s['succeeded']} task(s) succeeded"
         self.emit(ev.RunFinished(self.req.run_id, phase, reason, message))
+        self.hub.after_delivery(self.ended.set)  # (its run.json says how it ended by then)
         self.on_end(self.req.run_id)
 
     def stop(self, why: str) -> bool:
