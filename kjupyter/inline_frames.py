@@ -7,6 +7,11 @@ Each frame is one line::
     <MARKER>out <index> <nonce> <seq> <base64 chunk> <tag>
     <MARKER>end <index> <nonce> <count> <size> <tag>
     <MARKER>eof <index> <nonce> 0 - <tag>
+    <MARKER>item <index> <nonce> <attempt> start|retry|done|fail <tag>
+
+``item`` frames come from a worker pod of a map (one pod, many items): the item it starts
+and how it ended, so the client tags the lines in between with their item and settles
+each item from the log, without polling anything.
 
 ``eof`` is the last line a pod's runner writes (the log is complete up to here): a followed
 log stream that delivered it needs no final read.
@@ -69,6 +74,23 @@ def eof_line(index: int, key: bytes) -> str:
     return f"{INLINE_MARKER}{body} {_tag(key, body)}"
 
 
+ITEM_STATES = ("start", "retry", "done", "fail")
+
+
+def item_line(index: int, attempt: int, state: str, key: bytes) -> str:
+    """The signed line that says a worker started item ``index`` (``attempt``), or how it ended."""
+    body = f"item {index} {secrets.token_hex(8)} {attempt} {state}"
+    return f"{INLINE_MARKER}{body} {_tag(key, body)}"
+
+
+def parse_item(frame: str) -> tuple[int, int, str] | None:
+    """``(index, attempt, state)`` of an item frame (already checked by :class:`Outcomes`), else None."""
+    fields = frame.strip().split(" ")
+    if len(fields) != 6 or fields[0] != "item" or fields[4] not in ITEM_STATES:
+        return None
+    return int(fields[1]), int(fields[3]), fields[4]
+
+
 class Outcomes:
     """Reassembles inline outcomes from authenticated frames; ``get(index)`` returns the bytes.
 
@@ -85,7 +107,7 @@ class Outcomes:
     def feed(self, frame: str) -> bool:
         """Take the text after a marker; False if it is no frame of this run (it is then a line of the log)."""
         fields = frame.strip().split(" ")
-        if len(fields) != 6 or fields[0] not in ("out", "end", "eof"):
+        if len(fields) != 6 or fields[0] not in ("out", "end", "eof", "item"):
             return False
         kind, index_text, nonce, seq_text, data, tag = fields
         if not (index_text.isdigit() and seq_text.isdigit()):
@@ -95,7 +117,7 @@ class Outcomes:
         if not hmac.compare_digest(_tag(self.key, " ".join(fields[:5])), tag):
             return False
         index, number = int(index_text), int(seq_text)
-        if kind == "eof":
+        if kind in ("eof", "item"):
             return True  # (LineFilter notes it: it concerns the stream that carried it)
         with self.lock:
             if kind == "out":
@@ -119,9 +141,11 @@ class Outcomes:
 class LineFilter:
     """Splits a pod's raw log lines into user lines and inline-outcome frames."""
 
-    def __init__(self, emit: Callable[[str], None], outcomes: Outcomes) -> None:
+    def __init__(self, emit: Callable[[str], None], outcomes: Outcomes,
+                 on_item: Callable[[int, int, str], None] | None = None) -> None:  # fmt: skip
         self.emit = emit
         self.outcomes = outcomes
+        self.on_item = on_item  # a worker's item frames, in log order (without a key: unverified, for tagging)
         self.held_blank = False
         self.eof = False  # the runner's signed last line came through (only with a key: else it is unknown)
 
@@ -133,6 +157,8 @@ class LineFilter:
             if before:
                 self._flush_blank()
                 self.emit(before)
+            if frame.startswith("item ") and self.on_item is not None and (item := parse_item(frame)):
+                self.on_item(*item)  # (after the text before it on its line: that was the previous item's)
             self.held_blank = False  # the runner starts its frames on a fresh line
             return
         if text == "":

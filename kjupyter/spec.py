@@ -156,7 +156,7 @@ class Resources:
 # Options a user can pass to @remote(...), .with_options(...) or %%kube.
 OPTION_NAMES = (
     "cluster", "name", "cpu", "memory", "gpu", "gpu_type", "image", "timeout", "retries",
-    "env", "secrets", "packages", "parallelism", "pending_timeout",
+    "env", "secrets", "packages", "parallelism", "pending_timeout", "items_per_pod",
 )  # fmt: skip
 
 
@@ -175,6 +175,7 @@ class RunSpec:
     packages: tuple[str, ...] = ()
     parallelism: int | None = None
     pending_timeout: float | None = None
+    items_per_pod: int | None = None  # 1: one pod per map item; None: at most ``parallelism`` worker pods
 
     @classmethod
     def build(cls, **options: Any) -> RunSpec:
@@ -213,6 +214,8 @@ class RunSpec:
             changes["retries"] = _count("retries", opts["retries"], minimum=0, example="2")
         if "parallelism" in opts:
             changes["parallelism"] = _count("parallelism", opts["parallelism"], minimum=1, example="50")
+        if "items_per_pod" in opts:
+            changes["items_per_pod"] = _count("items_per_pod", opts["items_per_pod"], minimum=1, example="1")
         if "env" in opts:
             changes["env"] = tuple(sorted({**dict(self.env), **_env(opts["env"])}.items()))
         if "secrets" in opts:

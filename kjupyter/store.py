@@ -7,6 +7,7 @@ the profile's ``store`` URL (any fsspec URL: ``file://``, ``s3://``, ``gs://``, 
     <store>/<user>/<run-id>/payload.pkl       call envelope, or the map's function envelope
     <store>/<user>/<run-id>/items.pkl         a map's inputs: ONE blob, task i reads its slice
     <store>/<user>/<run-id>/results/<i>.pkl   result or error envelope of task i
+    <store>/<user>/<run-id>/claims/<k>        a worker pod's claim on a block of map items (its index)
 
 Writes are atomic: on local disk a temporary file is renamed into place; on
 object stores an object only becomes visible once its upload completes, and a
@@ -49,6 +50,10 @@ ITEMS = "items.pkl"
 
 BLOCK_SIZE = 16 * 2**20  # upload part: >= S3's 5 MiB minimum part, a multiple of GCS's 256 KiB
 READ_BLOCK_SIZE = 8 * 2**20  # read block: a read-ahead fetch is two blocks, and HTTP clients copy it a few times
+
+
+def claim_name(block: int) -> str:
+    return f"claims/{block}"
 
 
 def result_name(index: int) -> str:
@@ -219,6 +224,43 @@ class RunDir:
     def read_bytes(self, name: str, start: int | None = None, end: int | None = None) -> bytes:
         with translated(self.url, name, self.fs):
             return bytes(self.fs.cat_file(self._full(name), start=start, end=end))
+
+    @property
+    def atomic_create(self) -> bool:
+        """Whether :meth:`create_exclusive` is atomic here (local O_EXCL/link, S3 ``If-None-Match: *``)."""
+        return bool({"file", "local", "s3", "s3a"} & set(protocols(self.fs)))
+
+    def create_exclusive(self, name: str, data: bytes) -> bool:
+        """Create ``name`` with ``data`` unless it exists (atomically, with its content): True if this call made it."""
+        target = self._full(name)
+        with translated(self.url, name, self.fs):
+            if self.local:
+                self.fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+                tmp = f"{target}.tmp-{secrets.token_hex(4)}"
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                try:
+                    os.link(tmp, target)  # fails if it exists; never shows a half-written claim
+                except FileExistsError:
+                    return False
+                finally:
+                    os.unlink(tmp)
+                return True
+            try:
+                with self.fs.open(target, "xb") as f:  # s3fs: a conditional PUT (If-None-Match: *)
+                    f.write(data)
+            except FileExistsError:
+                return False
+        return True
+
+    def list_names(self, folder: str) -> list[str]:
+        """The names of the objects in ``folder`` of the run (empty if there is none)."""
+        with translated(self.url, folder, self.fs):
+            try:
+                found = self.fs.ls(self._full(folder), detail=False)
+            except FileNotFoundError:
+                return []
+        return [str(p).rstrip("/").rsplit("/", 1)[-1] for p in found]
 
     def exists(self, name: str) -> bool:
         with translated(self.url, name, self.fs):

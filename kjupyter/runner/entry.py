@@ -61,27 +61,34 @@ def _what(thing: str, channel: Channel, name: str) -> str:
     return f"{thing}{f' of run {run_id}' if run_id else ''} ({channel.where}/{name})"
 
 
-def load_task(channel: Channel, index: int, key: bytes) -> Callable[[], Any]:
-    """Verify and read the payload; return a zero-argument callable that runs the user's code."""
+def load_payload(channel: Channel, key: bytes) -> tuple[str, Any]:
+    """Verify and read the payload (installing its packages): ``(kind, body)``."""
     what = _what("the payload", channel, "payload.pkl")
     with channel.open_payload() as raw, pl.verified(raw, key, pl.PAYLOAD_PURPOSE, what) as f:
         header = pl.read_header(f)
         header.check_compatible()
         _install_packages(list(header.extra.get("packages", [])))
-        body = pl.load_body(f)
-    if header.kind == pl.CALL:
+        return header.kind, pl.load_body(f)
+
+
+def load_task(channel: Channel, index: int, key: bytes) -> Callable[[], Any]:
+    """Verify and read the payload; return a zero-argument callable that runs the user's code."""
+    kind, body = load_payload(channel, key)
+    if kind == pl.CALL:
         fn, args, kwargs = body
         return lambda: fn(*args, **kwargs)
-    if header.kind == pl.MAP:
+    if kind == pl.MAP:
         what = _what(f"item {index}", channel, "items.pkl")
         item = pl.load_item(channel.read_item(index), key=key, index=index, what=what)
         return lambda: body(item)
-    raise SerializationError(f"the runner cannot execute a {header.kind!r} payload")
+    raise SerializationError(f"the runner cannot execute a {kind!r} payload")
 
 
-def run(channel: Channel, index: int, key: bytes) -> int:
+def run(channel: Channel, index: int, key: bytes, *, final: bool = True,
+        loader: Callable[[Channel, int, bytes], Callable[[], Any]] | None = None) -> int:  # fmt: skip
+    """Run task ``index`` and write its outcome; ``final`` False: a failure is only printed (it will be retried)."""
     try:
-        task = load_task(channel, index, key)
+        task = (loader or load_task)(channel, index, key)
     except KjupyterError as exc:  # a sentence of kjupyter's own (authentication, versions): no traceback
         _report(channel, index, exc.with_traceback(None), "runner", key)
         return EXIT_RUNNER_ERROR
@@ -93,7 +100,7 @@ def run(channel: Channel, index: int, key: bytes) -> int:
     try:
         value = task()
     except BaseException as exc:
-        _report(channel, index, exc, "user", key)
+        _report(channel, index, exc, "user", key, write=final)
         return EXIT_USER_ERROR
     purpose = pl.result_purpose(index)
     try:
@@ -115,11 +122,13 @@ def _explain_result_error(value: Any, exc: BaseException) -> BaseException:
     )
 
 
-def _report(channel: Channel, index: int, exc: BaseException, where: str, key: bytes) -> None:
+def _report(channel: Channel, index: int, exc: BaseException, where: str, key: bytes, write: bool = True) -> None:
     """Write the signed error envelope; print the traceback too, so it is in the pod's log."""
     data = pl.dump_error(exc, key=key, purpose=pl.result_purpose(index), where=where)
     header = json.loads(data.split(b"\n", 2)[1])
     print(header["traceback"], file=sys.stderr, end="", flush=True)
+    if not write:
+        return
     try:
         channel.write_outcome(index, lambda f: _write_all(f, data))
     except BaseException as write_exc:  # the store is gone: the exit code and log still tell
@@ -169,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index", type=int, default=None, help="task index (default: $JOB_COMPLETION_INDEX or 0)")
     parser.add_argument("--inline", metavar="DIR", help="read the payload from DIR, print the outcome on stdout")
     parser.add_argument("--serve", metavar="LOG_DIR", help=argparse.SUPPRESS)  # local backend worker mode
+    parser.add_argument("--workers", type=int, default=None, help="a worker pod of a map of --items items")
+    parser.add_argument("--items", type=int, default=0, help="items of the map (with --workers)")
+    parser.add_argument("--retries", type=int, default=0, help="retries per item (with --workers)")
+    parser.add_argument("--claims", choices=("dynamic", "static"), default="static", help="how workers share items")
     args = parser.parse_args(argv)
     if not args.run and not args.inline:
         parser.error("--run URL (or $KJUPYTER_RUN) or --inline DIR is required")
@@ -192,6 +205,12 @@ def main(argv: list[str] | None = None) -> int:
             return serve(channel, sys.stdin, control_out, args.serve, key)
         if os.environ.get("JOB_COMPLETION_INDEX") is not None:  # in a pod: the log's signed last line, at exit
             atexit.register(_end_of_log, index, key)  # (registered first, so it runs after the user's handlers)
+        if args.workers:
+            from kjupyter.runner.worker import Worker
+
+            plan = Worker(channel, key, worker=index, workers=args.workers, count=args.items, retries=args.retries,
+                          dynamic=args.claims == "dynamic")  # fmt: skip
+            return plan.work()
         return run(channel, index, key)
 
 

@@ -115,6 +115,34 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def fail_once(x: int, folder: str) -> int:
+    """Raises the first time it sees ``x`` (a marker file per item), then returns ``x``."""
+    marker = Path(folder) / f"seen-{x}"
+    if not marker.exists():
+        marker.touch()
+        raise RuntimeError(f"first attempt of {x}")
+    return x
+
+
+def _star_fail_once(args: tuple[int, str]) -> int:
+    return fail_once(*args)
+
+
+def _star_slow_item(args: tuple[int, str]) -> int:
+    return slow_item(*args)
+
+
+def say_item(x: int) -> int:
+    print(f"working on {x}", flush=True)
+    return x
+
+
+def slow_item(x: int, folder: str) -> int:
+    Path(folder, f"started-{x}-{os.getpid()}").touch()
+    time.sleep(0.3)
+    return x
+
+
 VALUES = [
     None, True, 42, 3.5, 2**100, "text", b"\x00bytes", [1, "a"], (1, 2), {"k": [1, {"n": None}]},
     {1, 2, 3}, frozenset({"x"}), complex(1, 2), decimal.Decimal("1.10"), fractions.Fraction(1, 3),
@@ -165,6 +193,38 @@ class BackendContract:
         with pytest.raises(ValueError, match="bad item 2"):
             future.result(self.timeout)
         assert future.wait_ended(self.timeout)
+
+    def test_map_retries_an_item_that_raises_within_its_budget(self, session: Session, tmp_path: Path) -> None:
+        marks = tmp_path / "marks"
+        marks.mkdir()
+        future = remote(_star_fail_once, retries=1).submit_map([(i, str(marks)) for i in range(6)], parallelism=2)
+        assert future.result(self.timeout) == list(range(6))
+        assert future.wait_ended(self.timeout)
+        assert sorted(p.name for p in marks.iterdir()) == sorted(f"seen-{i}" for i in range(6))
+
+    def test_map_log_lines_carry_their_item_and_logs_index_filters_them(self, session: Session) -> None:
+        seen: list[tuple[int, str]] = []
+        future = remote(say_item).submit_map(range(8), parallelism=3)
+        future.subscribe(lambda e: seen.append((e.index, e.text)) if isinstance(e, LogLine) else None)
+        assert future.result(self.timeout) == list(range(8))
+        assert future.wait_ended(self.timeout)
+        assert sorted(seen) == [(i, f"working on {i}") for i in range(8)]
+        assert list(future.backend.logs(future.run_id, 5)) == ["working on 5"]
+
+    def test_map_survives_a_killed_worker_with_every_result_once(self, session: Session, tmp_path: Path) -> None:
+        marks = tmp_path / "marks"
+        marks.mkdir()
+        items = [(i, str(marks)) for i in range(24)]
+        future = remote(_star_slow_item, retries=1).submit_map(items, parallelism=3)
+        deadline = time.time() + self.timeout
+        while len(list(marks.glob("started-*"))) < 4 and time.time() < deadline:
+            time.sleep(0.02)
+        self.kill_a_worker(future.run_id)
+        assert future.result(self.timeout) == list(range(24))
+        assert future.wait_ended(self.timeout)
+
+    def kill_a_worker(self, run_id: str) -> None:
+        raise NotImplementedError
 
     def test_printed_frames_cannot_forge_a_result(self, session: Session, tmp_path: Path) -> None:
         """The user's output may contain the inline marker: unsigned frames are log text, never a result."""

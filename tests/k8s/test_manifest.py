@@ -51,8 +51,16 @@ def test_gpu_call_job_has_labels_resources_placement_and_limits() -> None:
     assert "endpoint_url" in env["KJUPYTER_STORE_OPTIONS"]
 
 
-def test_map_is_one_indexed_job_with_per_index_retries() -> None:
+def test_map_is_one_indexed_job_of_p_workers() -> None:
     job = build(RunSpec.build(retries=1), kind="map", count=100_000, parallelism=50).job
+    assert job["spec"]["completions"] == 50 and job["spec"]["parallelism"] == 50  # worker pods, not items
+    assert job["spec"]["backoffLimitPerIndex"] == mf.worker_restarts(1) and job["spec"]["podReplacementPolicy"] == "Failed"
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--items") + 1] == "100000" and args[args.index("--retries") + 1] == "1"
+
+
+def test_map_with_items_per_pod_one_is_one_indexed_job_with_per_index_retries() -> None:
+    job = build(RunSpec.build(retries=1, items_per_pod=1), kind="map", count=100_000, parallelism=50).job
     assert job["spec"]["completions"] == 100_000 and job["spec"]["parallelism"] == 50
     assert job["spec"]["backoffLimitPerIndex"] == 1
 

@@ -70,7 +70,7 @@ def log_reads(cluster: FakeCluster) -> Counter[str]:
     return Counter(r.name for r in cluster.requests("get", "pods/log"))
 
 
-def test_a_healthy_map_lists_no_events_and_reads_each_log_once(session: Session, cluster: FakeCluster) -> None:
+def test_a_healthy_map_lists_no_events_and_reads_each_workers_log_once(session: Session, cluster: FakeCluster) -> None:
     assert remote(double).submit(1).result(30) == 2  # the session's watches are open
     cluster.clear_requests()
     future = remote(ticker).submit_map([10] * 6, parallelism=3)
@@ -78,7 +78,7 @@ def test_a_healthy_map_lists_no_events_and_reads_each_log_once(session: Session,
     assert future.result(60) == [10] * 6
     assert future.wait_ended(10)
     pods = {p["metadata"]["name"] for p in cluster.objects("pods") if p["metadata"]["name"].startswith(future.run_id)}
-    assert len(pods) == 6
+    assert len(pods) == 3  # worker pods: P of them for N items (was one per item)
     assert cluster.requests("list", "events") == []  # was one LIST per pod
     assert log_reads(cluster) == Counter(dict.fromkeys(pods, 1))  # was two per pod (follow + final read)
     assert Counter(e.index for e in events if isinstance(e, LogLine)) == Counter(dict.fromkeys(range(6), 10))

@@ -27,10 +27,10 @@ from kjupyter import store as st
 from kjupyter.backends.base import Backend, Check, RunInfo, SubmitRequest
 from kjupyter.backends.kubernetes import objects as mf
 from kjupyter.backends.kubernetes.client import Kube
-from kjupyter.backends.kubernetes.logs import LogAccess, read_all
+from kjupyter.backends.kubernetes.logs import LogAccess, pod_lines
 from kjupyter.backends.kubernetes.render import DEFAULT_IMAGE, render, target_for
 from kjupyter.backends.kubernetes.run import KubeRun
-from kjupyter.backends.kubernetes.state import JobView, PodView, k8s_time
+from kjupyter.backends.kubernetes.state import JobView, k8s_time
 from kjupyter.backends.kubernetes.watch import Watcher
 from kjupyter.backends.kubernetes.writes import create, stop_job, stop_mark
 from kjupyter.backends.run_record import RunRecord, open_result, run_meta
@@ -84,11 +84,14 @@ class KubernetesBackend(Backend):
             parallelism=request.parallelism, user=request.user, session=request.session, function=request.function,
         )  # fmt: skip
         record: RunRecord | None = None
+        workers = request.parallelism if mf.worker_map(request.kind, request.spec) else 0
+        claims = mf.claims_mode(self.store.run(request.user, request.run_id).url if self.store else None)
         if self.store is not None:
             run_dir = self.store.run(request.user, request.run_id)
             record = RunRecord(run_dir)
-            record.create(run_meta(request, cluster=self.profile.name, backend="kubernetes",
-                                   namespace=kube.namespace, job=mf.job_name(request.run_id)))  # fmt: skip
+            record.create(run_meta(request, cluster=self.profile.name, backend="kubernetes", namespace=kube.namespace,
+                                   job=mf.job_name(request.run_id), workers=workers,
+                                   claims=claims if workers else ""))  # fmt: skip
             sink = record.wrap(sink)
             run_dir.write_bytes(st.PAYLOAD, request.payload)
             if request.items is not None:
@@ -110,7 +113,7 @@ class KubernetesBackend(Backend):
         run = self._new_run(request.run_id, kind=request.kind, count=request.count, retries=request.spec.retries,
                             sink=sink, pending_timeout=request.spec.pending_timeout or self.profile.pending_timeout,
                             wait_for_capacity=request.spec.pending_timeout is not None,
-                            run_key=request.run_key)  # fmt: skip
+                            run_key=request.run_key, workers=workers, claims=claims)  # fmt: skip
         run.own_payload_secret = True
         with self._lock:
             self._runs[request.run_id] = run
@@ -130,10 +133,11 @@ class KubernetesBackend(Backend):
 
     def _new_run(self, run_id: str, *, kind: str, count: int, retries: int, sink: EventSink,
                  pending_timeout: float | None, wait_for_capacity: bool = False,
-                 run_key: bytes | None = None) -> KubeRun:  # fmt: skip
+                 run_key: bytes | None = None, workers: int = 0, claims: str = "") -> KubeRun:  # fmt: skip
         return KubeRun(self.kube, self.namespace, run_id, kind=kind, count=count, retries=retries, sink=sink,
                        slots=self._slots, pending_timeout=pending_timeout, on_end=self._ended, timers=self._timers,
-                       log_access=self._log_access, wait_for_capacity=wait_for_capacity, run_key=run_key)  # fmt: skip
+                       log_access=self._log_access, wait_for_capacity=wait_for_capacity, run_key=run_key,
+                       workers=workers, claims=claims)  # fmt: skip
 
     def _follow_session(self, session: str) -> bool:
         """Make the namespace's shared watches follow the runs of ``session`` too; True if they now list them."""
@@ -199,14 +203,16 @@ class KubernetesBackend(Backend):
         labels = job["metadata"].get("labels", {})
         kind = str(labels.get(mf.LABEL_KIND, "call"))
         retries = int(spec.get("backoffLimitPerIndex", spec.get("backoffLimit", 0)) or 0)
+        workers, claims, count = mf.worker_plan(job)
         url = job["metadata"].get("annotations", {}).get(mf.ANNOTATION_STORE)
         if url and self.store is not None:  # where its results are (only under your prefix): no second read of the Job
             url = self.store.own_run_url(url, names.current_user(), run_id)
             run_dir = self._run_dirs[run_id] = st.open_run_dir(url, dict(self.profile.store_options))
             if run_dir.exists(st.RUN_JSON):  # its end gets recorded even if the process that started it is gone
                 sink = RunRecord(run_dir).wrap(sink)
-        run = self._new_run(run_id, kind=kind, count=int(spec.get("completions", 1)), retries=retries, sink=sink,
-                            pending_timeout=None, run_key=run_keys.load_key(run_id) or self.run_key(run_id))  # fmt: skip
+        run = self._new_run(run_id, kind=kind, count=count, retries=retries if not workers else mf.item_retries(job),
+                            sink=sink, pending_timeout=None, run_key=run_keys.load_key(run_id) or self.run_key(run_id),
+                            workers=workers, claims=claims)  # fmt: skip
         with self._lock:
             self._runs[run_id] = run
             self._outcomes[run_id] = run.outcomes
@@ -312,7 +318,7 @@ class KubernetesBackend(Backend):
             user=str(meta.get("annotations", {}).get(mf.ANNOTATION_USER, "")),
             function=str(meta.get("annotations", {}).get(mf.ANNOTATION_FUNCTION, "")),
             created=k8s_time(meta.get("creationTimestamp")), finished=k8s_time(status.get("completionTime")) or None,
-            total=int(job.get("spec", {}).get("completions", 1)), succeeded=int(status.get("succeeded", 0)),
+            total=mf.worker_plan(job)[2], succeeded=int(status.get("succeeded", 0)),
             failed=int(status.get("failed", 0)), running=int(status.get("active", 0)),
         )  # fmt: skip
 
@@ -323,19 +329,11 @@ class KubernetesBackend(Backend):
         kube = self.kube
         data = kube.call("list pods", kube.core.list_namespaced_pod, kube.namespace,
                          label_selector=mf.selector(run=run_id))  # fmt: skip
-        pods = sorted(
-            data.get("items") or [], key=lambda p: (PodView(p).index, p["metadata"].get("creationTimestamp", ""))
-        )
+        pods = data.get("items") or []
         if not pods:
             self._job(run_id)  # a clear error if the run does not exist
-        multi = len({PodView(p).index for p in pods}) > 1
-        for pod in pods:
-            i = PodView(pod).index
-            if index is not None and i != index:
-                continue
-            prefix = f"[{i}] " if multi and index is None else ""
-            for line in read_all(kube, kube.namespace, pod["metadata"]["name"], mf.CONTAINER):
-                yield prefix + line
+        workers = any(mf.ANNOTATION_WORKERS in (p["metadata"].get("annotations") or {}) for p in pods)
+        yield from pod_lines(kube, kube.namespace, pods, index, workers=workers)
 
     def _follow_logs(self, run_id: str, index: int | None) -> Iterator[str]:
         """Lines as the run prints them (on the shared watches, as ``attach``), until it ends."""

@@ -80,12 +80,13 @@ class PodLog:
 
     def __init__(self, kube: Kube, namespace: str, pod: str, container: str,
                  emit: Callable[[str], None], outcomes: Outcomes, access: LogAccess | None = None,
-                 on_forbidden: Callable[[ApiError], None] | None = None) -> None:  # fmt: skip
+                 on_forbidden: Callable[[ApiError], None] | None = None,
+                 on_item: Callable[[int, int, str], None] | None = None) -> None:  # fmt: skip
         self.kube = kube
         self.namespace = namespace
         self.pod = pod
         self.container = container
-        self.filter = LineFilter(emit, outcomes)
+        self.filter = LineFilter(emit, outcomes, on_item)
         self.access = access or LogAccess()
         self.on_forbidden = on_forbidden
         self.last: Key | None = None
@@ -223,11 +224,34 @@ class PodLog:
                 response.release_conn()
 
 
-def read_all(kube: Kube, namespace: str, pod: str, container: str) -> list[str]:
-    """Every user line of a pod's log (inline frames removed), for ``kjupyter logs``."""
-    out: list[str] = []
-    log = PodLog(kube, namespace, pod, container, out.append, Outcomes())
-    log.terminated.set()
-    log._final()
-    log.filter.close()
-    return out
+def pod_lines(kube: Kube, namespace: str, pods: list[dict[str, Any]], index: int | None, *,
+              workers: bool = False) -> Iterator[str]:  # fmt: skip
+    """The log lines of a run's task ``index`` (None: all, prefixed ``[i] ``), from its pods' logs.
+
+    A worker pod of a map runs many items: its lines are told apart by its ``item`` frames.
+    """
+    from kjupyter.backends.kubernetes.objects import CONTAINER
+    from kjupyter.backends.kubernetes.state import PodView
+
+    pods = sorted(pods, key=lambda p: (PodView(p).index, p["metadata"].get("creationTimestamp", "")))
+    multi = workers or len({PodView(p).index for p in pods}) > 1
+    for pod in pods:
+        worker = PodView(pod).index
+        if not workers and index is not None and worker != index:
+            continue
+        tagged: list[tuple[int, str]] = []
+        item = [worker]
+
+        def keep(text: str, item: list[int] = item, tagged: list[tuple[int, str]] = tagged) -> None:
+            tagged.append((item[0], text))
+
+        def on_item(i: int, _attempt: int, _state: str, item: list[int] = item) -> None:
+            item[0] = i
+
+        log = PodLog(kube, namespace, pod["metadata"]["name"], CONTAINER, keep, Outcomes(), on_item=on_item)
+        log.terminated.set()
+        log._final()
+        log.filter.close()
+        for i, text in tagged:
+            if index is None or i == index:
+                yield (f"[{i}] " if multi and index is None else "") + text

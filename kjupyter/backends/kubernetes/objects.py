@@ -46,6 +46,10 @@ ANNOTATION_STORE = "kjupyter.io/store"
 ANNOTATION_CLUSTER = "kjupyter.io/cluster"
 ANNOTATION_USER = "kjupyter.io/user"
 ANNOTATION_PENDING_TIMEOUT = "kjupyter.io/pending-timeout"
+ANNOTATION_WORKERS = "kjupyter.io/workers"  # a worker-pod map: its pods' count (completions)
+ANNOTATION_CLAIMS = "kjupyter.io/claims"  # ... and how they share the items: dynamic or static
+FAILURE_COUNT_ANNOTATION = "batch.kubernetes.io/job-index-failure-count"
+ATOMIC_CREATE_SCHEMES = ("file", "s3", "s3a")  # stores with create-if-absent (O_EXCL; If-None-Match: *)
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 CONTAINER = "task"
@@ -119,6 +123,34 @@ def selector(**labels: str) -> str:
     return ",".join(parts)
 
 
+def worker_map(kind: str, spec: RunSpec) -> bool:
+    """A map runs on at most ``parallelism`` worker pods, unless it asks for one pod per item."""
+    return kind == "map" and spec.items_per_pod != 1
+
+
+def claims_mode(run_url: str | None) -> str:
+    """``dynamic`` where the store can create an object only if absent, else ``static`` (and inline)."""
+    return "dynamic" if run_url and run_url.split("://", 1)[0] in ATOMIC_CREATE_SCHEMES else "static"
+
+
+def worker_restarts(retries: int) -> int:
+    """How often one worker index may be replaced: each death costs one attempt of the item in flight."""
+    return max(6, 3 * (retries + 1))
+
+
+def worker_plan(job: Mapping[str, Any]) -> tuple[int, str, int]:
+    """``(workers, claims, items)`` of a created Job (``workers`` 0: one pod per task)."""
+    notes = job.get("metadata", {}).get("annotations") or {}
+    items = int(notes.get(ANNOTATION_COUNT) or job.get("spec", {}).get("completions", 1))
+    return int(notes.get(ANNOTATION_WORKERS) or 0), str(notes.get(ANNOTATION_CLAIMS, "")), items
+
+
+def item_retries(job: Mapping[str, Any]) -> int:
+    """The per-item ``retries`` of a worker-pod map, from its workers' command line."""
+    args = job["spec"]["template"]["spec"]["containers"][0].get("args") or []
+    return int(args[args.index("--retries") + 1]) if "--retries" in args else 0
+
+
 def build(
     *,
     run_id: str,
@@ -156,6 +188,13 @@ def build(
     if run_url is not None:
         annotations[ANNOTATION_STORE] = run_url
     args = ["--run", run_url] if run_url is not None else ["--inline", PAYLOAD_MOUNT]
+    workers = max(1, min(count, parallelism or count))
+    as_workers = worker_map(kind, spec)
+    if as_workers:
+        annotations[ANNOTATION_WORKERS] = str(workers)
+        annotations[ANNOTATION_CLAIMS] = claims_mode(run_url)
+        args += ["--workers", str(workers), "--items", str(count), "--retries", str(spec.retries),
+                 "--claims", claims_mode(run_url)]  # fmt: skip
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": spec.image or target.image,
@@ -164,6 +203,16 @@ def build(
         "env": [
             *_env(run_id, spec, target),
             {"name": RUN_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": secret_name(run_id), "key": RUN_KEY}}},
+            *(
+                [
+                    {
+                        "name": "KJUPYTER_WORKER_FAILURES",
+                        "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{FAILURE_COUNT_ANNOTATION}']"}},
+                    }
+                ]
+                if as_workers
+                else []
+            ),
         ],
         "resources": _resources(spec, target),
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -197,13 +246,21 @@ def build(
     job_spec: dict[str, Any] = {
         "suspend": True,  # resumed once its Secret exists (kjupyter.backends.kubernetes.backend.create)
         "completionMode": "Indexed",
-        "completions": count,
-        "parallelism": max(1, min(count, parallelism or count)),
+        "completions": workers if as_workers else count,
+        "parallelism": workers,
         "activeDeadlineSeconds": math.ceil(spec.timeout) if spec.timeout else DEFAULT_DEADLINE_S,
         "ttlSecondsAfterFinished": math.ceil(target.ttl_after_finished),
         "template": {"metadata": {"labels": dict(labels), "annotations": dict(annotations)}, "spec": pod_spec},
     }
-    if kind == "map":  # one task's failures do not stop the others
+    if as_workers:  # a dead worker is replaced under its index; item failures are data, not pod failures
+        job_spec["backoffLimitPerIndex"] = worker_restarts(spec.retries)
+        job_spec["backoffLimit"] = 2**31 - 1
+        job_spec["podReplacementPolicy"] = "Failed"  # never two pods of one worker index at once
+        job_spec["podFailurePolicy"] = {"rules": [
+            # the runner could not start (no key, no store): a new pod would fail the same way
+            {"action": "FailIndex", "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [2]}},
+        ]}  # fmt: skip
+    elif kind == "map":  # one task's failures do not stop the others
         job_spec["backoffLimitPerIndex"] = spec.retries
         job_spec["backoffLimit"] = 2**31 - 1
     else:

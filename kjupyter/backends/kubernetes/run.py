@@ -21,10 +21,11 @@ from kjupyter import run_events as ev
 from kjupyter.backends.kubernetes import diagnosis
 from kjupyter.backends.kubernetes import objects as mf
 from kjupyter.backends.kubernetes.client import Kube
+from kjupyter.backends.kubernetes.items import Items, claims_note
 from kjupyter.backends.kubernetes.logs import LogAccess, Outcomes, PodLog
 from kjupyter.backends.kubernetes.lookups import Lookups
 from kjupyter.backends.kubernetes.state import JobView, PodView, Verdict
-from kjupyter.backends.kubernetes.writes import stop_job, stop_mark
+from kjupyter.backends.kubernetes.writes import stop_run
 from kjupyter.errors import ApiError, BackendError
 from kjupyter.event_hub import EventHub, Timer, Timers
 from kjupyter.run_events import Event, EventSink, Phase
@@ -54,7 +55,8 @@ class KubeRun:
     def __init__(self, kube: Kube, namespace: str, run_id: str, *, kind: str, count: int, retries: int,
                  sink: EventSink, slots: threading.Semaphore, pending_timeout: float | None,
                  on_end: Callable[[str], None], timers: Timers, log_access: LogAccess | None = None,
-                 wait_for_capacity: bool = False, run_key: bytes | None = None) -> None:  # fmt: skip
+                 wait_for_capacity: bool = False, run_key: bytes | None = None, workers: int = 0,
+                 claims: str = "") -> None:  # fmt: skip
         self.kube = kube
         self.namespace = namespace
         self.run_id = run_id
@@ -92,6 +94,7 @@ class KubeRun:
         # This process creates the run's Secret right after its Job: a pod that looked for it a
         # moment too early (FailedMount) starts once it exists, so that is no news for the user.
         self.own_payload_secret = False
+        self.items = Items(workers, claims)  # a worker-pod map: which pod runs which item
 
     # --- events out (queued: subscribers run on the run's lane, never here) -------------------
     def emit(self, event: Event) -> None:
@@ -111,7 +114,10 @@ class KubeRun:
         return timer
 
     def start(self) -> None:
-        self.emit(ev.PhaseChanged(self.run_id, Phase.PENDING, message=f"{self.count} task(s) on {self.namespace}"))
+        message = f"{self.count} task(s) on {self.namespace}"
+        if self.items.workers:
+            message = f"{claims_note(self.items.workers, self.count, self.items.claims)}, on {self.namespace}"
+        self.emit(ev.PhaseChanged(self.run_id, Phase.PENDING, message=message))
         self._progress()
         if self.pending_timeout:
             self.after(self.pending_timeout, self.lookups.pending_expired)
@@ -144,6 +150,7 @@ class KubeRun:
             ok = sum(1 for p in self.done.values() if p is Phase.SUCCEEDED)
             bad = len(self.done) - ok
             running = len({p.index for p in self.pods.values() if p.phase == "Running" and p.index not in self.done})
+            running = self.items.running() if self.items.workers else running
         self.emit(ev.Progress(self.run_id, self.count, ok, bad, running, max(0, self.count - ok - bad - running)))
 
     # --- watch events in --------------------------------------------------------------------
@@ -157,9 +164,13 @@ class KubeRun:
                 if kind == "DELETED":
                     return
                 state = self.pods[view.uid] = _Pod(view.name, view.index)
-                state.log = PodLog(self.kube, self.namespace, state.name, mf.CONTAINER,
-                                   functools.partial(self._line, state.index), self.outcomes, self.log_access,
-                                   on_forbidden=self._logs_forbidden)  # fmt: skip
+                emit = functools.partial(self._line, state.index)
+                on_item = None
+                if self.items.workers:  # a worker's lines belong to the item it is on
+                    emit = functools.partial(self._worker_line, state)
+                    on_item = functools.partial(self.items.on_frame, self, state)
+                state.log = PodLog(self.kube, self.namespace, state.name, mf.CONTAINER, emit, self.outcomes,
+                                   self.log_access, on_forbidden=self._logs_forbidden, on_item=on_item)  # fmt: skip
             if kind == "DELETED":
                 self._stop_slow_timer(state)
                 if state.log is not None and not state.log_started:
@@ -187,7 +198,8 @@ class KubeRun:
         if changed and phase in ("Pending", "Running"):
             if first_running:
                 self.emit(ev.PhaseChanged(self.run_id, Phase.RUNNING, pod=state.name, node=view.node))
-            self.emit(ev.PhaseChanged(self.run_id, Phase(phase), index=state.index, pod=state.name, node=view.node))
+            if not self.items.workers:  # (a worker's items say when they run)
+                self.emit(ev.PhaseChanged(self.run_id, Phase(phase), index=state.index, pod=state.name, node=view.node))
             self._progress()
         self.diagnose(state, pod)
         settle = False
@@ -212,6 +224,9 @@ class KubeRun:
         if state.slow_timer is not None:  # (cancelled, not cleared: a pod gets one slow look at most)
             state.slow_timer.cancel()
 
+    def _worker_line(self, state: _Pod, text: str) -> None:
+        self._line(self.items.item_of(state), text)
+
     def _line(self, index: int, text: str) -> None:
         self.tails[index].append(text)
         self.emit(ev.LogLine(self.run_id, text, index=index))
@@ -230,9 +245,12 @@ class KubeRun:
 
     def diagnose(self, state: _Pod, pod: dict[str, Any], events: list[dict[str, Any]] | None = None) -> None:
         """Diagnose from the pod itself; its events are read only when it shows a sign of trouble."""
+        if self.items.workers and PodView(pod).ended:
+            return  # a worker that ended: the item it was on says why (items.worker_ended); the Job replaces it
         if events is None:
             events = self.lookups.events_on_trouble(state, pod)
-        d = diagnosis.diagnose_pod(self.run_id, pod, events, count=self.count, log_tail=list(self.tails[state.index]))
+        d = diagnosis.diagnose_pod(self.run_id, pod, events, count=self.items.workers or self.count,
+                                   log_tail=list(self.tails[state.index]))  # fmt: skip
         if d is None:
             return
         if d.reason == "FailedMount" and self.own_payload_secret and f'"{mf.PAYLOAD_VOLUME}"' in d.sentence:
@@ -268,7 +286,9 @@ class KubeRun:
                 return
             state.settled = True
             index = state.index
-            if index not in self.done:
+            if self.items.workers:
+                self.items.worker_ended(self, state, pod, deleted)
+            elif index not in self.done:
                 code, reason, message = PodView(pod).exit()
                 if pod.get("status", {}).get("phase") == "Succeeded" or (code == 0 and not deleted):
                     self._task(index, Phase.SUCCEEDED, 0)
@@ -340,6 +360,11 @@ class KubeRun:
             if phase is Phase.FAILED and reason in JOB_SUMMARIES and self.task_verdicts:
                 reason, message = next(iter(self.task_verdicts.values()))  # the pod's cause, not the Job's summary
             completed = JobView(self.job or {}).completed_indexes
+            if self.items.workers:  # (a completed index is a worker; its items' outcomes are in the store)
+                completed = set(range(self.count)) if phase is Phase.SUCCEEDED else set()
+                failed = sum(1 for p in self.done.values() if p is Phase.FAILED)
+                if phase is Phase.SUCCEEDED and failed:
+                    phase, reason, message = Phase.FAILED, "Failed", f"{failed} of {self.count} item(s) failed"
             for i in open_tasks:
                 if i in completed:
                     self._task(i, Phase.SUCCEEDED, 0)
@@ -362,30 +387,5 @@ class KubeRun:
             timer.cancel()
 
     def stop(self, phase: Phase, reason: str, message: str) -> bool:
-        """Delete the Job with its pods (Foreground); the run ends when the Job is gone.
-
-        False when the Job had already finished (a finished run is never deleted). A refused
-        delete raises: the run goes on, and nothing may say it was stopped.
-        """
-        with self.lock:
-            if self.finished or self.stopping is not None:
-                return False
-            self.stopping = (phase, reason, message)
-        try:
-            stopped = stop_job(self.kube, self.namespace, self.run_id, stop_mark(phase, reason, message),
-                               unless_finished=True)  # fmt: skip
-        except ApiError as exc:
-            if exc.status == 404:  # already gone
-                stopped = True
-            else:
-                with self.lock:
-                    self.stopping = None
-                raise
-        if not stopped:
-            with self.lock:
-                self.stopping = None
-            return False
-        with self.lock:
-            self.terminal = self.stopping
-        self.lookups.confirm_gone()
-        return True
+        """Delete the Job with its pods; False if it had already finished (see :func:`writes.stop_run`)."""
+        return stop_run(self, phase, reason, message)

@@ -9,13 +9,16 @@ outside kjupyter", then deletes it with its pods.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kjupyter.backends.kubernetes import objects as mf
 from kjupyter.backends.kubernetes.client import Kube
 from kjupyter.backends.kubernetes.state import ANNOTATION_CANCELLED_BY, ANNOTATION_STOPPED, JobView
 from kjupyter.errors import ApiError, BackendError, RequestTimedOut
 from kjupyter.run_events import Phase
+
+if TYPE_CHECKING:
+    from kjupyter.backends.kubernetes.run import KubeRun
 
 
 def delete_job(kube: Kube, namespace: str, name: str, uid: str | None = None) -> None:
@@ -104,3 +107,33 @@ def _create_once(kube: Kube, kind: str, name: str, create_fn: Any, read_fn: Any,
         if labels.get(mf.LABEL_RUN) != (body["metadata"].get("labels") or {}).get(mf.LABEL_RUN):
             raise BackendError(f"cannot create {kind} {name}: another object of that name exists") from None
         return found
+
+
+def stop_run(run: KubeRun, phase: Phase, reason: str, message: str) -> bool:
+    """Delete the Job with its pods (Foreground); the run ends when the Job is gone.
+
+    False when the Job had already finished (a finished run is never deleted). A refused
+    delete raises: the run goes on, and nothing may say it was stopped.
+    """
+    with run.lock:
+        if run.finished or run.stopping is not None:
+            return False
+        run.stopping = (phase, reason, message)
+    try:
+        stopped = stop_job(run.kube, run.namespace, run.run_id, stop_mark(phase, reason, message),
+                           unless_finished=True)  # fmt: skip
+    except ApiError as exc:
+        if exc.status == 404:  # already gone
+            stopped = True
+        else:
+            with run.lock:
+                run.stopping = None
+            raise
+    if not stopped:
+        with run.lock:
+            run.stopping = None
+        return False
+    with run.lock:
+        run.terminal = run.stopping
+    run.lookups.confirm_gone()
+    return True
