@@ -20,6 +20,7 @@ BENCHMARKS = [
     ("bench_startup", "Start-up"),
     ("bench_store", "Store throughput"),
     ("bench_local_map", "Local map throughput"),
+    ("bench_worker_maps", "Worker-pod maps (fake cluster)"),
 ]
 
 

@@ -46,12 +46,14 @@ class RemoteFunction(Generic[P, R]):
         opts = {**self.options, **options, "parallelism": parallelism or self.options.get("parallelism")}
         return get_session().submit_map(self.fn, items, opts, return_exceptions=return_exceptions)
 
-    def map_files(self, pattern: str | Sequence[str], *, chunk_size: int = 1, parallelism: int | None = None,
+    def map_files(self, pattern: str | Sequence[str], *, chunk_size: int | None = None, parallelism: int | None = None,
                   return_exceptions: bool = False, storage_options: Mapping[str, Any] | None = None,
                   **options: Any) -> list[Any]:  # fmt: skip
         """Run ``fn(url)`` for every file matching a glob URL (``"s3://bucket/raw/*.csv"``); results in URL order.
 
-        ``chunk_size=N`` hands N files to each task (fewer, longer tasks for many small files).
+        Each file is an item of one map: at most ``parallelism`` worker pods take files until
+        none are left. ``chunk_size=N`` instead gives each pod N consecutive files and no more
+        (``items_per_pod=N``: a fresh process every N files).
         A file whose step raises comes back as a :class:`~kjupyter.fanout.FileError` naming
         its URL: raised (after every file was tried) or, with ``return_exceptions=True``, in
         its place. The glob is expanded here with ``storage_options`` (default: the cluster
@@ -61,6 +63,10 @@ class RemoteFunction(Generic[P, R]):
         from kjupyter.store_errors import protocol_of
 
         opts = {**self.options, **options, "parallelism": parallelism or self.options.get("parallelism")}
+        if chunk_size is not None:
+            if not isinstance(chunk_size, int) or chunk_size < 1:
+                raise ValueError(f"chunk_size must be a whole number of files of at least 1, got {chunk_size!r}")
+            opts["items_per_pod"] = chunk_size
         if storage_options is None:
             profile = get_session().profile_for(opts)
             first = pattern if isinstance(pattern, str) else (pattern[0] if pattern else "")
@@ -69,11 +75,10 @@ class RemoteFunction(Generic[P, R]):
         urls = fanout.expand(pattern, storage_options)
         if not urls:
             return []
-        groups = fanout.chunks(urls, chunk_size)
-        step = fanout.FileStep(self.fn, chunked=chunk_size > 1)  # type: ignore[arg-type]
+        step = fanout.FileStep(self.fn)  # type: ignore[arg-type]
         functools.update_wrapper(step, self.fn)
-        future = get_session().submit_map(step, groups, opts, return_exceptions=True)
-        results = fanout.flatten(urls, groups, wait.wait(future))
+        future = get_session().submit_map(step, urls, opts, return_exceptions=True)
+        results = fanout.per_file(urls, wait.wait(future))
         error = fanout.first_error(results)
         if error is not None and not return_exceptions:
             bad = [r.path for r in results if isinstance(r, FileError)]

@@ -1,9 +1,11 @@
-"""Fan-out over files: ``fn.map_files(pattern)``, one task per file or chunk of files.
+"""Fan-out over files: ``fn.map_files(pattern)``, a map with one item per file.
 
 ``fn.map_files("s3://bucket/raw/*.csv")`` expands the glob on the client
-(:func:`expand`), runs ``fn(url)`` once per file (or once per chunk of files,
-``chunk_size=``), and returns the results in the order of the sorted URLs. A
-file whose step raises is reported as a :class:`FileError` naming its URL.
+(:func:`expand`) and maps ``fn(url)`` over the files like any map: at most
+``parallelism`` worker pods take files until none are left, or, with
+``chunk_size=k``, each pod takes ``k`` consecutive files (``items_per_pod=k``).
+Results come in the order of the sorted URLs; a file whose step raises is
+reported as a :class:`FileError` naming its URL.
 
 This module is also imported by the runner when a ``map_files`` task is
 unpickled, so it stays light: cloud libraries are imported only when used.
@@ -40,51 +42,26 @@ def expand(pattern: str | Sequence[str], storage_options: Mapping[str, Any] | No
     return urls
 
 
-def chunks(items: Sequence[str], chunk_size: int) -> list[list[str]]:
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
-    return [list(items[i : i + chunk_size]) for i in range(0, len(items), chunk_size)]
-
-
 class FileStep:
-    """What runs in the pod for one task of ``map_files``: ``fn`` on each URL of a chunk.
+    """What runs for one item of ``map_files``: ``fn(url)``; a failure raises :class:`FileError` naming the URL."""
 
-    With one URL per task a failure raises :class:`FileError` (the task fails,
-    as a Job's pod would). With a chunk, each file's failure is caught and
-    returned in its place, so one bad file does not lose its neighbours' results.
-    """
-
-    def __init__(self, fn: Callable[[str], Any], chunked: bool) -> None:
+    def __init__(self, fn: Callable[[str], Any]) -> None:
         self.fn = fn
-        self.chunked = chunked
 
-    def __call__(self, urls: list[str]) -> list[Any]:
-        out: list[Any] = []
-        for url in urls:
-            try:
-                out.append(self.fn(url))
-            except Exception as exc:
-                tb = traceback.format_exc()
-                error = FileError(url, f"{type(exc).__name__}: {exc}", _picklable(exc), tb)
-                if not self.chunked:
-                    raise error from exc
-                print(f"[kjupyter] {url} failed:\n{error.remote_traceback}", flush=True)
-                out.append(error)
-        return out
+    def __call__(self, url: str) -> Any:
+        try:
+            return self.fn(url)
+        except Exception as exc:
+            tb = traceback.format_exc()
+            raise FileError(url, f"{type(exc).__name__}: {exc}", _picklable(exc), tb) from exc
 
 
-def flatten(urls: Sequence[str], groups: Sequence[list[str]], results: Sequence[Any]) -> list[Any]:
-    """Per-file results in URL order from per-task results; a failed task fails each of its files."""
-    out: list[Any] = []
-    for group, result in zip(groups, results, strict=True):
-        if isinstance(result, FileError):
-            out.append(result)
-        elif isinstance(result, BaseException):
-            out += [_as_file_error(url, result) for url in group]
-        else:
-            out += list(result)
-    assert len(out) == len(urls)
-    return out
+def per_file(urls: Sequence[str], results: Sequence[Any]) -> list[Any]:
+    """Each file's result, or its :class:`FileError` (a lost item, say, becomes one naming its URL)."""
+    return [
+        _as_file_error(url, r) if isinstance(r, BaseException) and not isinstance(r, FileError) else r
+        for url, r in zip(urls, results, strict=True)
+    ]
 
 
 def first_error(results: Iterable[Any]) -> FileError | None:

@@ -96,7 +96,13 @@ def test_runner_takes_its_index_from_job_completion_index(tmp_path: Path) -> Non
     pl.pack_items([10, 20, 30], blob, key=key)
     run.write_bytes(st.ITEMS, blob.getvalue())
     env = {**os.environ, "JOB_COMPLETION_INDEX": "2", run_keys.ENV: key.hex()}
-    done = subprocess.run([sys.executable, "-m", "kjupyter.runner", "--run", run.url], env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "kjupyter.runner", "--run", run.url],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     with run.open_read(st.result_name(2)) as f:
         assert pl.load_outcome(f, key=key, index=2) == 60
@@ -124,7 +130,9 @@ def test_cli_lists_follows_and_cancels_a_run_of_another_process(local_session: S
     assert cli_main(["logs", future.run_id]) == 0
     assert capsys.readouterr().out.splitlines() == ["waiting"]
     # Cancel from a separate process, as the Jupyter server or a terminal would.
-    done = subprocess.run([sys.executable, "-m", "kjupyter.cli", "cancel", future.run_id], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "kjupyter.cli", "cancel", future.run_id], capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0 and "cancelled" in done.stdout, done.stderr
     assert future.wait_ended(10)
     assert future.cancelled() or future.exception(5) is not None
@@ -132,3 +140,18 @@ def test_cli_lists_follows_and_cancels_a_run_of_another_process(local_session: S
     assert "already finished" in capsys.readouterr().out
     assert cli_main(["logs", "no-such-run"]) == 1
     assert "no run 'no-such-run'" in capsys.readouterr().err
+
+
+def pid_of(x: int) -> tuple[int, int]:
+    return x, os.getpid()
+
+
+def test_local_workers_are_reused_unless_items_per_pod_says_otherwise(local_session: Session) -> None:
+    """The same worker loop as a pod's: P processes take items until none are left; items_per_pod=k
+    gives every k items a fresh process (no state carried further)."""
+    reused = remote(pid_of).map(range(12), parallelism=2)
+    assert [x for x, _ in reused] == list(range(12)) and len({pid for _, pid in reused}) <= 2
+    fresh = remote(pid_of, items_per_pod=3).map(range(12), parallelism=2)
+    per_pid = Counter(pid for _, pid in fresh)
+    assert [x for x, _ in fresh] == list(range(12))
+    assert len(per_pid) == 4 and set(per_pid.values()) == {3}, per_pid

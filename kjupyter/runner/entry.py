@@ -147,31 +147,6 @@ def _line_buffered() -> Iterator[None]:
     yield
 
 
-def serve(channel: Channel, control_in: IO[str], control_out: IO[str], log_dir: str, key: bytes) -> int:
-    """Local backend worker: run the task indices read from ``control_in``, one at a time.
-
-    Each task's output (file descriptors 1 and 2, so child processes too) goes
-    to ``<log_dir>/<index>.log``; when it ends, ``<index>.exit`` records its
-    exit code and ``"<index> <code>"`` is written to ``control_out``.
-    """
-    for line in control_in:
-        index = int(line)
-        log_fd = os.open(os.path.join(log_dir, f"{index}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(log_fd, 1)
-        os.dup2(log_fd, 2)
-        os.close(log_fd)
-        code = run(channel, index, key)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        with open(os.path.join(log_dir, f"{index}.exit"), "w") as f:
-            f.write(str(code))
-        control_out.write(f"{index} {code}\n")
-        control_out.flush()
-    return EXIT_OK
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kjupyter.runner", description=__doc__.split("\n")[0])
     parser.add_argument("--run", default=os.environ.get("KJUPYTER_RUN"), help="URL of the run folder in the store")
@@ -181,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="a worker pod of a map of --items items")
     parser.add_argument("--items", type=int, default=0, help="items of the map (with --workers)")
     parser.add_argument("--retries", type=int, default=0, help="retries per item (with --workers)")
-    parser.add_argument("--claims", choices=("dynamic", "static"), default="static", help="how workers share items")
+    parser.add_argument("--claims", choices=("dynamic", "static", "chunks"), default="static",
+                        help="how workers share items")  # fmt: skip
+    parser.add_argument("--chunk", type=int, default=1, help="items per worker index (with --claims chunks)")
     args = parser.parse_args(argv)
     if not args.run and not args.inline:
         parser.error("--run URL (or $KJUPYTER_RUN) or --inline DIR is required")
@@ -201,15 +178,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[kjupyter] cannot open the run store: {exc}", file=sys.stderr)
             return EXIT_RUNNER_ERROR
         if args.serve:
+            from kjupyter.runner.worker import PipeWorker
+
             control_out = os.fdopen(os.dup(1), "w")
-            return serve(channel, sys.stdin, control_out, args.serve, key)
+            return PipeWorker(channel, key, control_in=sys.stdin, control_out=control_out, log_dir=args.serve,
+                              retries=args.retries).work()  # fmt: skip
         if os.environ.get("JOB_COMPLETION_INDEX") is not None:  # in a pod: the log's signed last line, at exit
             atexit.register(_end_of_log, index, key)  # (registered first, so it runs after the user's handlers)
         if args.workers:
             from kjupyter.runner.worker import Worker
 
             plan = Worker(channel, key, worker=index, workers=args.workers, count=args.items, retries=args.retries,
-                          dynamic=args.claims == "dynamic")  # fmt: skip
+                          dynamic=args.claims == "dynamic", chunk=args.chunk if args.claims == "chunks" else 1)  # fmt: skip
             return plan.work()
         return run(channel, index, key)
 

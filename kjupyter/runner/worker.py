@@ -1,5 +1,13 @@
 """A worker pod of a map: it takes items until none are left (``--workers P --items N``).
 
+One loop for both backends (:meth:`Worker.run_item`: an item's attempts, its frames, its one
+signed outcome); what differs is where the next item comes from:
+
+- a worker pod (``--workers P --items N``) claims items through the store, or takes a
+  static share of them (below);
+- a local worker (``--serve LOG_DIR``, :class:`PipeWorker`) is handed items one at a time by
+  its client over stdin, and each item's output goes to ``LOG_DIR/<i>.log``.
+
 A map of N items runs on P worker pods (one Indexed Job, completion index = worker index).
 Each worker runs the map's function on item after item and writes one signed result (or
 error) per item, exactly as a pod of one item would. How items are shared:
@@ -10,6 +18,8 @@ error) per item, exactly as a pod of one item would. How items are shared:
   claim fails, lists the claims once and moves to a free block, so fast workers take over the
   work of slow ones.
 - ``static`` (no atomic create, or no store at all): worker ``w`` takes items ``w, w+P, ...``.
+- ``chunks`` (``items_per_pod=k``, and ``map_files(chunk_size=k)``): index ``w`` of ``ceil(N/k)``
+  takes items ``w*k`` to ``w*k+k-1``, in a pod of its own.
 
 A worker that dies (OOMKilled, evicted, preempted, a lost node) is replaced by the Job under
 the same index (``backoffLimitPerIndex``); the new pod finds the items of its own claims (or
@@ -28,7 +38,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import IO, Any
 
 from kjupyter import payload as pl
 from kjupyter import store as st
@@ -48,7 +58,7 @@ def block_size(count: int, workers: int) -> int:
 
 class Worker:
     def __init__(self, channel: Channel, key: bytes, *, worker: int, workers: int, count: int, retries: int,
-                 dynamic: bool) -> None:  # fmt: skip
+                 dynamic: bool, chunk: int = 1) -> None:  # fmt: skip
         self.channel = channel
         self.key = key
         self.worker = worker
@@ -56,6 +66,7 @@ class Worker:
         self.count = count
         self.retries = retries
         self.run_dir: st.RunDir | None = getattr(channel, "run", None)  # None inline: no store
+        self.chunk = chunk  # > 1: this index runs items [worker * chunk, (worker + 1) * chunk) (items_per_pod)
         self.dynamic = dynamic and self.run_dir is not None and self.run_dir.atomic_create
         self.block = block_size(count, self.workers) if self.dynamic else 1
         self.blocks = math.ceil(count / self.block)
@@ -70,6 +81,9 @@ class Worker:
         if self.function is None:
             try:
                 kind, body = load_payload(channel, key)
+                if kind == pl.CALL:  # (a local worker runs calls too: one item, the call itself)
+                    fn, args, kwargs = body
+                    return lambda: fn(*args, **kwargs)
                 if kind != pl.MAP:
                     raise SerializationError(f"a map worker cannot execute a {kind!r} payload")
             except BaseException as exc:
@@ -84,10 +98,15 @@ class Worker:
     # --- the loop ---------------------------------------------------------------------------
     def work(self) -> int:
         for index in self._unfinished():
-            self._item(index)
+            self.run_item(index)
         for index in self._claimed() if self.dynamic else self._partition():
-            self._item(index)
+            self.run_item(index)
         return EXIT_OK
+
+    def _indices(self) -> range:
+        if self.chunk > 1:
+            return range(self.worker * self.chunk, min(self.count, (self.worker + 1) * self.chunk))
+        return range(self.worker, self.count, self.workers)
 
     def _frame(self, index: int, attempt: int, state: str) -> None:
         sys.stdout.flush()
@@ -96,24 +115,29 @@ class Worker:
         out.write("\n" + item_line(index, attempt, state, self.key) + "\n")
         out.flush()
 
-    def _item(self, index: int) -> None:
+    def run_item(self, index: int) -> int:
+        """Run item ``index`` until it succeeds or its attempts are spent; its exit code.
+
+        Attempts already spent by dead workers (``deaths``) count: past ``retries`` the item gets
+        an error result without another try. Only the last attempt writes an error outcome.
+        """
         attempt = self.deaths.get(index, 0)
         if attempt > self.retries:  # its worker died on it once more than its retries allow
-            died = RuntimeError(f"item {index}: the worker pod running it died {attempt} time(s) (killed, evicted, "
+            died = RuntimeError(f"item {index}: the worker running it died {attempt} time(s) (killed, evicted, "
                                 "out of memory or its node was lost); see the run's diagnosis")  # fmt: skip
             _report(self.channel, index, died, "runner", self.key)
             self._frame(index, attempt, "fail")
-            return
+            return EXIT_RUNNER_ERROR
         while True:
             final = attempt >= self.retries
             self._frame(index, attempt, "start")
             code = run(self.channel, index, self.key, final=final, loader=self.load)
             if code == EXIT_OK:
                 self._frame(index, attempt, "done")
-                return
+                return code
             if final or code == EXIT_RUNNER_ERROR:
                 self._frame(index, attempt, "fail")
-                return
+                return code
             self._frame(index, attempt, "retry")
             attempt += 1
 
@@ -122,7 +146,7 @@ class Worker:
 
     def _partition(self) -> Iterator[int]:
         restarted = int(os.environ.get(FAILURES_ENV) or 0) > 0
-        for index in range(self.worker, self.count, self.workers):
+        for index in self._indices():
             if not (restarted and self._done(index)):  # (a replaced worker skips what its predecessor did)
                 yield index
 
@@ -170,3 +194,45 @@ class Worker:
     def _free(self, taken: set[int]) -> int | None:
         free = [b for b in range(self.blocks) if b not in taken]
         return free[self.worker % min(len(free), self.workers)] if free else None
+
+
+class PipeWorker(Worker):
+    """A local worker (``--serve LOG_DIR``): its client hands it ``"<index> <attempts spent>"`` lines.
+
+    Each item's output (file descriptors 1 and 2, so child processes too) goes to
+    ``LOG_DIR/<index>.log``; a retry is told to the client as ``"<index> retry <attempt>"``, the
+    end as ``"<index> <exit code>"`` (and in ``<index>.exit``), on ``control_out``.
+    """
+
+    def __init__(self, channel: Channel, key: bytes, *, control_in: IO[str], control_out: IO[str], log_dir: str,
+                 retries: int) -> None:  # fmt: skip
+        super().__init__(channel, key, worker=0, workers=1, count=0, retries=retries, dynamic=False)
+        self.control_in = control_in
+        self.control_out = control_out
+        self.log_dir = log_dir
+
+    def work(self) -> int:
+        for line in self.control_in:
+            index, spent = (int(x) for x in line.split())
+            self.deaths[index] = spent
+            log_fd = os.open(os.path.join(self.log_dir, f"{index}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(log_fd, 1)
+            os.dup2(log_fd, 2)
+            os.close(log_fd)
+            code = self.run_item(index)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            with open(os.path.join(self.log_dir, f"{index}.exit"), "w") as f:
+                f.write(str(code))
+            self._tell(f"{index} {code}")
+        return EXIT_OK
+
+    def _frame(self, index: int, attempt: int, state: str) -> None:
+        if state == "retry":
+            self._tell(f"{index} retry {attempt + 1}")
+
+    def _tell(self, line: str) -> None:
+        self.control_out.write(line + "\n")
+        self.control_out.flush()

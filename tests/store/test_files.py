@@ -46,16 +46,12 @@ def test_expand_names_a_missing_bucket(s3: ObjectServer) -> None:
         files.expand("s3://no-bucket-here/raw/*.csv", s3.options)
 
 
-def test_chunks_and_flatten() -> None:
-    urls = [f"file:///d/{i}" for i in range(5)]
-    groups = files.chunks(urls, 2)
-    assert groups == [urls[0:2], urls[2:4], urls[4:5]]
+def test_per_file_names_the_url_of_a_lost_item() -> None:
+    urls = [f"file:///d/{i}" for i in range(3)]
     boom = RuntimeError("pod killed")
-    out = files.flatten(urls, groups, [[1, 2], boom, [5]])
-    assert out[:2] == [1, 2] and out[4] == 5
-    assert [e.path for e in out[2:4]] == urls[2:4] and out[2].error is boom
-    with pytest.raises(ValueError):
-        files.chunks(urls, 0)
+    out = files.per_file(urls, [1, boom, 3])
+    assert out[0] == 1 and out[2] == 3
+    assert isinstance(out[1], files.FileError) and out[1].path == urls[1] and out[1].error is boom
 
 
 def test_file_step_reports_the_path() -> None:
@@ -64,24 +60,25 @@ def test_file_step_reports_the_path() -> None:
             raise KeyError("no column 'value'")
         return len(url)
 
-    single = files.FileStep(step, chunked=False)
-    assert single(["ok"]) == [2]
+    single = files.FileStep(step)
+    assert single("ok") == 2
     with pytest.raises(files.FileError) as info:
-        single(["s3://b/bad"])
+        single("s3://b/bad")
     assert str(info.value) == "s3://b/bad: KeyError: \"no column 'value'\""
     again = pickle.loads(pickle.dumps(info.value))
     assert again.path == "s3://b/bad" and isinstance(again.error, KeyError) and "Traceback" in again.remote_traceback
-    chunk = files.FileStep(step, chunked=True)(["a", "s3://b/bad", "ccc"])
-    assert chunk[0] == 1 and chunk[2] == 3 and isinstance(chunk[1], files.FileError)
 
 
 def test_map_files_on_the_local_store(local_session: Session, tmp_path: Path) -> None:
     for i in range(6):
         (tmp_path / f"n{i}.txt").write_text("oops" if i == 4 else str(i))
     step = remote(read_int)
-    out = step.map_files(f"file://{tmp_path}/n*.txt", chunk_size=4, return_exceptions=True)
-    assert out[:4] == [0, 1, 2, 3] and out[5] == 5
-    assert isinstance(out[4], files.FileError) and out[4].path == f"file://{tmp_path}/n4.txt"
+    for chunk_size in (None, 4):  # worker processes that take files until none are left; or 4 per process
+        out = step.map_files(f"file://{tmp_path}/n*.txt", chunk_size=chunk_size, return_exceptions=True)
+        assert out[:4] == [0, 1, 2, 3] and out[5] == 5
+        assert isinstance(out[4], files.FileError) and out[4].path == f"file://{tmp_path}/n4.txt"
+    with pytest.raises(ValueError, match="chunk_size must be"):
+        step.map_files(f"file://{tmp_path}/n*.txt", chunk_size=0)
     with pytest.raises(files.FileError, match=r"n4\.txt: ValueError"):
         step.map_files(f"file://{tmp_path}/n*.txt")
     assert step.map_files(f"file://{tmp_path}/none-*.txt") == []

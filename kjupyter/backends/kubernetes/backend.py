@@ -27,10 +27,10 @@ from kjupyter import store as st
 from kjupyter.backends.base import Backend, Check, RunInfo, SubmitRequest
 from kjupyter.backends.kubernetes import objects as mf
 from kjupyter.backends.kubernetes.client import Kube
+from kjupyter.backends.kubernetes.items import job_info, with_item_counts
 from kjupyter.backends.kubernetes.logs import LogAccess, pod_lines
 from kjupyter.backends.kubernetes.render import DEFAULT_IMAGE, render, target_for
 from kjupyter.backends.kubernetes.run import KubeRun
-from kjupyter.backends.kubernetes.state import JobView, k8s_time
 from kjupyter.backends.kubernetes.watch import Watcher
 from kjupyter.backends.kubernetes.writes import create, stop_job, stop_mark
 from kjupyter.backends.run_record import RunRecord, open_result, run_meta
@@ -84,8 +84,13 @@ class KubernetesBackend(Backend):
             parallelism=request.parallelism, user=request.user, session=request.session, function=request.function,
         )  # fmt: skip
         record: RunRecord | None = None
-        workers = request.parallelism if mf.worker_map(request.kind, request.spec) else 0
-        claims = mf.claims_mode(self.store.run(request.user, request.run_id).url if self.store else None)
+        workers, claims, _ = mf.worker_layout(
+            request.kind,
+            request.spec,
+            request.count,
+            request.parallelism,
+            self.store.run(request.user, request.run_id).url if self.store else None,
+        )
         if self.store is not None:
             run_dir = self.store.run(request.user, request.run_id)
             record = RunRecord(run_dir)
@@ -302,8 +307,6 @@ class KubernetesBackend(Backend):
         return job
 
     def list_runs(self, user: str | None = None) -> list[RunInfo]:
-        from kjupyter import names
-
         kube = self.kube
         data = kube.call("list Jobs", kube.batch.list_namespaced_job, kube.namespace,
                          label_selector=mf.selector(user=user or names.current_user()))  # fmt: skip
@@ -311,16 +314,18 @@ class KubernetesBackend(Backend):
         return sorted(runs, key=lambda r: r.created, reverse=True)
 
     def _info(self, job: dict[str, Any]) -> RunInfo:
-        meta, status = job["metadata"], job.get("status", {})
-        return RunInfo(
-            run_id=meta["name"], cluster=self.profile.name, phase=JobView(job).phase,
-            kind=str(meta.get("labels", {}).get(mf.LABEL_KIND, "call")),
-            user=str(meta.get("annotations", {}).get(mf.ANNOTATION_USER, "")),
-            function=str(meta.get("annotations", {}).get(mf.ANNOTATION_FUNCTION, "")),
-            created=k8s_time(meta.get("creationTimestamp")), finished=k8s_time(status.get("completionTime")) or None,
-            total=mf.worker_plan(job)[2], succeeded=int(status.get("succeeded", 0)),
-            failed=int(status.get("failed", 0)), running=int(status.get("active", 0)),
-        )  # fmt: skip
+        info = job_info(job, self.profile.name)
+        if mf.worker_plan(job)[0]:  # a worker-pod map: its pods are not its items; run.json counts the items
+            info = with_item_counts(info, job, self._foreign_meta)
+        return info
+
+    def _foreign_meta(self, job: dict[str, Any]) -> dict[str, Any]:
+        """The run.json of a Job's run (only under your own prefix of the store)."""
+        url = job["metadata"].get("annotations", {}).get(mf.ANNOTATION_STORE)
+        if not url or self.store is None:
+            raise BackendError("the run has no store")
+        url = self.store.own_run_url(url, names.current_user(), job["metadata"]["name"])
+        return st.open_run_dir(url, dict(self.profile.store_options)).read_json(st.RUN_JSON)
 
     def logs(self, run_id: str, index: int | None = None, *, follow: bool = False) -> Iterator[str]:
         if follow:
@@ -361,7 +366,6 @@ class KubernetesBackend(Backend):
 
     def _reap_once(self) -> None:
         """This session's first use of the cluster: delete the user's runs pending past their timeout."""
-        from kjupyter import names
         from kjupyter.backends.kubernetes.reaper import reap
 
         try:

@@ -15,12 +15,15 @@ pod's own cause, in one sentence ("Item 17 ran out of memory ... (OOMKilled, lim
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from kjupyter import run_events as ev
+from kjupyter.backends.base import RunInfo
 from kjupyter.backends.kubernetes import diagnosis
-from kjupyter.backends.kubernetes.state import PodView, dig
+from kjupyter.backends.kubernetes import objects as mf
+from kjupyter.backends.kubernetes.state import JobView, PodView, dig, k8s_time
 from kjupyter.run_events import Phase
 
 if TYPE_CHECKING:
@@ -94,6 +97,48 @@ class Items:
 
 def claims_note(workers: int, count: int, claims: str) -> str:
     """The PhaseChanged message of a worker-pod map: how many pods, and how they share the items."""
+    if claims == "chunks":
+        return f"{count} item(s) on {workers} pod(s), each a fixed run of consecutive items (items_per_pod)"
     how = ("claimed dynamically through the store" if claims == "dynamic"
            else "shared statically (worker w takes items w, w+P, ...)")  # fmt: skip
     return f"{count} item(s) on at most {workers} worker pod(s), {how}"
+
+
+def job_info(job: dict[str, Any], cluster: str) -> RunInfo:
+    """What ``kjupyter jobs`` and the lab show of a run, from its Job alone."""
+    meta, status = job["metadata"], job.get("status", {})
+    notes = meta.get("annotations", {})
+    return RunInfo(
+        run_id=meta["name"], cluster=cluster, phase=JobView(job).phase,
+        kind=str(meta.get("labels", {}).get(mf.LABEL_KIND, "call")),
+        user=str(notes.get(mf.ANNOTATION_USER, "")), function=str(notes.get(mf.ANNOTATION_FUNCTION, "")),
+        created=k8s_time(meta.get("creationTimestamp")), finished=k8s_time(status.get("completionTime")) or None,
+        total=mf.worker_plan(job)[2], succeeded=int(status.get("succeeded", 0)),
+        failed=int(status.get("failed", 0)), running=int(status.get("active", 0)),
+    )  # fmt: skip
+
+
+def with_item_counts(
+    info: RunInfo, job: dict[str, Any], read_meta: Callable[[dict[str, Any]], dict[str, Any]]
+) -> RunInfo:
+    """A worker-pod map counts items, not pods: from its run.json, which its client keeps (one store read).
+
+    The Job of a worker map succeeds when its workers are done, whatever their items did; a
+    map with failed items is Failed, as its client recorded (or as the counts show).
+    """
+    try:
+        record = read_meta(job)
+    except Exception as exc:  # the store is unreachable: say so, rather than count pods as items
+        return replace(info, succeeded=0, failed=0, running=0, diagnosis=f"item counts unavailable: {exc}")
+    counts = record.get("counts") or {}
+    phase = info.phase
+    recorded = Phase(str(record.get("phase", "Pending")))
+    if recorded.finished:
+        phase = recorded
+    elif phase is Phase.SUCCEEDED and int(counts.get("failed", 0)):
+        phase = Phase.FAILED
+    return replace(
+        info, phase=phase, succeeded=int(counts.get("succeeded", 0)), failed=int(counts.get("failed", 0)),
+        running=0 if phase.finished else int(counts.get("running", 0)),
+        diagnosis=str(record.get("diagnosis", "")),
+    )  # fmt: skip

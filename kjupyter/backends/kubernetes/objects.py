@@ -128,6 +128,20 @@ def worker_map(kind: str, spec: RunSpec) -> bool:
     return kind == "map" and spec.items_per_pod != 1
 
 
+def worker_layout(kind: str, spec: RunSpec, count: int, parallelism: int | None,
+                  run_url: str | None) -> tuple[int, str, int]:  # fmt: skip
+    """``(worker indices, claims, chunk)`` of a map (``(0, "", 1)``: one pod per item).
+
+    ``items_per_pod`` unset: at most ``parallelism`` workers share the items (claimed, or static);
+    ``items_per_pod=k > 1``: ``ceil(count / k)`` indices of ``k`` consecutive items each (``chunks``).
+    """
+    if not worker_map(kind, spec):
+        return 0, "", 1
+    if spec.items_per_pod:
+        return math.ceil(count / spec.items_per_pod), "chunks", spec.items_per_pod
+    return max(1, min(count, parallelism or count)), claims_mode(run_url), 1
+
+
 def claims_mode(run_url: str | None) -> str:
     """``dynamic`` where the store can create an object only if absent, else ``static`` (and inline)."""
     return "dynamic" if run_url and run_url.split("://", 1)[0] in ATOMIC_CREATE_SCHEMES else "static"
@@ -188,13 +202,13 @@ def build(
     if run_url is not None:
         annotations[ANNOTATION_STORE] = run_url
     args = ["--run", run_url] if run_url is not None else ["--inline", PAYLOAD_MOUNT]
-    workers = max(1, min(count, parallelism or count))
-    as_workers = worker_map(kind, spec)
+    indices, claims, chunk = worker_layout(kind, spec, count, parallelism, run_url)
+    as_workers = indices > 0
     if as_workers:
-        annotations[ANNOTATION_WORKERS] = str(workers)
-        annotations[ANNOTATION_CLAIMS] = claims_mode(run_url)
-        args += ["--workers", str(workers), "--items", str(count), "--retries", str(spec.retries),
-                 "--claims", claims_mode(run_url)]  # fmt: skip
+        annotations[ANNOTATION_WORKERS] = str(indices)
+        annotations[ANNOTATION_CLAIMS] = claims
+        args += ["--workers", str(indices), "--items", str(count), "--retries", str(spec.retries),
+                 "--claims", claims, *(["--chunk", str(chunk)] if chunk > 1 else [])]  # fmt: skip
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": spec.image or target.image,
@@ -246,8 +260,8 @@ def build(
     job_spec: dict[str, Any] = {
         "suspend": True,  # resumed once its Secret exists (kjupyter.backends.kubernetes.backend.create)
         "completionMode": "Indexed",
-        "completions": workers if as_workers else count,
-        "parallelism": workers,
+        "completions": indices if as_workers else count,
+        "parallelism": max(1, min(indices or count, parallelism or count)),
         "activeDeadlineSeconds": math.ceil(spec.timeout) if spec.timeout else DEFAULT_DEADLINE_S,
         "ttlSecondsAfterFinished": math.ceil(target.ttl_after_finished),
         "template": {"metadata": {"labels": dict(labels), "annotations": dict(annotations)}, "spec": pod_spec},

@@ -122,7 +122,7 @@ class LocalRun:
         })  # fmt: skip
         workdir = tempfile.mkdtemp(prefix=f"kjupyter-{self.req.run_id}-")  # like a pod: not the notebook's folder
         proc = subprocess.Popen(
-            [sys.executable, "-m", "kjupyter.runner", "--serve", str(self.folder)],
+            [sys.executable, "-m", "kjupyter.runner", "--serve", str(self.folder), "--retries", str(self.req.spec.retries)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             env=env, cwd=workdir, text=True, start_new_session=True,
         )  # fmt: skip
@@ -156,17 +156,19 @@ class LocalRun:
 
     def _work(self) -> None:
         proc: subprocess.Popen[str] | None = None
+        per_process, served = self.req.spec.items_per_pod or 0, 0  # items_per_pod: a fresh process per k items
         try:
             while self.stopping is None:
                 try:
                     index = self.todo.get_nowait()
                 except queue.Empty:
                     break
-                if proc is not None and proc.poll() is not None:
-                    self._retire(proc)  # it exited: a new one takes the next task
+                if proc is not None and (proc.poll() is not None or (per_process and served >= per_process)):
+                    self._retire(proc)  # it exited, or ran its items_per_pod: a new one takes the next task
                     proc = None
                 if proc is None:
-                    proc = self._spawn()
+                    proc, served = self._spawn(), 0
+                served += 1
                 code = self._run_task(proc, index)
                 if code is None:  # no answer: it died mid-task (or is dying), a new one takes the next task
                     self._retire(proc)
@@ -197,14 +199,23 @@ class LocalRun:
         assert proc.stdin and proc.stdout
         reply: list[str] = []
         try:
-            proc.stdin.write(f"{index}\n")
+            proc.stdin.write(f"{index} {self.attempts[index]}\n")  # (the attempts its dead workers spent)
             proc.stdin.flush()
         except OSError:
             pass
         answered = threading.Event()
 
         def read_reply() -> None:
-            reply.append(proc.stdout.readline() if proc.stdout else "")
+            """The worker's lines about this item: its retries (the same loop as a pod's), then its exit code."""
+            while proc.stdout:
+                line = proc.stdout.readline()
+                parts = line.split()
+                if len(parts) == 3 and parts[1] == "retry":
+                    self.emit(ev.Diagnosis(rid, "Retrying", f"Task {index} failed; retry {parts[2]} of "
+                                           f"{self.req.spec.retries}.", index=index))  # fmt: skip
+                    continue
+                reply.append(line)
+                break
             answered.set()
 
         threading.Thread(target=read_reply, daemon=True).start()
@@ -225,13 +236,14 @@ class LocalRun:
         if code == 0:
             self._task_end(index, Phase.SUCCEEDED, 0)
             return
-        if self.attempts[index] < self.req.spec.retries:
+        if code is None and self.attempts[index] < self.req.spec.retries:  # its worker died: one attempt spent
             self.attempts[index] += 1
-            self.emit(ev.Diagnosis(rid, "Retrying", f"Task {index} failed (exit code {code}); retry "
-                                f"{self.attempts[index]} of {self.req.spec.retries}.", index=index))  # fmt: skip
+            self.emit(ev.Diagnosis(rid, "Retrying", f"Task {index} was lost with its worker process (killed, or "
+                                f"out of memory); retry {self.attempts[index]} of {self.req.spec.retries}.",
+                                index=index))  # fmt: skip
             self.todo.put(index)
             return
-        self._task_end(index, Phase.FAILED, code)
+        self._task_end(index, Phase.FAILED, code)  # (a task that raised was retried by its worker already)
 
     def _task_end(self, index: int, phase: Phase, code: int | None) -> None:
         reason, message = "", ""
