@@ -28,9 +28,12 @@ options travel to a runner.
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.metadata
 import io
 import json
 import os
+import re
 import secrets
 import time
 from collections.abc import Iterator, Mapping
@@ -58,6 +61,43 @@ def claim_name(block: int) -> str:
 
 def result_name(index: int) -> str:
     return f"results/{index}.pkl"
+
+
+# Object stores whose create-if-absent is atomic, and the fsspec library (and its first version) that makes it so:
+# ``pipe_file(path, data, mode="create")`` sends the upload (one request for small data, such as a claim) with
+# S3's ``If-None-Match: *`` (s3fs) or GCS's ``ifGenerationMatch=0`` (gcsfs), and the store answers 412
+# (FileExistsError) if the object exists. Both came in 2024.12.0; older versions reject ``mode=``.
+# ``open(path, "xb")`` is no substitute: s3fs before 2025.7.0 PUTs a small file unconditionally, and gcsfs's
+# open() always makes a resumable upload, whose precondition fake-gcs-server ignores (so no test could tell).
+_ATOMIC_CREATE_SINCE = {
+    "s3": ("s3fs", (2024, 12)),
+    "s3a": ("s3fs", (2024, 12)),
+    "gs": ("gcsfs", (2024, 12)),
+    "gcs": ("gcsfs", (2024, 12)),
+}
+
+
+def atomic_create(protocol: str) -> bool:
+    """Whether :meth:`RunDir.create_exclusive` is atomic on a store of ``protocol``, with the installed libraries.
+
+    The one answer to "may workers claim items through this store": the client asks it of the run's URL
+    (``dynamic`` or ``static`` claims) and each worker again of its own libraries (:attr:`RunDir.atomic_create`).
+    """
+    protocol = protocol.lower()
+    if protocol in ("file", "local"):
+        return True  # os.link of a complete temporary file: fails if the name exists
+    need = _ATOMIC_CREATE_SINCE.get(protocol)
+    return need is not None and _version(need[0]) >= need[1]
+
+
+@functools.cache
+def _version(distribution: str) -> tuple[int, ...]:
+    """``(year, month)`` of an installed calendar-versioned library; ``()`` if it is not installed."""
+    try:
+        found = re.match(r"(\d+)\.(\d+)", importlib.metadata.version(distribution))
+    except importlib.metadata.PackageNotFoundError:
+        return ()
+    return (int(found[1]), int(found[2])) if found else ()
 
 
 def default_store_url() -> str:
@@ -227,12 +267,21 @@ class RunDir:
 
     @property
     def atomic_create(self) -> bool:
-        """Whether :meth:`create_exclusive` is atomic here (local O_EXCL/link, S3 ``If-None-Match: *``)."""
-        return bool({"file", "local", "s3", "s3a"} & set(protocols(self.fs)))
+        """Whether :meth:`create_exclusive` is atomic here (local link; S3 ``If-None-Match: *``; GCS
+        ``ifGenerationMatch=0``), see :func:`atomic_create`."""
+        return any(atomic_create(p) for p in protocols(self.fs))
 
     def create_exclusive(self, name: str, data: bytes) -> bool:
-        """Create ``name`` with ``data`` unless it exists (atomically, with its content): True if this call made it."""
+        """Create ``name`` with ``data`` unless it exists (atomically, with its content): True if this call made it.
+
+        A StoreError where the store cannot do it atomically (see :attr:`atomic_create`).
+        """
         target = self._full(name)
+        if not self.atomic_create:
+            raise StoreError(
+                f"the store {self.url} cannot create {name} only if it is absent: that needs a local folder, "
+                "or S3 or GCS with s3fs or gcsfs 2024.12 or newer"
+            )
         with translated(self.url, name, self.fs):
             if self.local:
                 self.fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
@@ -247,8 +296,7 @@ class RunDir:
                     os.unlink(tmp)
                 return True
             try:
-                with self.fs.open(target, "xb") as f:  # s3fs: a conditional PUT (If-None-Match: *)
-                    f.write(data)
+                self.fs.pipe_file(target, data, mode="create")  # one conditional upload; 412 if it exists
             except FileExistsError:
                 return False
         return True

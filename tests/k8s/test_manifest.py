@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from kjupyter import store as st
 from kjupyter.backends.kubernetes import objects as mf
 from kjupyter.backends.kubernetes.render import render, target_for
 from kjupyter.config import GpuType, Profile
@@ -57,6 +58,21 @@ def test_map_is_one_indexed_job_of_p_workers() -> None:
     assert job["spec"]["backoffLimitPerIndex"] == mf.worker_restarts(1) and job["spec"]["podReplacementPolicy"] == "Failed"
     args = job["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--items") + 1] == "100000" and args[args.index("--retries") + 1] == "1"
+
+
+@pytest.mark.parametrize("scheme", ["s3", "s3a", "gs", "gcs"])
+def test_map_claims_dynamically_where_the_store_library_creates_only_if_absent(
+    scheme: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Job's claims follow kjupyter.store.atomic_create: dynamic with s3fs/gcsfs 2024.12+, else static."""
+    library = "gcsfs" if scheme.startswith("g") else "s3fs"
+    for version, claims in (((2024, 12), "dynamic"), ((2024, 11), "static")):
+        monkeypatch.setattr(st, "_version", lambda dist, v=version: v if dist == library else ())
+        job = build(RunSpec(), kind="map", count=10, parallelism=2, run_url=f"{scheme}://b/kj/u/train-abc123").job
+        args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert job["metadata"]["annotations"][mf.ANNOTATION_CLAIMS] == claims
+        assert args[args.index("--claims") + 1] == claims
+    assert mf.claims_mode("az://b/kj/u/r") == "static" and mf.claims_mode(None) == "static"
 
 
 def test_map_with_items_per_pod_one_is_one_indexed_job_with_per_index_retries() -> None:

@@ -9,6 +9,7 @@ import sys
 import threading
 from collections.abc import Iterator
 
+import fsspec
 import pytest
 
 from kjupyter import credentials, run_keys
@@ -89,6 +90,55 @@ def test_missing_object_names_the_url(object_store: tuple[ObjectServer, str]) ->
     expected = rf"{server.protocol}://{bucket}/kj/u/gone/results/3.pkl does not exist"
     with pytest.raises(StoreError, match=expected), run.open_read(st.result_name(3)) as f:
         f.read()
+
+
+def _conditional(server: ObjectServer) -> None:
+    if server.server == "gcp-storage-emulator":
+        pytest.skip("gcp-storage-emulator ignores ifGenerationMatch=0 (it overwrites): install fake-gcs-server")
+
+
+def test_create_exclusive_first_wins(object_store: tuple[ObjectServer, str]) -> None:
+    """S3 ``If-None-Match: *`` (moto) and GCS ``ifGenerationMatch=0`` (fake-gcs-server) refuse the second create."""
+    server, bucket = object_store
+    _conditional(server)
+    run = _run_store(server, bucket).run("u", "r")
+    assert run.atomic_create
+    assert run.create_exclusive(st.claim_name(0), b"first")
+    assert not run.create_exclusive(st.claim_name(0), b"second, other data")
+    assert run.read_bytes(st.claim_name(0)) == b"first"
+    assert run.list_names("claims") == ["0"]
+
+
+def test_create_exclusive_race_has_one_winner_per_name(object_store: tuple[ObjectServer, str]) -> None:
+    """Two clients (as two worker pods) race to create the same 20 names: each name is won exactly once."""
+    server, bucket = object_store
+    _conditional(server)
+    url = f"{server.protocol}://{bucket}/kj/u/race"
+    names = [st.claim_name(i) for i in range(20)]
+    won: dict[str, list[str]] = {"a": [], "b": []}
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def claim(who: str) -> None:
+        try:
+            fs = fsspec.filesystem(server.protocol, skip_instance_cache=True, **server.options)  # a client of its own
+            run = st.RunDir(fs, fs._strip_protocol(url), url)
+            start.wait()
+            won[who] = [n for n in names if run.create_exclusive(n, who.encode())]
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claim, args=(who,)) for who in won]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert not set(won["a"]) & set(won["b"]), won
+    assert sorted(won["a"] + won["b"], key=names.index) == names
+    run = st.open_run_dir(url, server.options)
+    for who, mine in won.items():
+        assert all(run.read_bytes(n) == who.encode() for n in mine)  # each object holds its winner's data
 
 
 class _Forbidden(http.server.BaseHTTPRequestHandler):

@@ -4,6 +4,7 @@ import os
 import threading
 from pathlib import Path
 
+import fsspec
 import pytest
 
 from kjupyter import store as st
@@ -46,6 +47,41 @@ def test_reader_never_sees_half_a_file(tmp_path: Path) -> None:
     stop.set()
     reader.join()
     assert seen <= {1_000_000 + n * 1000 for n in range(20)} | {1_000_000}
+
+
+def test_atomic_create_needs_a_library_that_sends_the_condition(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert st.atomic_create("file") and st.atomic_create("local")
+    assert not st.atomic_create("memory") and not st.atomic_create("az") and not st.atomic_create("http")
+    for protocol, library in (("s3", "s3fs"), ("s3a", "s3fs"), ("gs", "gcsfs"), ("gcs", "gcsfs")):
+        monkeypatch.setattr(st, "_version", lambda dist, lib=library: (2024, 12) if dist == lib else ())
+        assert st.atomic_create(protocol) and st.atomic_create(protocol.upper())
+        # before 2024.12 there is no pipe_file(mode="create"); not installed: no atomic create either
+        for older in ((2024, 11), (2024, 2), ()):
+            monkeypatch.setattr(st, "_version", lambda dist, v=older: v)
+            assert not st.atomic_create(protocol)
+
+
+def test_installed_library_versions_are_read() -> None:
+    assert st._version("fsspec") >= (2024, 2)
+    assert st._version("no-such-distribution-kjupyter") == ()
+
+
+def test_create_exclusive_refuses_where_it_cannot_be_atomic() -> None:
+    """A store without an atomic create-if-absent says so; it never overwrites and calls that a claim."""
+    fs = fsspec.filesystem("memory")
+    run = st.RunDir(fs, "/kj-test-no-atomic/u/r", "memory://kj-test-no-atomic/u/r")
+    assert not run.atomic_create
+    with pytest.raises(StoreError, match="memory://kj-test-no-atomic/u/r cannot create claims/0 only if it is absent"):
+        run.create_exclusive(st.claim_name(0), b"0")
+    assert not fs.exists("/kj-test-no-atomic/u/r/claims/0")
+
+
+def test_local_create_exclusive_first_wins(tmp_path: Path) -> None:
+    run = st.RunStore(f"file://{tmp_path}").run("u", "r")
+    assert run.atomic_create
+    assert run.create_exclusive(st.claim_name(3), b"first")
+    assert not run.create_exclusive(st.claim_name(3), b"second")
+    assert run.read_bytes(st.claim_name(3)) == b"first" and run.list_names("claims") == ["3"]
 
 
 def test_missing_protocol_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,11 +29,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kjupyter import store as st
 from kjupyter.config import GpuType
 from kjupyter.inline_frames import INLINE_LIMIT as INLINE_LIMIT  # payload (+ items) bytes that fit in a Secret
 from kjupyter.names import label_value
 from kjupyter.run_keys import ENV as RUN_KEY_ENV
 from kjupyter.spec import RunSpec, format_cpu, format_memory
+from kjupyter.store_errors import protocol_of
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_RUN = "kjupyter.io/run"
@@ -49,7 +51,6 @@ ANNOTATION_PENDING_TIMEOUT = "kjupyter.io/pending-timeout"
 ANNOTATION_WORKERS = "kjupyter.io/workers"  # a worker-pod map: its pods' count (completions)
 ANNOTATION_CLAIMS = "kjupyter.io/claims"  # ... and how they share the items: dynamic or static
 FAILURE_COUNT_ANNOTATION = "batch.kubernetes.io/job-index-failure-count"
-ATOMIC_CREATE_SCHEMES = ("file", "s3", "s3a")  # stores with create-if-absent (O_EXCL; If-None-Match: *)
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 CONTAINER = "task"
@@ -143,8 +144,9 @@ def worker_layout(kind: str, spec: RunSpec, count: int, parallelism: int | None,
 
 
 def claims_mode(run_url: str | None) -> str:
-    """``dynamic`` where the store can create an object only if absent, else ``static`` (and inline)."""
-    return "dynamic" if run_url and run_url.split("://", 1)[0] in ATOMIC_CREATE_SCHEMES else "static"
+    """``dynamic`` where the store can create an object only if absent (:func:`kjupyter.store.atomic_create`),
+    else ``static`` (and inline)."""
+    return "dynamic" if run_url and st.atomic_create(protocol_of(run_url)) else "static"
 
 
 def worker_restarts(retries: int) -> int:
