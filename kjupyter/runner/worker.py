@@ -183,14 +183,24 @@ class Worker:
         taken: set[int] = set()
         block: int | None = self.worker * self.blocks // self.workers  # its own region first: few collisions
         while block is not None:
-            if block not in taken and self.run_dir.create_exclusive(st.claim_name(block), str(self.worker).encode()):
+            won = block not in taken and self.run_dir.create_exclusive(st.claim_name(block), str(self.worker).encode())
+            # Ours after all: a create retried by the store library after its first try had landed
+            # (412 on the retry), or our predecessor's claim. Its items with a result are skipped.
+            recovered = not won and block not in taken and self._claim_holder(block) == self.worker
+            if won or recovered:
                 taken.add(block)
-                yield from self._block_items(block)
+                items = self._block_items(block)
+                yield from (i for i in items if not self._done(i)) if recovered else items
                 block = block + 1 if block + 1 < self.blocks and block + 1 not in taken else self._free(taken)
                 continue
             taken.add(block)
             taken |= {int(n) for n in self.run_dir.list_names("claims") if n.isdigit()}
             block = self._free(taken)
+
+    def _claim_holder(self, block: int) -> int | None:
+        assert self.run_dir is not None
+        text = self.run_dir.read_bytes(st.claim_name(block)).strip()
+        return int(text) if text.isdigit() else None
 
     def _free(self, taken: set[int]) -> int | None:
         free = [b for b in range(self.blocks) if b not in taken]
