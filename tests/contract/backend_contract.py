@@ -18,6 +18,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from kjupyter import RemoteError, RunTimeout, remote
 from kjupyter import payload as pl
 from kjupyter.errors import RunCancelled
 from kjupyter.inline_frames import frame_lines
-from kjupyter.run_events import LogLine, RunFinished
+from kjupyter.run_events import Diagnosis, LogLine, RunFinished
 from kjupyter.session import Session
 
 # --- functions the tests run remotely (module level: shipped by value, as the user's would be) ---
@@ -216,12 +217,36 @@ class BackendContract:
         marks.mkdir()
         items = [(i, str(marks)) for i in range(24)]
         future = remote(_star_slow_item, retries=1).submit_map(items, parallelism=3)
+        events: list[object] = []
+        future.subscribe(events.append)
         deadline = time.time() + self.timeout
         while len(list(marks.glob("started-*"))) < 4 and time.time() < deadline:
             time.sleep(0.02)
         self.kill_a_worker(future.run_id)
         assert future.result(self.timeout) == list(range(24))
         assert future.wait_ended(self.timeout)
+        # Every item ran; only the one in flight on the killed worker (if it was on one) ran twice,
+        # and that retry was said.
+        starts = Counter(int(p.name.split("-")[1]) for p in marks.glob("started-*"))
+        again = sorted(i for i, n in starts.items() if n > 1)
+        retried = sorted(e.index for e in events if isinstance(e, Diagnosis) and e.reason == "Retrying")
+        assert sorted(starts) == list(range(24)) and max(starts.values()) <= 2, starts
+        if self.replacement_redoes_its_share:  # no store tells it which items its predecessor finished
+            assert set(retried) <= set(again), (retried, starts)
+        else:
+            assert len(again) <= 1 and retried == again, (retried, starts)
+
+    def test_attach_follows_a_running_map(self, session: Session, tmp_path: Path) -> None:
+        marks = tmp_path / "marks"
+        marks.mkdir()
+        future = remote(_star_slow_item).submit_map([(i, str(marks)) for i in range(8)], parallelism=2)
+        deadline = time.time() + self.timeout
+        while not list(marks.glob("started-*")) and time.time() < deadline:
+            time.sleep(0.02)
+        again = session.attach(future.run_id)
+        assert again.result(self.timeout) == list(range(8)) == future.result(self.timeout)
+
+    replacement_redoes_its_share = False  # (the Kubernetes backend without a store: its results travel in logs)
 
     def kill_a_worker(self, run_id: str) -> None:
         raise NotImplementedError

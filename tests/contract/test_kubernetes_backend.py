@@ -42,6 +42,7 @@ class TestKubernetesBackendStore(KubeContract):
 class TestKubernetesBackendInline(KubeContract):
     timeout = 60.0
     cancel_slack = 1.0
+    replacement_redoes_its_share = True
 
     @pytest.fixture
     def session(self, tmp_path: Path, make_fake_cluster: Callable[..., Any]) -> Iterator[Session]:  # noqa: F811
@@ -56,6 +57,7 @@ class TestKubernetesBackendRealCluster(KubeContract):
 
     timeout = 300.0
     cancel_slack = 30.0
+    replacement_redoes_its_share = True  # (store=False below)
 
     @pytest.fixture
     def session(self, tmp_path: Path) -> Iterator[Session]:
