@@ -30,14 +30,20 @@ def run(quick: bool = False) -> list[Row]:
     with _session_lock:
         session_mod._session = session_mod._session or Session()
     fn = remote(busy)
+    # The session's first map starts the local fork server (kjupyter/backends/local/forks.py), as a
+    # kernel's first run does; ProcessPoolExecutor forks from this process, which has it all imported.
+    first = timed(lambda: fn.submit_map([0.0, 0.0], parallelism=2).result())
+    later = timed(lambda: fn.submit_map([0.0, 0.0], parallelism=2).result())
+    rows.append(Row("local-map", "a map of 2 empty tasks: the session's first (starts the fork server)", first, "s",
+                    "the next one", later))  # fmt: skip
     for duration in (0.02, 0.2):
         items = [duration] * tasks
         kj = timed(lambda: fn.submit_map(items, parallelism=2).result())  # noqa: B023
         with concurrent.futures.ProcessPoolExecutor(2) as pool:
             ppe = timed(lambda: list(pool.map(busy, items)))  # noqa: B023
         jl = timed(lambda: joblib.Parallel(n_jobs=2)(joblib.delayed(busy)(d) for d in items))  # noqa: B023
-        target = "within 1.5x of ProcessPoolExecutor" if duration == 0.2 else "reported as measured"
-        ok = kj / ppe <= 1.5 if duration == 0.2 else None
+        limit = 1.5 if duration == 0.2 else 1.15
+        target, ok = f"within {limit}x of ProcessPoolExecutor", kj / ppe <= limit
         rows.append(Row("local-map", f"{tasks} tasks of {duration * 1000:.0f} ms, parallelism 2", kj, "s",
                         "ProcessPoolExecutor", ppe, target, ok))  # fmt: skip
         rows.append(Row("local-map", f"{tasks} tasks of {duration * 1000:.0f} ms vs joblib", kj, "s", "joblib (loky)", jl))

@@ -70,11 +70,17 @@ def _kjupyters(t: threading.Thread) -> bool:
 
 
 def run_processes() -> list[Any]:
-    """Child processes that are kjupyter runners (servers other tests started, moto or a GCS emulator, are not)."""
+    """Child processes that are kjupyter runners (servers other tests started, moto or a GCS emulator, are not).
+
+    The backend's fork server (one per backend, idle between runs) is not a run's process; the
+    workers it forks are (they carry its command line, and it is their parent).
+    """
     out = []
+    me = os.getpid()
     for child in psutil.Process().children(recursive=True):
         try:
-            if "kjupyter.runner" in " ".join(child.cmdline()):
+            line = " ".join(child.cmdline())
+            if "kjupyter.runner" in line and not ("kjupyter.runner.forkserver" in line and child.ppid() == me):
                 out.append(child)
         except psutil.Error:
             continue

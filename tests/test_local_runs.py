@@ -155,3 +155,27 @@ def test_local_workers_are_reused_unless_items_per_pod_says_otherwise(local_sess
     per_pid = Counter(pid for _, pid in fresh)
     assert [x for x, _ in fresh] == list(range(12))
     assert len(per_pid) == 4 and set(per_pid.values()) == {3}, per_pid
+
+
+def parent_and_draw(_: int) -> tuple[int, float]:
+    import random
+
+    return os.getppid(), random.random()
+
+
+def test_local_workers_fork_from_a_warm_server_that_ends_with_its_backend(local_session: Session,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from kjupyter.backends.local.backend import LocalBackend
+    from kjupyter.backends.local.forks import FORK_ENV, Spawner
+
+    backend = local_session.backend(local_session.config.profile())
+    assert isinstance(backend, LocalBackend)
+    drawn = remote(parent_and_draw, items_per_pod=1).map(range(4), parallelism=2)
+    server = backend._spawner.server
+    assert server is not None and {ppid for ppid, _ in drawn} == {server.proc.pid}
+    assert len({x for _, x in drawn}) == 4  # each forked worker reseeds random: no two draw alike
+    backend.close()
+    assert server.proc.poll() is not None  # the fork server went with its backend (and its socket)
+    monkeypatch.setenv(FORK_ENV, "0")  # no fork server: workers are new interpreters, children of this process
+    backend._spawner = Spawner()
+    assert {ppid for ppid, _ in remote(parent_and_draw).map(range(2), parallelism=2)} == {os.getpid()}

@@ -37,6 +37,7 @@ from kjupyter.backends.local.files import (
     task_ended,
     worker_pids,
 )
+from kjupyter.backends.local.forks import Spawner
 from kjupyter.backends.local.run import LocalRun
 from kjupyter.backends.run_record import RunRecord, open_result, run_meta
 from kjupyter.config import Profile
@@ -59,6 +60,7 @@ class LocalBackend(Backend):
         self.store = st.RunStore(profile.store, dict(profile.store_options))
         self._runs: dict[str, LocalRun] = {}
         self._lock = threading.Lock()
+        self._spawner = Spawner()  # workers forked from a warm fork server where it can (forks.py)
 
     # --- Backend protocol ---------------------------------------------------------------
 
@@ -72,7 +74,7 @@ class LocalBackend(Backend):
             run_dir.write_bytes(st.PAYLOAD, request.payload)
             if request.items is not None:
                 run_dir.write_bytes(st.ITEMS, request.items)
-            run = LocalRun(request, run_dir, record.wrap(sink), self.profile, self._forget)
+            run = LocalRun(request, run_dir, record.wrap(sink), self.profile, self._forget, self._spawner)
             with self._lock:
                 self._runs[request.run_id] = run
             run.start()  # raises when no worker could start
@@ -171,7 +173,8 @@ class LocalBackend(Backend):
             shutil.rmtree(state_root() / run_id, ignore_errors=True)
 
     def close(self) -> None:
-        """Runs keep going: the workers are separate processes."""
+        """Runs keep going: the workers are separate processes (the fork server, idle, goes)."""
+        self._spawner.close()
 
     # --- helpers --------------------------------------------------------------------------
 

@@ -17,7 +17,6 @@ import queue
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from kjupyter import run_events as ev
 from kjupyter import store as st
 from kjupyter.backends.base import SubmitRequest
 from kjupyter.backends.local.files import kill_group, state_root, tail
+from kjupyter.backends.local.forks import Spawner, WorkerProcess
 from kjupyter.config import Profile
 from kjupyter.errors import BackendError
 from kjupyter.event_hub import EventHub
@@ -37,8 +37,9 @@ class LocalRun:
     """One run's workers, queue of task indices, and event bookkeeping."""
 
     def __init__(self, request: SubmitRequest, run_dir: st.RunDir, sink: EventSink,
-                 profile: Profile, on_end: Callable[[str], None]) -> None:  # fmt: skip
+                 profile: Profile, on_end: Callable[[str], None], spawner: Spawner) -> None:  # fmt: skip
         self.req = request
+        self.spawner = spawner
         self.run_dir = run_dir
         self.profile = profile
         self.on_end = on_end
@@ -52,7 +53,7 @@ class LocalRun:
             self.todo.put(i)
         self.attempts = [0] * request.count
         self.state = {"succeeded": 0, "failed": 0, "running": 0}
-        self.workers: list[subprocess.Popen[str]] = []  # the live ones (cancel kills them)
+        self.workers: list[WorkerProcess] = []  # the live ones (cancel kills them)
         self.workdirs: dict[int, str] = {}  # worker pid -> its scratch folder, removed when it exits
         self.timer: threading.Timer | None = None
         self.threads_started = 0
@@ -112,7 +113,7 @@ class LocalRun:
                 return
             self.threads_started += 1
 
-    def _spawn(self) -> subprocess.Popen[str]:
+    def _spawn(self) -> WorkerProcess:
         env = dict(os.environ)
         env.update(self.req.spec.env_dict)
         env.update({
@@ -121,11 +122,11 @@ class LocalRun:
             run_keys.ENV: self.req.run_key.hex(),
         })  # fmt: skip
         workdir = tempfile.mkdtemp(prefix=f"kjupyter-{self.req.run_id}-")  # like a pod: not the notebook's folder
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kjupyter.runner", "--serve", str(self.folder), "--retries", str(self.req.spec.retries)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            env=env, cwd=workdir, text=True, start_new_session=True,
-        )  # fmt: skip
+        try:
+            proc = self.spawner(["--serve", str(self.folder), "--retries", str(self.req.spec.retries)], env, workdir)
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
         with self.lock:
             self.workers.append(proc)
             self.workdirs[proc.pid] = workdir
@@ -133,7 +134,7 @@ class LocalRun:
                 f.write(f"{proc.pid}\n")
         return proc
 
-    def _retire(self, proc: subprocess.Popen[str]) -> None:
+    def _retire(self, proc: WorkerProcess) -> None:
         """Let a worker go: no more tasks (stdin closed), wait for it, close its pipes, remove its folder."""
         if proc.stdin:
             with contextlib.suppress(OSError):
@@ -155,7 +156,7 @@ class LocalRun:
             shutil.rmtree(workdir, ignore_errors=True)
 
     def _work(self) -> None:
-        proc: subprocess.Popen[str] | None = None
+        proc: WorkerProcess | None = None
         per_process, served = self.req.spec.items_per_pod or 0, 0  # items_per_pod: a fresh process per k items
         try:
             while self.stopping is None:
@@ -184,7 +185,7 @@ class LocalRun:
                 self._drain_unstarted()
                 self._finish()
 
-    def _run_task(self, proc: subprocess.Popen[str], index: int) -> int | None:
+    def _run_task(self, proc: WorkerProcess, index: int) -> int | None:
         rid = self.req.run_id
         log = self.folder / f"{index}.log"
         log.write_bytes(b"") if self.attempts[index] == 0 else None
