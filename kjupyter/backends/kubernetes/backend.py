@@ -27,6 +27,7 @@ from kjupyter import store as st
 from kjupyter.backends.base import Backend, Check, RunInfo, SubmitRequest
 from kjupyter.backends.kubernetes import objects as mf
 from kjupyter.backends.kubernetes.client import Kube
+from kjupyter.backends.kubernetes.diagnosis import job_summary
 from kjupyter.backends.kubernetes.logs import LogAccess, read_all
 from kjupyter.backends.kubernetes.render import DEFAULT_IMAGE, render, target_for
 from kjupyter.backends.kubernetes.run import KubeRun
@@ -296,8 +297,6 @@ class KubernetesBackend(Backend):
         return job
 
     def list_runs(self, user: str | None = None) -> list[RunInfo]:
-        from kjupyter import names
-
         kube = self.kube
         data = kube.call("list Jobs", kube.batch.list_namespaced_job, kube.namespace,
                          label_selector=mf.selector(user=user or names.current_user()))  # fmt: skip
@@ -305,15 +304,16 @@ class KubernetesBackend(Backend):
         return sorted(runs, key=lambda r: r.created, reverse=True)
 
     def _info(self, job: dict[str, Any]) -> RunInfo:
-        meta, status = job["metadata"], job.get("status", {})
+        meta, status, view = job["metadata"], job.get("status", {}), JobView(job)
         return RunInfo(
-            run_id=meta["name"], cluster=self.profile.name, phase=JobView(job).phase,
+            run_id=meta["name"], cluster=self.profile.name, phase=view.phase,
             kind=str(meta.get("labels", {}).get(mf.LABEL_KIND, "call")),
             user=str(meta.get("annotations", {}).get(mf.ANNOTATION_USER, "")),
             function=str(meta.get("annotations", {}).get(mf.ANNOTATION_FUNCTION, "")),
-            created=k8s_time(meta.get("creationTimestamp")), finished=k8s_time(status.get("completionTime")) or None,
+            created=k8s_time(meta.get("creationTimestamp")), finished=view.ended or None,
             total=int(job.get("spec", {}).get("completions", 1)), succeeded=int(status.get("succeeded", 0)),
             failed=int(status.get("failed", 0)), running=int(status.get("active", 0)),
+            diagnosis=job_summary(meta["name"], job),  # what the Job says: no request per run
         )  # fmt: skip
 
     def logs(self, run_id: str, index: int | None = None, *, follow: bool = False) -> Iterator[str]:
@@ -363,7 +363,6 @@ class KubernetesBackend(Backend):
 
     def _reap_once(self) -> None:
         """This session's first use of the cluster: delete the user's runs pending past their timeout."""
-        from kjupyter import names
         from kjupyter.backends.kubernetes.reaper import reap
 
         try:
