@@ -1,21 +1,25 @@
-"""The ``kjupyter`` command: clusters, jobs, logs, cancel, version (and more, per backend).
+"""The ``kjupyter`` command: clusters, jobs, logs, cancel, gc, render, doctor, version.
 
 Every subcommand is a small function ``cmd_NAME(args) -> int`` registered in
 :func:`build_parser`; errors kjupyter raises on purpose become one line on
-stderr and exit code 1, never a traceback.
+stderr and exit code 1, never a traceback. Output whose reader goes away
+(``kjupyter logs RUN | head``) ends quietly, with exit code 141 (see :func:`main`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
+import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from kjupyter import __version__
-from kjupyter.backends.base import Backend
+from kjupyter.backends.base import Backend, Check, RunInfo
 from kjupyter.errors import KjupyterError
 from kjupyter.session import Session, get_session
 
@@ -30,6 +34,51 @@ def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
 
 def _when(ts: float | None) -> str:
     return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def format_elapsed(seconds: float | None) -> str:
+    """A run's duration as ``kjupyter jobs`` shows it: ``12s``, ``3m04s``, ``2h05m``, ``3d04h`` (``-``: unknown)."""
+    if seconds is None:
+        return "-"
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def run_duration(run: RunInfo, now: float) -> float | None:
+    """Created to finished; for a run still going, created to ``now``; None when not known."""
+    if not run.created:
+        return None
+    if run.finished:
+        return max(0.0, run.finished - run.created)
+    if run.phase.finished:  # ended without saying when (the process that ran it died)
+        return None
+    return max(0.0, now - run.created)  # (a cluster's clock may be a little ahead of ours)
+
+
+def render_text(objects: list[dict[str, Any]], *, as_json: bool = False) -> str:
+    """Rendered objects as ``kjupyter render`` prints them: YAML documents separated by ``---``, or JSON.
+
+    JSON keeps the earlier shape: one object alone, several as a list.
+    """
+    if as_json:
+        return json.dumps(objects if len(objects) > 1 else objects[0], indent=2)
+    import yaml
+
+    # A class of its own (yaml.SafeDumper stays as it is), with no &anchors for objects the manifests share.
+    dumper: Any = type("Dumper", (yaml.SafeDumper,), {"ignore_aliases": lambda self, data: True})
+
+    def text(representer: Any, value: str) -> Any:
+        return representer.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+    dumper.add_representer(str, text)  # multi-line strings (scripts) as literal blocks, as one writes them
+    out: str = yaml.dump_all(objects, Dumper=dumper, sort_keys=False, default_flow_style=False, width=120)
+    return out.rstrip("\n")
 
 
 def _session(args: argparse.Namespace) -> Session:
@@ -89,16 +138,15 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     backend = _backend(session, args)
     profile = backend.profile
     runs = backend.list_runs(args.user)
+    now = time.time()
     if args.json:
-        print(json.dumps([r.as_dict() for r in runs], indent=1))
+        print(json.dumps([{**r.as_dict(), "duration": run_duration(r, now)} for r in runs], indent=1))
         return 0
     rows = [[r.run_id, r.phase.value, r.kind + (f" {r.succeeded}/{r.total}" if r.kind == "map" else ""),
-             r.function, _when(r.created), r.diagnosis] for r in runs]  # fmt: skip
-    print(
-        _table(rows, ["RUN", "STATUS", "KIND", "FUNCTION", "CREATED", "DIAGNOSIS"])
-        if rows
-        else f"no runs on {profile.name}"
-    )
+             r.function, r.cluster, _when(r.created), format_elapsed(run_duration(r, now)), r.diagnosis]
+            for r in runs]  # fmt: skip
+    header = ["RUN", "STATUS", "KIND", "FUNCTION", "CLUSTER", "CREATED", "DURATION", "DIAGNOSIS"]
+    print(_table(rows, header) if rows else f"no runs on {profile.name}")
     return 0
 
 
@@ -106,7 +154,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     session = _session(args)
     backend = _backend(session, args)
     for line in backend.logs(args.run, args.index, follow=args.follow):
-        print(line, flush=True)
+        print(line, flush=args.follow)  # (followed: each line as it comes)
     return 0
 
 
@@ -175,31 +223,43 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     checks = backend.doctor()
     for check in checks:
         print(f"[{'ok' if check.ok else 'FAIL'}] {check.name}: {check.detail}")
-    code = 0 if all(c.ok for c in checks) else 1
     if args.store:
         for line in check_store(session, backend.profile.name, remote=args.remote):
             print(line)
-    return code
+    print(verdict(backend, checks))
+    return 0 if all(c.ok for c in checks) else 1
+
+
+def verdict(backend: Backend, checks: Sequence[Check]) -> str:
+    """The last line of ``kjupyter doctor``: can runs go to this profile, from the backend's own checks."""
+    where = f"{backend.profile.name} ({backend.profile.backend})"
+    failed = [c.name for c in checks if not c.ok]
+    if failed:
+        return f"{where}: NOT READY: {len(failed)} of {len(checks)} checks failed ({', '.join(failed)})"
+    return f"{where}: ready: all {len(checks)} checks passed"
 
 
 def cmd_render(args: argparse.Namespace) -> int:
     session = _session(args)
-    backend = _backend(session, args)
     if args.reaper:
-        print(json.dumps(backend.render_reaper(), indent=2))
+        print(render_text(_backend(session, args).render_reaper(), as_json=args.json))
         return 0
-    options = {k: getattr(args, k) for k in ("cpu", "memory", "gpu", "image", "timeout", "retries", "parallelism")}
-    options["secrets"] = args.secret or None
-    spec = session.spec_for(backend.profile, {k: v for k, v in options.items() if v is not None})
-    objects = backend.render(spec, count=args.map or 1, kind="map" if args.map else "call",
-                             user=session.user, session=session.session_id, function=args.name)  # fmt: skip
-    print(json.dumps(objects if len(objects) > 1 else objects[0], indent=2))
+    keys = ("cluster", "cpu", "memory", "gpu", "image", "timeout", "retries", "parallelism")
+    options = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    if args.secret:
+        options["secrets"] = args.secret
+    profile = session.profile_for(options)  # as a run picks it: named, `%kube use`, or one offering the GPU type
+    spec = session.spec_for(profile, options)
+    objects = session.backend(profile).render(spec, count=args.map or 1, kind="map" if args.map else "call",
+                                              user=session.user, session=session.session_id, function=args.name)  # fmt: skip
+    print(render_text(objects, as_json=args.json))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kjupyter", description="Run Python on Kubernetes from notebooks.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="what to do (kjupyter COMMAND -h lists its options)")  # fmt: skip
 
     def add(name: str, fn: Command, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -213,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("jobs", cmd_jobs, "list your runs on a cluster")
     p.add_argument("--cluster", help="profile name (default: the default profile)")
     p.add_argument("--user", help="whose runs (default: you)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--json", action="store_true", help="machine-readable output (durations in seconds)")
     p = add("logs", cmd_logs, "print a run's logs")
     p.add_argument("run", help="run id, as printed by `kjupyter jobs`")
     p.add_argument("--cluster", help="profile name")
@@ -228,17 +288,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="only print what would be deleted")
     p.add_argument("--include-unfinished", action="store_true",
                    help="also runs that never recorded an end (their client died)")  # fmt: skip
-    p = add("render", cmd_render, "print the exact Kubernetes objects a run would send")
-    p.add_argument("--cluster", help="profile name")
-    for opt in ("cpu", "memory", "gpu", "image", "timeout"):
-        p.add_argument(f"--{opt}")
-    p.add_argument("--retries", type=int)
-    p.add_argument("--parallelism", type=int)
+    p = add("render", cmd_render, "print the exact objects a run with these options would send (YAML)")
+    p.add_argument("--cluster", help="profile name (default: as a run picks it, e.g. one that offers --gpu's type)")
+    p.add_argument("--cpu", help="CPU per task: cores or millicores, e.g. 2 or 500m")
+    p.add_argument("--memory", help="memory per task, e.g. 16Gi or 512Mi")
+    p.add_argument("--gpu", help="GPUs per task: N, or TYPE:N (e.g. A100:1) for a GPU type of the profile")
+    p.add_argument("--image", help="container image (default: the profile's)")
+    p.add_argument("--timeout", help="longest the run may take, e.g. 1h30m or 600 (seconds)")
+    p.add_argument("--retries", type=int, help="retries of a failed task (default 0)")
+    p.add_argument("--parallelism", type=int, help="with --map: at most this many tasks at once")
     p.add_argument("--secret", action="append", help="a Secret to mount as env (repeatable)")
     p.add_argument("--map", type=int, metavar="N", help="render a map of N items (one Indexed Job)")
     p.add_argument("--name", default="run", help="function name for the labels")
     p.add_argument("--reaper", action="store_true",
                    help="print instead the CronJob (and its Role) that deletes runs pending past their timeout")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print JSON (one object, or a list of several), not YAML")
     p = add("doctor", cmd_doctor, "check that kjupyter can work with a cluster profile")
     p.add_argument("--cluster", help="profile name (default: the default profile)")
     p.add_argument("--store", action="store_true", help="check the run store: access, and which identity is used")
@@ -246,16 +310,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# 128 + SIGPIPE: what a shell reports for any command its pipe's reader left (`yes | head -1`), so
+# `set -o pipefail` sees kjupyter as it sees cat or grep, and output cut short is not called a success.
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; the exit code: 0, 1 (an error, said in one line), 130 (Ctrl-C), 141 (reader gone)."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        _drop_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit:
+        sys.stdout.flush()  # (`kjupyter -h | head -1`: the pipe breaks here, not at exit)
+        raise
     try:
         code: int = args.func(args)
+        sys.stdout.flush()  # what is still buffered meets a closed pipe here, where main() handles it
         return code
     except KjupyterError as exc:
         print(f"kjupyter: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _drop_stdout() -> None:
+    """stdout's reader went away (``| head``): nothing more can be said there, and nothing is said about it.
+
+    Python ignores SIGPIPE, so a write raises BrokenPipeError; the bytes still buffered would raise it
+    again when the interpreter flushes stdout at exit ("Exception ignored ..."). As the Python docs'
+    "Note on SIGPIPE" recommends, stdout now points at /dev/null. (Restoring SIGPIPE's default instead
+    would also kill the process on a broken connection to a cluster.) Only this process's own stdout:
+    a kernel that calls :func:`main` keeps its streams.
+    """
+    stdout = sys.__stdout__
+    if stdout is None or sys.stdout is not stdout:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stdout.fileno())
+        os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -99,9 +99,22 @@ class Session:
         return default
 
     def spec_for(self, profile: Profile, options: Mapping[str, Any]) -> RunSpec:
-        return profile.defaults.with_options(
-            **{k: v for k, v in options.items() if k != "cluster"}, cluster=profile.name
-        )
+        """The run's spec on ``profile``: its defaults, then ``options``; a GPU type it lacks is refused."""
+        spec = profile.defaults.with_options(**{k: v for k, v in options.items() if k != "cluster"},
+                                             cluster=profile.name)  # fmt: skip
+        gpu_type = spec.resources.gpu_type
+        if gpu_type and profile.backend == "kubernetes" and not profile.offers_gpu(gpu_type):
+            # Not silently a GPU of any type: the type only means something through the profile's node selector.
+            others = [p.name for p in self.config.profiles_offering_gpu(gpu_type)]
+            raise ConfigError(
+                f"cluster {profile.name!r} has no {gpu_type} GPUs configured (its GPU types: "
+                f"{', '.join(sorted(profile.gpus)) or 'none'}), so a run there cannot ask for one; "
+                + (f"clusters that have them: {', '.join(others)} (name one, or name no cluster and kjupyter picks it). "
+                   if others else "no configured cluster has them. ")
+                + f"Ask for any GPU with gpu={spec.resources.gpu}, or describe its {gpu_type} nodes in "
+                f"[clusters.{profile.name}.gpus.{gpu_type}] (node_selector, tolerations)"
+            )  # fmt: skip
+        return spec
 
     def backend(self, profile: Profile) -> Backend:
         with self._lock:

@@ -14,7 +14,12 @@ same thing the same way:
   counts before a quiet spell are not lost;
 - once at the end (phase, ``finished``, reason, final counts), before the
   run's ``RunFinished`` reaches anyone, so a finished future implies a
-  finished record.
+  finished record;
+- ``diagnosis``, the one sentence ``kjupyter jobs`` shows: the run's fatal
+  (first) :class:`~kjupyter.run_events.Diagnosis`, else (a failed run) how it ended,
+  else its latest warning. A fatal one is written at once; a warning rides
+  on the next write, paced like the counts (retries of a large map are not a
+  write each).
 
 Every write goes through :meth:`kjupyter.store.RunDir.update_meta`, which is atomic.
 """
@@ -32,7 +37,16 @@ from typing import IO, Any
 from kjupyter import store as st
 from kjupyter.backends.base import SubmitRequest
 from kjupyter.errors import BackendError
-from kjupyter.run_events import Event, EventSink, Phase, PhaseChanged, Progress, RunFinished, TaskFinished
+from kjupyter.run_events import (
+    Diagnosis,
+    Event,
+    EventSink,
+    Phase,
+    PhaseChanged,
+    Progress,
+    RunFinished,
+    TaskFinished,
+)
 
 PROGRESS_INTERVAL_S = 1.0  # at most one counts write per run and interval
 Schedule = Callable[[float, Callable[[], None]], Any]
@@ -86,6 +100,8 @@ class RunRecord:
         self.closed = False
         self.tally = {"succeeded": 0, "failed": 0, "cancelled": 0}
         self.progress_writes = 0
+        self.diagnosis = ""  # what run.json says went wrong (see the module docstring)
+        self.fatal = False
 
     def create(self, meta: dict[str, Any]) -> None:
         with self.lock:
@@ -118,10 +134,12 @@ class RunRecord:
             key = {Phase.SUCCEEDED: "succeeded", Phase.CANCELLED: "cancelled"}.get(event.phase, "failed")
             with self.lock:
                 self.tally[key] += 1
+        elif isinstance(event, Diagnosis):
+            self._diagnosis(event)
         elif isinstance(event, RunFinished):
-            self.finish(event.phase, event.reason)
+            self.finish(event.phase, event.reason, event.message)
 
-    def finish(self, phase: Phase, reason: str = "") -> None:
+    def finish(self, phase: Phase, reason: str = "", message: str = "") -> None:
         """The final write (also used when a run could not even be started)."""
         with self.lock:
             if self.closed:
@@ -131,20 +149,37 @@ class RunRecord:
             if timer is not None and hasattr(timer, "cancel"):
                 timer.cancel()  # the final write supersedes a trailing one (and no timer outlives the run)
             self.counts = {**self.tally, "running": 0, "pending": 0}
+            if phase is Phase.FAILED and not self.fatal and message:
+                self.diagnosis = message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")
             self._write(phase=phase.value, finished=time.time(), reason=reason)
+
+    def _diagnosis(self, d: Diagnosis) -> None:
+        with self.lock:
+            if self.closed or self.fatal or d.sentence == self.diagnosis:  # the first fatal one is the cause
+                return
+            self.diagnosis, self.fatal = d.sentence, d.fatal
+            if d.fatal:
+                self._write()
+            else:
+                self._soon()
 
     def _progress(self, counts: dict[str, int]) -> None:
         with self.lock:
             if self.closed or counts == self.counts:
                 return
-            self.counts, self.dirty = counts, True
-            wait = self.last + self.interval - self.clock()
-            if wait <= 0:
-                self.progress_writes += 1
-                self._write()
-            elif not self.flush_due:
-                self.flush_due = True
-                self.flush_timer = self.schedule(wait, self._flush)
+            self.counts = counts
+            self._soon()
+
+    def _soon(self) -> None:
+        """Write now if the last write is one interval old, else once it is (the caller holds the lock)."""
+        self.dirty = True
+        wait = self.last + self.interval - self.clock()
+        if wait <= 0:
+            self.progress_writes += 1
+            self._write()
+        elif not self.flush_due:
+            self.flush_due = True
+            self.flush_timer = self.schedule(wait, self._flush)
 
     def _flush(self) -> None:
         with self.lock:
@@ -163,4 +198,6 @@ class RunRecord:
         """One atomic update of run.json (the caller holds the lock, so writes never reorder)."""
         self.dirty = False
         self.last = self.clock()
+        if self.diagnosis:
+            changes["diagnosis"] = self.diagnosis
         self.run_dir.update_meta(counts=dict(self.counts), **changes)

@@ -10,7 +10,6 @@ import argparse
 import contextlib
 import html
 import io
-import json
 import shlex
 import sys
 import traceback
@@ -47,7 +46,7 @@ class _Parser(argparse.ArgumentParser):
 def _cell_parser() -> _Parser:
     p = _Parser(prog="%%kube", description="Run this cell on a cluster.", allow_abbrev=False)
     p.add_argument("--cluster", help="cluster profile (default: %%kube use NAME, or the default profile)")
-    p.add_argument("--gpu", help="N or TYPE:N, e.g. A100:2")
+    p.add_argument("--gpu", help="N, or TYPE:N (e.g. A100:2) for a GPU type the cluster offers")
     p.add_argument("--cpu", help="e.g. 2 or 500m")
     p.add_argument("--memory", help="e.g. 16Gi")
     p.add_argument("--image", help="container image")
@@ -229,23 +228,26 @@ class KubeMagics(Magics):  # type: ignore[misc]
         return _cli(["doctor", *self._with_cluster(argv)])
 
     def _render(self, argv: list[str]) -> None:
-        """The objects the next ``%%kube`` with these options would send: ``%kube render --gpu 1``.
+        """The objects the next ``%%kube`` with these options would send: ``%kube render [--json] --gpu 1``.
 
-        The same :func:`kjupyter.backends.kubernetes.render` as ``kjupyter render``, on the
-        profile and spec ``%%kube`` would use (so ``--env``, a GPU type's cluster, ``%kube use``
-        all count).
+        What ``kjupyter render`` prints (the backend's own rendering: a Kubernetes profile's Job, the
+        local backend's worker processes), on the profile and spec ``%%kube`` would use (so ``--env``,
+        a GPU type's cluster, ``%kube use`` all count), the same way: YAML, or JSON with ``--json``.
         """
         session = self.session
+        as_json = "--json" in argv
+        argv = [a for a in argv if a != "--json"]
         try:
             options, _ = parse_cell_options(" ".join(shlex.quote(a) for a in argv), session)  # same errors as %%kube
         except _HelpShown:
             return
-        from kjupyter.backends.kubernetes.backend import render
+        from kjupyter.cli import render_text
 
         profile = session.profile_for(options)
         spec = session.spec_for(profile, options)
-        objects = render(profile, spec, user=session.user, session=session.session_id, function="cell")
-        print(json.dumps(objects if len(objects) > 1 else objects[0], indent=2))
+        objects = session.backend(profile).render(spec, user=session.user, session=session.session_id,
+                                                  function="cell")  # fmt: skip
+        print(render_text(objects, as_json=as_json))
 
     def _attach(self, argv: list[str]) -> Any:
         if not argv or len(argv) > 2:
@@ -317,6 +319,28 @@ def clusters_html(rows: list[dict[str, Any]]) -> str:
     return f"<table class='kjupyter-clusters'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+def help_with_a_body(lines: list[str]) -> list[str]:
+    """A cell that is only ``%%kube --help`` (or ``-h``) gets an empty line as its body.
+
+    IPython refuses a cell magic with an empty body before calling it ("the cell body is
+    empty"), so the help would never be shown. An IPython input transformer (cleanup stage,
+    before magics are turned into calls); every other cell passes unchanged.
+    """
+    if len(lines) != 1 or not lines[0].startswith("%%kube"):
+        return lines
+    name, _, rest = lines[0][2:].strip().partition(" ")
+    try:
+        words = shlex.split(rest)
+    except ValueError:
+        return lines
+    if name != "kube" or not {"-h", "--help"} & set(words):
+        return lines
+    return [lines[0].rstrip("\n") + "\n", "\n"]
+
+
 def register(ipython: Any) -> None:
     """Register ``%%kube`` and ``%kube`` with an IPython shell (``%load_ext kjupyter``)."""
     ipython.register_magics(KubeMagics)
+    cleanup = ipython.input_transformers_cleanup
+    if help_with_a_body not in cleanup:
+        cleanup.append(help_with_a_body)

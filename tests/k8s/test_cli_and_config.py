@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from kjupyter import cli
 from kjupyter.config import load_config
@@ -36,14 +37,19 @@ def write_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kubeconfig: st
 def test_render_prints_one_indexed_job_for_a_map(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     write_config(tmp_path, monkeypatch)
-    assert cli.main(["render", "--cluster", "gpu", "--gpu", "H100:1", "--memory", "16Gi", "--map", "5000"]) == 0
-    objects = json.loads(capsys.readouterr().out)
-    jobs = [o for o in (objects if isinstance(objects, list) else [objects]) if o["kind"] == "Job"]
+    argv = ["render", "--cluster", "gpu", "--gpu", "H100:1", "--memory", "16Gi", "--map", "5000"]
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    objects = list(yaml.safe_load_all(text))  # YAML: one document per object, separated by ---
+    assert [o["kind"] for o in objects] == ["Job", "Secret"] and text.count("\n---\n") == 1
+    jobs = [o for o in objects if o["kind"] == "Job"]
     assert len(jobs) == 1 and jobs[0]["spec"]["completions"] == 5000
     pod = jobs[0]["spec"]["template"]["spec"]
     assert (
         pod["nodeSelector"] == {"gpu": "h100"} and pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     )
+    assert cli.main([*argv, "--json"]) == 0  # the same objects as JSON
+    assert json.loads(capsys.readouterr().out) == objects
 
 
 def test_gpu_type_picks_the_profile_that_offers_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -349,16 +349,15 @@ def test_a_job_whose_kernel_died_before_its_secret_has_no_pod_and_is_reaped(
 
 
 def test_the_reaper_cronjob_is_valid_and_minimal(tmp_path: Path, cluster: FakeCluster, capsys: Any) -> None:
-    import json
-
     import kubernetes_validate
+    import yaml
 
     from kjupyter import cli
 
     gen = kube_session(tmp_path, cluster.kubeconfig_path)
     next(gen)
     assert cli.main(["render", "--reaper"]) == 0
-    objects = json.loads(capsys.readouterr().out)
+    objects = list(yaml.safe_load_all(capsys.readouterr().out))
     assert [o["kind"] for o in objects] == ["ServiceAccount", "Role", "RoleBinding", "CronJob"]
     for obj in objects:
         kubernetes_validate.validate(obj, "1.33.0", strict=True)

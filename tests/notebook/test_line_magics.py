@@ -1,4 +1,4 @@
-"""``%kube clusters`` (a table) and ``%kube render`` (the next cell's objects, as ``kjupyter render`` prints them)."""
+"""``%kube clusters`` (a table) and ``%kube render`` (the next cell's objects, as ``kjupyter render`` prints them: YAML)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.notebook import helpers as h
 
@@ -59,10 +60,14 @@ def without_session(objects: Any) -> list[Any]:
     return objects
 
 
+def printed(text: str) -> list[Any]:
+    """The objects ``render`` printed: YAML documents separated by ``---``."""
+    return list(yaml.safe_load_all(text))
+
+
 def job_of(text: str) -> dict[str, Any]:
     """The Job among the printed objects (a profile without a store also sends the payload's Secret)."""
-    objects = json.loads(text)
-    job: dict[str, Any] = objects[0] if isinstance(objects, list) else objects
+    job: dict[str, Any] = printed(text)[0]
     return job
 
 
@@ -76,6 +81,7 @@ def test_render_prints_the_next_cells_objects_like_the_cli(
         "%kube render --memory 2Gi --cpu 1 --secret creds --timeout 10m",
         "%kube render --memory 2Gi --env MODE=fast",
         "%kube render --memory lots",
+        "%kube render --json --memory 2Gi --env MODE=fast",
     )
     nb = h.run(nb, tmp_path, allow_errors=True)
     job = job_of(h.text(nb.cells[2]))
@@ -90,10 +96,13 @@ def test_render_prints_the_next_cells_objects_like_the_cli(
                           "--cpu", "1", "--secret", "creds", "--timeout", "10m", "--name", "cell"],
                          cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
     assert cli.returncode == 0, cli.stderr
-    assert without_session(json.loads(cli.stdout)) == without_session(json.loads(h.text(nb.cells[2])))
+    assert without_session(printed(cli.stdout)) == without_session(printed(h.text(nb.cells[2])))
+    assert [o["kind"] for o in printed(cli.stdout)] == ["Job", "Secret"] and "\n---\n" in cli.stdout
     # options only %%kube has (--env) count too
     [container] = job_of(h.text(nb.cells[3]))["spec"]["template"]["spec"]["containers"]
     assert {"name": "MODE", "value": "fast"} in container["env"], container["env"]
     # a bad option is the same one-line error as in %%kube
     shown = h.text(nb.cells[4])
     assert shown.startswith("UsageError: %%kube: invalid memory='lots'") and shown.count("\n") == 1, shown
+    # --json: the same objects as JSON
+    assert without_session(json.loads(h.text(nb.cells[5]))) == without_session(printed(h.text(nb.cells[3])))

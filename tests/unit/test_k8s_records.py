@@ -13,7 +13,7 @@ from kjupyter import store as st
 from kjupyter.backends.base import SubmitRequest
 from kjupyter.backends.run_record import RunRecord, open_result, run_meta
 from kjupyter.errors import BackendError
-from kjupyter.run_events import Phase, PhaseChanged, Progress, RunFinished, TaskFinished
+from kjupyter.run_events import Diagnosis, Phase, PhaseChanged, Progress, RunFinished, TaskFinished
 from kjupyter.spec import RunSpec
 
 
@@ -95,6 +95,45 @@ def test_no_write_without_change_and_none_after_the_end(run_dir: st.RunDir) -> N
     record.observe(Progress("r-1", 2, 2, 0, 0, 0))
     assert run_dir.writes == [st.RUN_JSON] * 3
     assert run_dir.read_json(st.RUN_JSON)["phase"] == "Succeeded"
+
+
+def test_the_diagnosis_jobs_shows_is_recorded_at_the_pace_of_the_counts(run_dir: st.RunDir) -> None:
+    t = FakeTime()
+    record = RunRecord(run_dir, interval=1.0, clock=t.clock, schedule=t.schedule)
+    record.create(run_meta(request(1000), cluster="c", backend="local"))
+    for i in range(500):  # retries of a large map: warnings ride on paced writes, not a write each
+        t.advance(0.5 + i * 0.01)
+        record.observe(Diagnosis("r-1", "Retrying", f"Task {i} failed (exit code 1); retry 1 of 2.", index=i))
+    t.advance(6.0)
+    assert run_dir.writes == [st.RUN_JSON] * 7  # create, then one a second (1 s ... 6 s) for 500 warnings
+    assert run_dir.read_json(st.RUN_JSON)["diagnosis"] == "Task 499 failed (exit code 1); retry 1 of 2."
+    record.observe(Diagnosis("r-1", "OOMKilled", "Task 3 ran out of memory.", fatal=True))  # at once
+    record.observe(Diagnosis("r-1", "OOMKilled", "Task 4 ran out of memory.", fatal=True))  # the first is the cause
+    record.observe(Diagnosis("r-1", "Retrying", "Task 5 failed.", index=5))
+    assert run_dir.writes == [st.RUN_JSON] * 8
+    record.observe(RunFinished("r-1", Phase.FAILED, "Failed", "3 of 1000 task(s) failed"))
+    assert run_dir.read_json(st.RUN_JSON)["diagnosis"] == "Task 3 ran out of memory."
+
+
+@pytest.mark.parametrize(
+    ("events", "expected"),
+    [
+        ([RunFinished("r-1", Phase.FAILED, "DeadlineExceeded", "the run exceeded its timeout of 5s")],
+         "The run exceeded its timeout of 5s."),
+        ([Diagnosis("r-1", "NoGPU", "No GPUs here."), RunFinished("r-1", Phase.SUCCEEDED, "Completed", "1 ok")],
+         "No GPUs here."),
+        ([RunFinished("r-1", Phase.SUCCEEDED, "Completed", "1 task(s) succeeded")], None),
+        ([RunFinished("r-1", Phase.CANCELLED, "Cancelled", "the run was cancelled")], None),
+    ],
+)
+def test_how_a_run_ended_is_its_diagnosis_when_nothing_else_said(
+    run_dir: st.RunDir, events: list[object], expected: str | None
+) -> None:
+    record = RunRecord(run_dir)
+    record.create(run_meta(request(1), cluster="c", backend="local"))
+    for event in events:
+        record.observe(event)  # type: ignore[arg-type]
+    assert run_dir.read_json(st.RUN_JSON).get("diagnosis") == expected
 
 
 def test_open_result_names_the_missing_task(run_dir: st.RunDir) -> None:

@@ -109,6 +109,34 @@ def test_help_runs_nothing(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
     }  # fmt: skip
 
 
+def test_help_alone_in_a_cell_prints_the_options_and_runs_nothing(
+    ip: Any, local_session: Session, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`%%kube --help` with no body: IPython refuses an empty cell magic before calling it, unless given a body."""
+    for cell in ("%%kube --help", "%%kube -h\n", "%%kube --memory 1Gi --help"):
+        result = ip.run_cell(cell)
+        assert result.success, (cell, result.error_before_exec, result.error_in_exec)
+        out = capsys.readouterr().out
+        assert "usage: %%kube" in out and "--memory MEMORY" in out and "--gpu GPU" in out, cell
+    assert local_session.backend(local_session.default_profile()).list_runs() == []  # nothing ran
+    # every other cell is left as it was: an empty %%kube is still IPython's own error
+    for lines in (["%%kube --memory 1Gi\n"], ["%%kubernetes --help\n"], ["%%kube --help\n", "x = 1\n"], ["x = 1\n"]):
+        assert magics.help_with_a_body(list(lines)) == lines
+    assert not ip.run_cell("%%kube").success
+    assert "the cell body is empty" in capsys.readouterr().err
+
+
+def test_a_gpu_type_the_named_cluster_lacks_is_refused(ip: Any, local_session: Session, tmp_path: Any) -> None:
+    from kjupyter.config import load_config
+
+    path = tmp_path / "k.toml"
+    path.write_text('default = "local"\n[clusters.local]\nbackend = "local"\n'
+                    '[clusters.k]\nbackend = "kubernetes"\nkubeconfig = "/nonexistent"\n')  # fmt: skip
+    local_session.reload(load_config(files=[path]))
+    with pytest.raises(UsageError, match=r"^%%kube: cluster 'k' has no A100 GPUs configured \(its GPU types: none\)"):
+        ip.run_cell_magic("kube", "--gpu A100:1 --cluster k", "x = 1")
+
+
 def test_kube_jobs_on_another_cluster_leaves_the_sessions_cluster_alone(
     ip: Any, local_session: Session, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -286,11 +286,16 @@ class KubernetesBackend(Backend):
         if self.store is None:
             return None
         with contextlib.suppress(BackendError):
-            url = self._job(run_id)["metadata"].get("annotations", {}).get(mf.ANNOTATION_STORE)
-            if url:  # (only under your own prefix: IntegrityError otherwise)
-                url = self.store.own_run_url(url, names.current_user(), run_id)
-                return st.open_run_dir(url, dict(self.profile.store_options))
+            return self._job_run_dir(self._job(run_id))
         return None
+
+    def _job_run_dir(self, job: dict[str, Any]) -> st.RunDir:
+        """A Job's run folder in the store (only under your own prefix: IntegrityError otherwise)."""
+        url = job["metadata"].get("annotations", {}).get(mf.ANNOTATION_STORE)
+        if not url or self.store is None:
+            raise BackendError(f"run {job['metadata']['name']} has no store")
+        url = self.store.own_run_url(url, names.current_user(), job["metadata"]["name"])
+        return st.open_run_dir(url, dict(self.profile.store_options))
 
     def _job(self, run_id: str) -> dict[str, Any]:
         kube = self.kube
@@ -316,16 +321,8 @@ class KubernetesBackend(Backend):
     def _info(self, job: dict[str, Any]) -> RunInfo:
         info = job_info(job, self.profile.name)
         if mf.worker_plan(job)[0]:  # a worker-pod map: its pods are not its items; run.json counts the items
-            info = with_item_counts(info, job, self._foreign_meta)
+            info = with_item_counts(info, job, lambda j: self._job_run_dir(j).read_json(st.RUN_JSON))
         return info
-
-    def _foreign_meta(self, job: dict[str, Any]) -> dict[str, Any]:
-        """The run.json of a Job's run (only under your own prefix of the store)."""
-        url = job["metadata"].get("annotations", {}).get(mf.ANNOTATION_STORE)
-        if not url or self.store is None:
-            raise BackendError("the run has no store")
-        url = self.store.own_run_url(url, names.current_user(), job["metadata"]["name"])
-        return st.open_run_dir(url, dict(self.profile.store_options)).read_json(st.RUN_JSON)
 
     def logs(self, run_id: str, index: int | None = None, *, follow: bool = False) -> Iterator[str]:
         if follow:

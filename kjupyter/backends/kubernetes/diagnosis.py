@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from kjupyter.backends.kubernetes.state import PodView, dig
+from kjupyter.backends.kubernetes.state import JobView, PodView, dig
 from kjupyter.run_events import Diagnosis
 
 Obj = Mapping[str, Any]
@@ -200,6 +200,20 @@ def diagnose_job(run_id: str, job: Obj) -> Diagnosis | None:
                                  "Raise retries= to try again automatically.", fatal=True)  # fmt: skip
             return Diagnosis(run_id, reason or "Failed", f"The Job failed: {message or reason}.", fatal=True)
     return None
+
+
+def job_summary(run_id: str, job: Obj) -> str:
+    """The one sentence ``kjupyter jobs`` shows for a run, from its Job alone (no request beyond the listing).
+
+    Why a kjupyter client stopped it (its mark), else why the Job failed; "" when neither says anything.
+    Why a run waits (its pods, their events) would cost requests per run: the run's widget says that.
+    """
+    mark = JobView(job).mark
+    text = (mark[2] or mark[1]) if mark is not None else ""
+    if not text:
+        d = diagnose_job(run_id, job)
+        text = d.sentence if d is not None else ""
+    return text[:1].upper() + text[1:] + ("" if not text or text.endswith(".") else ".")
 
 
 def image_pull_is_permanent(reason: str, message: str) -> bool:

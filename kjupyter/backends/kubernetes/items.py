@@ -105,16 +105,17 @@ def claims_note(workers: int, count: int, claims: str) -> str:
 
 
 def job_info(job: dict[str, Any], cluster: str) -> RunInfo:
-    """What ``kjupyter jobs`` and the lab show of a run, from its Job alone."""
-    meta, status = job["metadata"], job.get("status", {})
+    """What ``kjupyter jobs`` and the lab show of a run, from its Job alone (no request per run)."""
+    meta, status, view = job["metadata"], job.get("status", {}), JobView(job)
     notes = meta.get("annotations", {})
     return RunInfo(
-        run_id=meta["name"], cluster=cluster, phase=JobView(job).phase,
+        run_id=meta["name"], cluster=cluster, phase=view.phase,
         kind=str(meta.get("labels", {}).get(mf.LABEL_KIND, "call")),
         user=str(notes.get(mf.ANNOTATION_USER, "")), function=str(notes.get(mf.ANNOTATION_FUNCTION, "")),
-        created=k8s_time(meta.get("creationTimestamp")), finished=k8s_time(status.get("completionTime")) or None,
+        created=k8s_time(meta.get("creationTimestamp")), finished=view.ended or None,
         total=mf.worker_plan(job)[2], succeeded=int(status.get("succeeded", 0)),
         failed=int(status.get("failed", 0)), running=int(status.get("active", 0)),
+        diagnosis=diagnosis.job_summary(meta["name"], job),
     )  # fmt: skip
 
 
@@ -140,5 +141,5 @@ def with_item_counts(
     return replace(
         info, phase=phase, succeeded=int(counts.get("succeeded", 0)), failed=int(counts.get("failed", 0)),
         running=0 if phase.finished else int(counts.get("running", 0)),
-        diagnosis=str(record.get("diagnosis", "")),
+        diagnosis=str(record.get("diagnosis", "")) or info.diagnosis,
     )  # fmt: skip

@@ -31,6 +31,7 @@ from typing import Any
 
 from kjupyter import store as st
 from kjupyter.config import GpuType
+from kjupyter.errors import ConfigError
 from kjupyter.inline_frames import INLINE_LIMIT as INLINE_LIMIT  # payload (+ items) bytes that fit in a Secret
 from kjupyter.names import label_value
 from kjupyter.run_keys import ENV as RUN_KEY_ENV
@@ -326,7 +327,9 @@ def _env(run_id: str, spec: RunSpec, target: Target) -> list[dict[str, Any]]:
 def _placement(spec: RunSpec, target: Target) -> GpuType | None:
     gpu_type = spec.resources.gpu_type
     if spec.resources.gpu and gpu_type:
-        return target.gpus.get(gpu_type)
+        if gpu_type not in target.gpus:  # (Session.spec_for says so first, with what to do)
+            raise ConfigError(f"cluster {target.cluster!r} has no {gpu_type} GPUs configured")
+        return target.gpus[gpu_type]
     if spec.resources.gpu and len(target.gpus) == 1:  # "gpu=1" on a cluster with one GPU type
         return next(iter(target.gpus.values()))
     return None

@@ -201,9 +201,20 @@ class JobView:
         terminal = self.terminal
         if terminal is not None:
             return terminal[0]
-        if self.meta.get("deletionTimestamp"):
-            return Phase.CANCELLED
+        if self.meta.get("deletionTimestamp"):  # stopped: as the kjupyter client that deleted it said, if one did
+            mark = self.mark
+            return mark[0] if mark is not None else Phase.CANCELLED
         return Phase.RUNNING if self.status.get("active") else Phase.PENDING
+
+    @property
+    def ended(self) -> float:
+        """When the run ended (epoch seconds; 0.0 while it has not): completed, failed, or deleted."""
+        failed = self.condition("Failed")
+        for stamp in (self.status.get("completionTime"), failed and failed.get("lastTransitionTime"),
+                      self.meta.get("deletionTimestamp")):  # fmt: skip
+            if stamp and k8s_time(stamp):
+                return k8s_time(stamp)
+        return 0.0
 
     @property
     def completed_indexes(self) -> set[int]:

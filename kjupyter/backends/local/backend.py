@@ -200,8 +200,10 @@ class LocalBackend(Backend):
 
 def _info(meta: dict[str, Any], cluster: str) -> RunInfo:
     phase = Phase(str(meta.get("phase", "Pending")))
+    diagnosis = str(meta.get("diagnosis", ""))  # (written by RunRecord from the run's events)
     if not phase.finished and not owner_alive(meta):
         phase = Phase.FAILED  # the process that ran it is gone and never recorded an end
+        diagnosis = f"Its client (process {meta.get('owner_pid', '?')}) is gone and never recorded how the run ended."
     counts = meta.get("counts") or {}
     assert isinstance(counts, dict)
     return RunInfo(
@@ -212,5 +214,5 @@ def _info(meta: dict[str, Any], cluster: str) -> RunInfo:
         total=int(meta.get("count", 1)),
         succeeded=int(counts.get("succeeded", 0)), failed=int(counts.get("failed", 0)),
         running=int(counts.get("running", 0)) if not phase.finished else 0,
-        diagnosis=str(meta.get("diagnosis", "")),
+        diagnosis=diagnosis,
     )  # fmt: skip
