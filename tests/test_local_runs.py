@@ -154,7 +154,7 @@ def test_local_workers_are_reused_unless_items_per_pod_says_otherwise(local_sess
     fresh = remote(pid_of, items_per_pod=3).map(range(12), parallelism=2)
     per_pid = Counter(pid for _, pid in fresh)
     assert [x for x, _ in fresh] == list(range(12))
-    assert len(per_pid) == 4 and set(per_pid.values()) == {3}, per_pid
+    assert max(per_pid.values()) == 3 and len(per_pid) >= 4, per_pid  # (the two workers share the queue)
 
 
 def parent_and_draw(_: int) -> tuple[int, float]:
@@ -179,3 +179,28 @@ def test_local_workers_fork_from_a_warm_server_that_ends_with_its_backend(local_
     monkeypatch.setenv(FORK_ENV, "0")  # no fork server: workers are new interpreters, children of this process
     backend._spawner = Spawner()
     assert {ppid for ppid, _ in remote(parent_and_draw).map(range(2), parallelism=2)} == {os.getpid()}
+
+
+def what_a_worker_sees(_: int) -> tuple[int, str | None, str, str | None]:
+    import sys
+
+    import fsspec.config
+
+    return (os.getppid(), fsspec.config.conf.get("s3", {}).get("endpoint_url"), sys.path[0] == os.getcwd() and "cwd",
+            os.environ.get("PYTHONPATH"))  # fmt: skip
+
+
+def test_a_forked_worker_sees_the_run_as_a_new_interpreter_would(local_session: Session, tmp_path: Path) -> None:
+    """fsspec's FSSPEC_* configuration and sys.path[0] follow the run; PYTHON* variables need a new interpreter."""
+    from kjupyter.backends.local.backend import LocalBackend
+
+    backend = local_session.backend(local_session.config.profile())
+    assert isinstance(backend, LocalBackend)
+    fn = remote(what_a_worker_sees, env={"FSSPEC_S3_ENDPOINT_URL": "http://127.0.0.1:9"})
+    [(ppid, endpoint, first, _)] = fn.map([0])
+    server = backend._spawner.server
+    assert server is not None and ppid == server.proc.pid  # forked
+    assert endpoint == "http://127.0.0.1:9" and first == "cwd"
+    path = f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    [(ppid, _, _, seen)] = remote(what_a_worker_sees, env={"PYTHONPATH": path}).map([0])
+    assert ppid == os.getpid() and seen == path  # a new interpreter, started with the run's PYTHONPATH

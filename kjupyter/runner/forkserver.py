@@ -38,6 +38,26 @@ def _reap(_signum: int, _frame: object) -> None:
             return
 
 
+STARTED_IN = os.getcwd()
+
+
+def _as_if_started_here(cwd: str) -> None:
+    """What a new interpreter would have taken from its start: ``sys.path[0]`` and fsspec's configuration.
+
+    (``python -m`` puts the start folder first on ``sys.path``; fsspec reads ``FSSPEC_*`` variables
+    and its config folder at import. Variables read by the interpreter or the dynamic loader
+    themselves, ``PYTHON*`` and ``LD_*``, cannot be applied after a fork: a run that changes them
+    gets a new interpreter, see ``kjupyter.backends.local.forks.forkable``.)
+    """
+    sys.path[:] = [cwd if p in ("", STARTED_IN) else p for p in sys.path]
+    import fsspec.config
+
+    fsspec.config.conf.clear()
+    fsspec.config.conf_dir = os.environ.get("FSSPEC_CONFIG_DIR", fsspec.config.default_conf_dir)
+    fsspec.config.set_conf_files(fsspec.config.conf_dir, fsspec.config.conf)
+    fsspec.config.set_conf_env(fsspec.config.conf)
+
+
 def _child(request: dict[str, object], fds: list[int], server: socket.socket) -> None:
     import random
 
@@ -59,6 +79,7 @@ def _child(request: dict[str, object], fds: list[int], server: socket.socket) ->
         os.chdir(str(request["cwd"]))
         os.environ.clear()
         os.environ.update({str(k): str(v) for k, v in dict(request["env"]).items()})  # type: ignore[call-overload]
+        _as_if_started_here(str(request["cwd"]))
         random.seed()
         from kjupyter.runner.entry import main
 

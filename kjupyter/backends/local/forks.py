@@ -6,6 +6,8 @@ milliseconds instead of the 0.2-0.3 s of a new interpreter's imports. It needs L
 (``pidfd_open`` to follow a process that is not our child); elsewhere, or with
 ``KJUPYTER_LOCAL_FORK=0``, or if the server cannot start, workers are new interpreters, as
 before. That last case is said once on stderr, with the reason: it costs time, not results.
+A run whose environment changes what an interpreter reads at its start (``PYTHON*``, such as
+``PYTHONPATH``, and the loader's ``LD_*``) gets new interpreters too: a fork cannot apply them.
 """
 
 from __future__ import annotations
@@ -74,10 +76,16 @@ class ForkedProcess:
         self._close_pidfd()
 
 
+def startup_env(env: dict[str, str]) -> dict[str, str]:
+    """The variables a process takes at its start and cannot change later: the interpreter's and the loader's."""
+    return {k: v for k, v in env.items() if k.startswith(("PYTHON", "LD_", "DYLD_"))}
+
+
 class ForkServer:
     """One warm ``kjupyter.runner.forkserver`` process; ``spawn`` is thread-safe."""
 
     def __init__(self) -> None:
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # (as the workers have it)
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock = mine
         self.lock = threading.Lock()
@@ -85,7 +93,7 @@ class ForkServer:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "kjupyter.runner.forkserver", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, start_new_session=True,
+                stderr=subprocess.DEVNULL, start_new_session=True, env=self.env,
             )  # fmt: skip
         finally:
             theirs.close()
@@ -97,6 +105,10 @@ class ForkServer:
         except BaseException:
             self.close()
             raise
+
+    def forkable(self, env: dict[str, str]) -> bool:
+        """Whether a worker with ``env`` can be forked from here: it starts with the server's PYTHON* and LD_*."""
+        return startup_env(env) == startup_env(self.env)
 
     def spawn(self, argv: list[str], env: dict[str, str], cwd: str) -> ForkedProcess:
         """A worker running ``python -m kjupyter.runner *argv`` in ``cwd`` with ``env``."""
@@ -141,7 +153,7 @@ class Spawner:
 
     def __call__(self, argv: list[str], env: dict[str, str], cwd: str) -> WorkerProcess:
         server = self._server()
-        if server is not None:
+        if server is not None and server.forkable(env):  # (else: a new interpreter, as the run's env asks)
             try:
                 return server.spawn(argv, env, cwd)
             except OSError as exc:
