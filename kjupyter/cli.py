@@ -138,6 +138,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     backend = _backend(session, args)
     profile = backend.profile
     runs = backend.list_runs(args.user)
+    for problem in getattr(runs, "problems", ()):  # (a store that could not be read: the listing is partial)
+        _say(f"kjupyter: warning: {problem}")
     now = time.time()
     if args.json:
         print(json.dumps([{**r.as_dict(), "duration": run_duration(r, now)} for r in runs], indent=1))
@@ -150,21 +152,30 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
 def cmd_logs(args: argparse.Namespace) -> int:
-    session = _session(args)
-    backend = _backend(session, args)
+    """The run's logs, on ``--cluster``, else on whichever configured cluster has the run (said on stderr)."""
+    backend = _session(args).backend_of_run(args.run, args.cluster, notice=_say)
     for line in backend.logs(args.run, args.index, follow=args.follow):
         print(line, flush=args.follow)  # (followed: each line as it comes)
     return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    session = _session(args)
-    backend = _backend(session, args)
+    """Each run is looked for as by ``logs``; one that cannot be cancelled is said, and the others still are."""
+    session, code = _session(args), 0
     for run_id in args.runs:
-        done = backend.cancel(run_id)
+        try:
+            done = session.backend_of_run(run_id, args.cluster, notice=_say).cancel(run_id)
+        except KjupyterError as exc:
+            _say(f"kjupyter: error: {exc}")
+            code = 1
+            continue
         print(f"{run_id}: {'cancelled' if done else 'already finished'}")
-    return 0
+    return code
 
 
 def _profile_store(session: Session, cluster: str | None) -> tuple[Any, Any]:
@@ -276,12 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output (durations in seconds)")
     p = add("logs", cmd_logs, "print a run's logs")
     p.add_argument("run", help="run id, as printed by `kjupyter jobs`")
-    p.add_argument("--cluster", help="profile name")
+    p.add_argument("--cluster", help="profile name (default: the cluster that has the run, the default one first)")
     p.add_argument("--index", type=int, help="only this task of a map")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing until the run ends")
     p = add("cancel", cmd_cancel, "cancel runs (deletes their Job and pods)")
     p.add_argument("runs", nargs="+", help="run ids")
-    p.add_argument("--cluster", help="profile name")
+    p.add_argument("--cluster", help="profile name (default: the cluster that has the run, the default one first)")
     p = add("gc", cmd_gc, "delete your finished runs from the store")
     p.add_argument("--older-than", default="7d", help="only runs that finished before this long ago (default 7d)")
     p.add_argument("--cluster", help="profile name (default: the default profile)")

@@ -22,7 +22,7 @@ from kjupyter import credentials, names, run_keys
 from kjupyter import payload as pl
 from kjupyter.backends.base import CALL, MAP, Backend, SubmitRequest
 from kjupyter.config import Config, Profile, load_config
-from kjupyter.errors import ConfigError, IntegrityError, KjupyterError, KjupyterWarning
+from kjupyter.errors import BackendError, ConfigError, IntegrityError, KjupyterError, KjupyterWarning
 from kjupyter.futures import MapFuture, RunFuture
 from kjupyter.paths import data_home
 from kjupyter.spec import RunSpec
@@ -115,6 +115,33 @@ class Session:
                 f"[clusters.{profile.name}.gpus.{gpu_type}] (node_selector, tolerations)"
             )  # fmt: skip
         return spec
+
+    def backend_of_run(self, run_id: str, cluster: str | None = None, notice: Notice | None = None) -> Backend:
+        """The backend of the cluster that has run ``run_id`` (``kjupyter logs RUN``, ``kjupyter cancel RUN``).
+
+        A named ``cluster`` is taken as it is: no search. Otherwise the session's cluster (or the
+        default) is asked first, then every other configured profile in configuration order; the
+        first that has the run is used, and ``notice`` (default :attr:`notice`) says which when it is
+        not the first. None has it: one BackendError naming the clusters searched.
+        """
+        if cluster:
+            return self.backend(self.config.profile(cluster))
+        first = self.config.profile(self.cluster) if self.cluster else self.default_profile()
+        searched: list[str] = []
+        for profile in [first, *(p for p in self.config.profiles.values() if p.name != first.name)]:
+            backend = self.backend(profile)
+            try:
+                found = backend.has_run(run_id)
+            except KjupyterError as exc:  # an unreachable cluster must not stop the search
+                searched.append(f"{profile.name} (not reachable: {str(exc).rstrip('.')})")
+                continue
+            if found:
+                if profile.name != first.name:
+                    (notice or self.notice)(f"kjupyter: run {run_id} is on cluster {profile.name!r}")
+                return backend
+            searched.append(profile.name)
+        raise BackendError(f"no run {run_id!r} on any configured cluster (searched: {'; '.join(searched)}); "
+                           "`kjupyter jobs --cluster NAME` lists a cluster's runs")  # fmt: skip
 
     def backend(self, profile: Profile) -> Backend:
         with self._lock:

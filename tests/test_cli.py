@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -11,7 +12,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,7 +19,7 @@ import yaml
 
 from kjupyter import ConfigError, remote
 from kjupyter.backends.base import Check, RunInfo
-from kjupyter.backends.kubernetes.backend import KubernetesBackend
+from kjupyter.backends.kubernetes import records
 from kjupyter.backends.kubernetes.render import render
 from kjupyter.backends.local.backend import LocalBackend
 from kjupyter.cli import build_parser, format_elapsed, main, run_duration
@@ -232,7 +232,7 @@ def job(name: str, **extra: Any) -> dict[str, Any]:
 
 def test_kubernetes_jobs_say_why_from_the_job_alone() -> None:
     """The listing's Jobs are all it reads: why a run failed or was stopped, and when it ended."""
-    info = KubernetesBackend._info.__get__(SimpleNamespace(profile=Profile("gpu", backend="kubernetes")))
+    info = functools.partial(records.job_entry, cluster="gpu")  # (no run.json: the Job alone)
     failed = info(job("r-1", status={"failed": 1, "conditions": [
         {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
          "lastTransitionTime": "2026-01-01T10:03:04Z"}]}))  # fmt: skip

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -80,6 +80,15 @@ class RunInfo:
         }  # fmt: skip
 
 
+class RunList(list[RunInfo]):
+    """What :meth:`Backend.list_runs` answers: the runs, and ``problems``, one sentence for each source of
+    runs that could not be read (a store that cannot be listed), so a partial listing never passes for a whole one."""
+
+    def __init__(self, runs: Iterable[RunInfo] = (), problems: Iterable[str] = ()) -> None:
+        super().__init__(runs)
+        self.problems = list(problems)
+
+
 @dataclass(frozen=True)
 class Check:
     """One line of ``kjupyter doctor``."""
@@ -117,7 +126,10 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def list_runs(self, user: str | None = None) -> list[RunInfo]:
-        """Runs of ``user`` (default: the current user), newest first."""
+        """Runs of ``user`` (default: the current user), newest first.
+
+        A source of runs that could not be read is said in :attr:`RunList.problems`, never silently left out.
+        """
 
     @abc.abstractmethod
     def logs(self, run_id: str, index: int | None = None, *, follow: bool = False) -> Iterator[str]:
@@ -131,6 +143,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def doctor(self) -> list[Check]:
         """Can kjupyter work here? One :class:`Check` per thing checked (``kjupyter doctor``)."""
+
+    def has_run(self, run_id: str) -> bool:
+        """Whether ``run_id`` is a run of this cluster (``kjupyter logs RUN`` looks for it on each cluster)."""
+        return any(r.run_id == run_id for r in self.list_runs())
 
     def run_key(self, run_id: str) -> bytes | None:
         """The key of a run, when the backend keeps it somewhere this client can read (None: it does not)."""

@@ -1,10 +1,10 @@
 """What every backend keeps in a run's store folder: ``run.json`` and the task outcomes.
 
-``run.json`` is what ``kjupyter jobs`` (local backend), the JupyterLab sidebar
-and ``kjupyter gc`` read: owner, created, kind, task count, phase, counts, and
-when and why the run ended. :class:`RunRecord` writes it from the run's own
-events (it wraps the sink a backend is given), so both backends record the
-same thing the same way:
+``run.json`` is what ``kjupyter jobs``, the JupyterLab sidebar and ``kjupyter gc``
+read (on Kubernetes too, for the runs whose Job is gone: :func:`record_info`): owner,
+created, kind, task count, phase, counts, and when and why the run ended.
+:class:`RunRecord` writes it from the run's own events (it wraps the sink a
+backend is given), so both backends record the same thing the same way:
 
 - once at submit (``created``, phase ``Pending``);
 - once when the run starts running;
@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 from kjupyter import store as st
-from kjupyter.backends.base import SubmitRequest
+from kjupyter.backends.base import RunInfo, SubmitRequest
 from kjupyter.errors import BackendError
 from kjupyter.run_events import (
     Diagnosis,
@@ -63,6 +63,23 @@ def run_meta(request: SubmitRequest, *, cluster: str, backend: str, **extra: Any
     }  # fmt: skip
     meta.update(extra)
     return meta
+
+
+def record_info(meta: dict[str, Any], cluster: str, **changes: Any) -> RunInfo:
+    """A run as ``kjupyter jobs`` and the lab show it, from its ``run.json`` alone (``changes`` override fields)."""
+    phase = Phase(str(changes.pop("phase", meta.get("phase", "Pending"))))
+    counts = meta.get("counts") or {}
+    assert isinstance(counts, dict)
+    return RunInfo(**{
+        "run_id": str(meta["run_id"]), "cluster": str(meta.get("cluster", cluster)), "phase": phase,
+        "kind": str(meta.get("kind", "call")), "user": str(meta.get("user", "")),
+        "function": str(meta.get("function", "")), "created": float(meta.get("created", 0)),
+        "finished": meta.get("finished"), "total": int(meta.get("count", 1)),
+        "succeeded": int(counts.get("succeeded", 0)), "failed": int(counts.get("failed", 0)),
+        "running": int(counts.get("running", 0)) if not phase.finished else 0,
+        "diagnosis": str(meta.get("diagnosis", "")),  # (written by RunRecord from the run's events)
+        **changes,
+    })  # fmt: skip
 
 
 @contextlib.contextmanager

@@ -42,8 +42,11 @@ class RunService:
     """Configuration, one backend per cluster, and the user whose runs are shown.
 
     Runs cancelled here are remembered (the last ``KEEP_CANCELLED``, while the server runs):
-    a backend that forgets a run once it is gone (Kubernetes deletes the Job) would otherwise
-    make it vanish from the panel instead of showing it Cancelled.
+    a backend that forgets a run once it is gone (a Kubernetes profile without a store, whose
+    deleted Job was all there was of the run) would otherwise make it vanish from the panel
+    instead of showing it Cancelled. With a store, the run's run.json keeps it listed. A
+    backend's listing that is partial (a store that cannot be read) is listed, and said in
+    ``errors``.
     """
 
     KEEP_CANCELLED = 200
@@ -133,6 +136,8 @@ class RunService:
                 if isinstance(result, str):
                     errors.append({"cluster": name, "message": result})
                     continue
+                for problem in getattr(result, "problems", ()):  # listed, but partly: said, not hidden
+                    errors.append({"cluster": name, "message": f"{name}: {problem[:1].upper()}{problem[1:]}."})
                 for info in result:
                     if info.run_id not in found or info.cluster == name:
                         found[info.run_id] = info

@@ -24,10 +24,10 @@ from typing import IO, Any
 
 from kjupyter import names, run_keys
 from kjupyter import store as st
-from kjupyter.backends.base import Backend, Check, RunInfo, SubmitRequest
+from kjupyter.backends.base import Backend, Check, RunList, SubmitRequest
 from kjupyter.backends.kubernetes import objects as mf
+from kjupyter.backends.kubernetes import records
 from kjupyter.backends.kubernetes.client import Kube
-from kjupyter.backends.kubernetes.items import job_info, with_item_counts
 from kjupyter.backends.kubernetes.logs import LogAccess, pod_lines
 from kjupyter.backends.kubernetes.render import DEFAULT_IMAGE, render, target_for
 from kjupyter.backends.kubernetes.run import KubeRun
@@ -243,12 +243,15 @@ class KubernetesBackend(Backend):
         if run is not None:
             return run.stop(Phase.CANCELLED, "Cancelled", "the run was cancelled")  # (raises if refused)
         try:
-            return stop_job(self.kube, self.namespace, run_id, stop_mark(Phase.CANCELLED, "Cancelled", ""),
-                            unless_finished=True)  # fmt: skip
+            stopped = stop_job(self.kube, self.namespace, run_id, stop_mark(Phase.CANCELLED, "Cancelled", ""),
+                               unless_finished=True)  # fmt: skip
         except ApiError as exc:
             if exc.status in (404, 409):  # no such run (any more)
                 return False
             raise
+        if stopped:  # recorded even when no client follows the run (its kernel is gone)
+            records.record_cancel(self, run_id)
+        return stopped
 
     def run_key(self, run_id: str) -> bytes | None:
         """The run's key from its Secret (for a run started on another machine), or None if it has none."""
@@ -304,25 +307,17 @@ class KubernetesBackend(Backend):
                 f"read Job {run_id}", kube.batch.read_namespaced_job, run_id, kube.namespace
             )
         except ApiError as exc:
-            if exc.status == 404:
-                raise BackendError(
-                    f"no run {run_id!r} in namespace {kube.namespace}; `kjupyter jobs` lists the runs"
-                ) from None
+            if exc.status == 404:  # (a run whose Job is gone says so, and where its record is)
+                raise records.no_job(self, run_id) from None
             raise
         return job
 
-    def list_runs(self, user: str | None = None) -> list[RunInfo]:
-        kube = self.kube
-        data = kube.call("list Jobs", kube.batch.list_namespaced_job, kube.namespace,
-                         label_selector=mf.selector(user=user or names.current_user()))  # fmt: skip
-        runs = [self._info(job) for job in data.get("items") or []]
-        return sorted(runs, key=lambda r: r.created, reverse=True)
+    def list_runs(self, user: str | None = None) -> RunList:
+        """The user's Jobs merged with the run.json records of the store (cost: see :func:`records.list_runs`)."""
+        return records.list_runs(self, user or names.current_user())
 
-    def _info(self, job: dict[str, Any]) -> RunInfo:
-        info = job_info(job, self.profile.name)
-        if mf.worker_plan(job)[0]:  # a worker-pod map: its pods are not its items; run.json counts the items
-            info = with_item_counts(info, job, lambda j: self._job_run_dir(j).read_json(st.RUN_JSON))
-        return info
+    def has_run(self, run_id: str) -> bool:
+        return records.has_run(self, run_id)
 
     def logs(self, run_id: str, index: int | None = None, *, follow: bool = False) -> Iterator[str]:
         if follow:

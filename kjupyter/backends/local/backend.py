@@ -39,7 +39,7 @@ from kjupyter.backends.local.files import (
 )
 from kjupyter.backends.local.forks import Spawner
 from kjupyter.backends.local.run import LocalRun
-from kjupyter.backends.run_record import RunRecord, open_result, run_meta
+from kjupyter.backends.run_record import RunRecord, open_result, record_info, run_meta
 from kjupyter.config import Profile
 from kjupyter.errors import BackendError, KjupyterError
 from kjupyter.event_hub import EventHub
@@ -132,6 +132,13 @@ class LocalBackend(Backend):
     def list_runs(self, user: str | None = None) -> list[RunInfo]:
         return [_info(meta, self.profile.name) for meta in self.store.runs(user or names.current_user())]
 
+    def has_run(self, run_id: str) -> bool:
+        """Whether the store has the run's run.json, recorded by a local run (not one of a cluster sharing it)."""
+        try:
+            return str(self._meta(run_id).get("backend", "local")) == "local"
+        except BackendError:
+            return False
+
     def logs(self, run_id: str, index: int | None = None, *, follow: bool = False) -> Iterator[str]:
         meta = self._meta(run_id)
         folder = state_root() / run_id
@@ -200,19 +207,7 @@ class LocalBackend(Backend):
 
 def _info(meta: dict[str, Any], cluster: str) -> RunInfo:
     phase = Phase(str(meta.get("phase", "Pending")))
-    diagnosis = str(meta.get("diagnosis", ""))  # (written by RunRecord from the run's events)
-    if not phase.finished and not owner_alive(meta):
-        phase = Phase.FAILED  # the process that ran it is gone and never recorded an end
-        diagnosis = f"Its client (process {meta.get('owner_pid', '?')}) is gone and never recorded how the run ended."
-    counts = meta.get("counts") or {}
-    assert isinstance(counts, dict)
-    return RunInfo(
-        run_id=str(meta["run_id"]), cluster=str(meta.get("cluster", cluster)), phase=phase,
-        kind=str(meta.get("kind", "call")), user=str(meta.get("user", "")), function=str(meta.get("function", "")),
-        created=float(meta.get("created", 0)),
-        finished=meta.get("finished"),
-        total=int(meta.get("count", 1)),
-        succeeded=int(counts.get("succeeded", 0)), failed=int(counts.get("failed", 0)),
-        running=int(counts.get("running", 0)) if not phase.finished else 0,
-        diagnosis=diagnosis,
-    )  # fmt: skip
+    if not phase.finished and not owner_alive(meta):  # the process that ran it is gone and never recorded an end
+        return record_info(meta, cluster, phase=Phase.FAILED, diagnosis=(
+            f"Its client (process {meta.get('owner_pid', '?')}) is gone and never recorded how the run ended."))  # fmt: skip
+    return record_info(meta, cluster)
