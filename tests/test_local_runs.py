@@ -204,3 +204,16 @@ def test_a_forked_worker_sees_the_run_as_a_new_interpreter_would(local_session: 
     path = f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
     [(ppid, _, _, seen)] = remote(what_a_worker_sees, env={"PYTHONPATH": path}).map([0])
     assert ppid == os.getpid() and seen == path  # a new interpreter, started with the run's PYTHONPATH
+
+
+def sleep_long(_: int) -> None:
+    time.sleep(120)
+
+
+def test_a_cancel_that_comes_while_the_worker_starts_still_stops_the_run(local_session: Session) -> None:
+    """Cancelled before its worker was registered, a task must not run anyway (it used to sleep on)."""
+    fn = remote(sleep_long)
+    for _ in range(8):
+        future = fn.submit(0)
+        assert future.cancel()
+        assert future.wait_ended(15), f"{future.run_id} did not end after its cancel"

@@ -12,8 +12,8 @@ Protocol (one request at a time, on a UNIX ``SOCK_SEQPACKET`` socket: one messag
   (the worker's stdin and stdout, ``SCM_RIGHTS``);
 - reply: ``{"pid": N}`` (or ``{"error": "..."}``).
 
-The worker starts a session of its own (its process group, so a cancel kills its children
-too), takes the two descriptors as fds 0 and 1, sends fd 2 to /dev/null, moves to ``cwd``,
+The worker gets a process group of its own, set by the server before it tells the pid (so a
+cancel that comes at once still kills it, and its children too), takes the two descriptors as fds 0 and 1, sends fd 2 to /dev/null, moves to ``cwd``,
 replaces its environment with ``env``, reseeds ``random`` and runs
 ``kjupyter.runner.entry.main(argv)``. The server reaps its workers; it exits when its client
 closes the socket (the kernel ended), leaving running workers to finish, as before.
@@ -21,6 +21,7 @@ closes the socket (the kernel ended), leaving running workers to finish, as befo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -65,7 +66,8 @@ def _child(request: dict[str, object], fds: list[int], server: socket.socket) ->
     try:
         server.close()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        os.setsid()
+        with contextlib.suppress(OSError):  # (the server does it too, before it tells the pid: no race with a kill)
+            os.setpgid(0, 0)
         os.dup2(fds[0], 0)
         os.dup2(fds[1], 1)
         null = os.open(os.devnull, os.O_WRONLY)
@@ -115,6 +117,8 @@ def serve(server: socket.socket) -> None:
             continue
         if pid == 0:
             _child(request, fds, server)
+        with contextlib.suppress(OSError):  # its own process group before anyone can signal it (the child does too)
+            os.setpgid(pid, pid)
         for fd in fds:
             os.close(fd)
         server.send(json.dumps({"pid": pid}).encode())

@@ -205,4 +205,4 @@ def test_jobs_logs_and_cancel_line_magics(tmp_path: Path) -> None:
     assert h.text(cells[6]).strip() == f"{run}: cancelled"
     assert h.text(cells[7]).splitlines()[1].split()[:2] == [run, "Cancelled"], h.dump(nb)
     shown = h.text(cells[8])  # an unknown run: the CLI's one-line error, no traceback
-    assert shown.startswith("UsageError: no run 'nope-000000' in ") and len(shown.strip().splitlines()) == 1, shown
+    assert shown.startswith("UsageError: no run 'nope-000000' on any configured cluster ") and len(shown.strip().splitlines()) == 1, shown

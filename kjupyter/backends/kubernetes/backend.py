@@ -289,15 +289,16 @@ class KubernetesBackend(Backend):
         if self.store is None:
             return None
         with contextlib.suppress(BackendError):
-            return self._job_run_dir(self._job(run_id))
+            return self._job_run_dir(self._job(run_id), run_id)
         return None
 
-    def _job_run_dir(self, job: dict[str, Any]) -> st.RunDir:
+    def _job_run_dir(self, job: dict[str, Any], run_id: str = "") -> st.RunDir:
         """A Job's run folder in the store (only under your own prefix: IntegrityError otherwise)."""
+        run_id = run_id or job["metadata"]["name"]
         url = job["metadata"].get("annotations", {}).get(mf.ANNOTATION_STORE)
         if not url or self.store is None:
-            raise BackendError(f"run {job['metadata']['name']} has no store")
-        url = self.store.own_run_url(url, names.current_user(), job["metadata"]["name"])
+            raise BackendError(f"run {run_id} has no store")
+        url = self.store.own_run_url(url, names.current_user(), run_id)
         return st.open_run_dir(url, dict(self.profile.store_options))
 
     def _job(self, run_id: str) -> dict[str, Any]:

@@ -169,6 +169,9 @@ class LocalRun:
                     proc = None
                 if proc is None:
                     proc, served = self._spawn(), 0
+                if self.stopping is not None:  # cancelled while its worker started: the task never runs
+                    self.todo.put(index)  # (settled as cancelled with the others that never started)
+                    break
                 served += 1
                 code = self._run_task(proc, index)
                 if code is None:  # no answer: it died mid-task (or is dying), a new one takes the next task
