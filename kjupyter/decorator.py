@@ -27,22 +27,31 @@ class RemoteFunction(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run remotely, show the logs live, return the value or raise the remote exception."""
-        result: R = wait.wait(self.submit(*args, **kwargs))
+        result: R = wait.wait(get_session().submit_call(self.fn, args, kwargs, self.options))
         return result
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> RunFuture:
-        """Start a run and return its :class:`~concurrent.futures.Future` at once."""
-        return get_session().submit_call(self.fn, args, kwargs, self.options)
+        """Start a run and return its :class:`~concurrent.futures.Future` at once (in a notebook, its live widget shows)."""
+        future = get_session().submit_call(self.fn, args, kwargs, self.options)
+        wait.show_live(future)
+        return future
 
     def map(self, items: Iterable[Any], *, parallelism: int | None = None, return_exceptions: bool = False,
             **options: Any) -> list[Any]:  # fmt: skip
         """Run ``fn(item)`` for every item as ONE run (an Indexed Job); results in input order."""
-        future = self.submit_map(items, parallelism=parallelism, return_exceptions=return_exceptions, **options)
+        future = self._submit_map(items, parallelism, return_exceptions, options)
         result: list[Any] = wait.wait(future)
         return result
 
     def submit_map(self, items: Iterable[Any], *, parallelism: int | None = None, return_exceptions: bool = False,
                    **options: Any) -> MapFuture:  # fmt: skip
+        """Start a map and return its future at once (in a notebook, its live widget shows)."""
+        future = self._submit_map(items, parallelism, return_exceptions, options)
+        wait.show_live(future)
+        return future
+
+    def _submit_map(self, items: Iterable[Any], parallelism: int | None, return_exceptions: bool,
+                    options: dict[str, Any]) -> MapFuture:  # fmt: skip
         opts = {**self.options, **options, "parallelism": parallelism or self.options.get("parallelism")}
         return get_session().submit_map(self.fn, items, opts, return_exceptions=return_exceptions)
 

@@ -179,6 +179,18 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         self.detached = True
         return self
 
+    def failures(self) -> list[tuple[int | None, BaseException]]:
+        """What failed, once known: ``[(None, exception)]`` for a failed call (a map: one entry per failed
+        item, ``(index, exception)``); cancelled tasks are not failures. Never blocks."""
+        if not self.done() or self.cancelled():
+            return []
+        exc = concurrent.futures.Future.exception(self, 0)
+        return [] if exc is None or isinstance(exc, RunCancelled) else [(None, exc)]
+
+    def describe(self, index: int) -> str:
+        """A short description of task ``index`` (a map's item)."""
+        return f"task {index}"
+
     def result_or_raise(self, timeout: float | None = None) -> Any:
         """``result()`` (kept for callers of earlier versions: ``result()`` itself raises RunCancelled now)."""
         return self.result(timeout)
@@ -240,6 +252,19 @@ class MapFuture(RunFuture):
             for i in missing:
                 self._results[i] = error
         self.set_result(list(self._results))
+
+    def failures(self) -> list[tuple[int | None, BaseException]]:
+        found: list[tuple[int | None, BaseException]] = [
+            (i, value)
+            for i, (have, value) in enumerate(zip(self._have, self._results, strict=True))
+            if have and isinstance(value, BaseException) and not isinstance(value, RunCancelled)
+        ]
+        if not found:  # the run ended without a word on an item (a deadline): the map's own exception
+            found = super().failures()
+        return found
+
+    def describe(self, index: int) -> str:
+        return self._describe(index)
 
     @property
     def counts(self) -> dict[str, int]:

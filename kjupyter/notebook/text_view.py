@@ -1,25 +1,41 @@
 """Plain-text view of a run: log lines, diagnosis, a text progress bar, a summary.
 
 Used in scripts, terminals and the CLI; notebooks get the widget view, which
-prints the same :func:`summary` at the end so a saved notebook shows it too.
+prints the same :func:`summary` at the end, and whose display output carries
+:func:`report` as its text (what a notebook shows where the widget cannot be
+rendered: GitHub, nbviewer, nbconvert, an untrusted notebook).
 """
 
 from __future__ import annotations
 
+import html
+import re
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from typing import TextIO
 
 from kjupyter.futures import RunFuture
 from kjupyter.run_events import Diagnosis, Event, LogLine, Phase, PhaseChanged, Progress, RunFinished
 from kjupyter.spec import format_duration
 
+REPORT_LOG_LINES = 20  # log lines in a report
+REPORT_FAILURES = 10  # failed items named in a report
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
-def summary(future: RunFuture) -> str:
-    """One line that says how a run ended: ``kjupyter: run train-x1 on local Succeeded in 2.1s``."""
+
+def summary(future: RunFuture, *, function: bool = False) -> str:
+    """One line that says how a run ended: ``kjupyter: run train-x1 on local Succeeded in 2.1s``.
+
+    With ``function``, the function's name follows the run id (``run train-x1 (train)``). A run that
+    has not ended says for how long it has been going on (``Running for 12s``).
+    """
     elapsed = (future.finished_at or time.time()) - future.created
-    text = f"kjupyter: run {future.run_id} on {future.cluster} {future.phase.value} in {format_duration(round(elapsed, 1))}"
+    name = function_name(future.function) if function else ""
+    what = f"run {future.run_id}" + (f" ({name})" if name else "")
+    since = "in" if future.phase.finished else "for"
+    text = f"kjupyter: {what} on {future.cluster} {future.phase.value} {since} {format_duration(round(elapsed, 1))}"
     counts = getattr(future, "counts", None)
     if counts and future.total > 1:
         text += f" ({counts['succeeded']} succeeded, {counts['failed']} failed"
@@ -28,6 +44,52 @@ def summary(future: RunFuture) -> str:
     if future.diagnosis and future.phase is not Phase.SUCCEEDED:
         text += f"\n  {future.diagnosis}"
     return text
+
+
+def function_name(qualname: str) -> str:
+    """How a run's function is named to the user (a ``%%kube`` cell's task is "%%kube cell")."""
+    return "%%kube cell" if qualname == "CellTask" else qualname
+
+
+def terminal_line(line: str) -> str:
+    """A log line as a terminal ends up showing it: no colour codes; after a carriage return, what follows it."""
+    return _ANSI.sub("", line).rstrip("\r").rsplit("\r", 1)[-1]
+
+
+def report(future: RunFuture, tail: Sequence[str], total_lines: int) -> str:
+    """A run in plain text: the summary, what failed, the last log lines (``tail``, of ``total_lines``)."""
+    parts = [summary(future, function=True)]
+    if not future.phase.finished:
+        parts.append(f"  (saved while the run went on: `kjupyter logs {future.run_id}` has its log)")
+    failures = future.failures()
+    if failures:
+        parts.append("Failed:" if len(failures) == 1 and failures[0][0] is None else f"Failed items ({len(failures)}):")
+        for index, exc in failures[:REPORT_FAILURES]:
+            where = "" if index is None else f"item {index} ({future.describe(index)}): "
+            parts.append(f"  {where}{exception_line(exc)}")
+        if len(failures) > REPORT_FAILURES:
+            parts.append(f"  ... and {len(failures) - REPORT_FAILURES} more")
+    shown = list(tail)[-REPORT_LOG_LINES:]
+    if shown:
+        earlier = total_lines - len(shown)
+        more = f"; {earlier} earlier lines: kjupyter logs {future.run_id}" if earlier > 0 else ""
+        parts.append(f"Log (last {len(shown)} lines{more}):")
+        parts.extend(terminal_line(line) for line in shown)
+    return "\n".join(parts)
+
+
+def report_html(text: str) -> str:
+    """:func:`report`'s text as HTML (its first line in bold)."""
+    first, _, rest = text.partition("\n")
+    body = f"<b>{html.escape(first)}</b>" + (f"\n{html.escape(rest)}" if rest else "")
+    return f"<pre class='kjupyter-report'>{body}</pre>"
+
+
+def exception_line(exc: BaseException) -> str:
+    """``ValueError: four``: an exception's type and the first line of its message."""
+    message = str(exc).strip().splitlines()
+    first = message[0] + (" …" if len(message) > 1 else "") if message else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def progress_bar(p: Progress, width: int = 30) -> str:

@@ -36,14 +36,28 @@ def make_view(future: RunFuture) -> EventSink:
     return ConsoleView(future)
 
 
+def show_live(future: RunFuture) -> EventSink | None:
+    """For a run nobody waits for (``f.submit()``): its live widget in a notebook; nothing elsewhere.
+
+    A plain Python process or a terminal IPython shows nothing (the run goes on; the future has it all).
+    """
+    if not in_notebook():
+        return None
+    try:
+        from kjupyter.notebook.widget import RunWidget  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # ipywidgets not installed
+        return None
+    widget: EventSink = RunWidget.show(future, blocking=False)
+    future.subscribe(widget)
+    return widget
+
+
 def _block(future: RunFuture) -> None:
     """Wait for the outcome; in a notebook keep handling widget messages meanwhile (the Cancel button)."""
     if not in_notebook():
         return
-    try:
-        from kjupyter.notebook.widget import CommPump  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return
+    from kjupyter.notebook.comm_pump import CommPump
+
     pump = CommPump.for_current_cell()
     if pump is None:
         return

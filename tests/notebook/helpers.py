@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import html
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,16 +110,22 @@ class Widgets:
         for mid in self.descendants(model_id):
             model = self.state[mid]
             name, st = model["model_name"], model["state"]
-            if name == "HTMLModel":
+            if name == "HTMLModel" and "kjupyter-log-lines" in st.get("value", ""):
+                found["log"] = html.unescape(re.sub(r"<[^>]+>", "", st["value"]))
+            elif name == "HTMLModel":
                 found["html"].append(st.get("value", ""))
-            elif name == "OutputModel" and not found["log"]:
-                found["log"] = "".join(o.get("text", "") for o in st.get("outputs", []))
             elif name == "IntProgressModel":
                 found["progress"] = st.get("value")
-        html = found["html"]
-        found["status"] = next((h for h in html if "kjupyter-status" in h), "")
-        found["diagnosis"] = next((h for h in html if "kjupyter-diagnosis" in h), "")
-        found["counts"] = next((h for h in html if "kjupyter-counts" in h), "")
+        values = found["html"]
+        found["status"] = next((h for h in values if "kjupyter-status" in h), "")
+        found["diagnosis"] = next((h for h in values if "kjupyter-diagnosis" in h), "")
+        found["counts"] = next((h for h in values if "kjupyter-counts" in h), "")
+        found["cancel_shown"] = any(
+            self.state[mid]["model_name"] == "ButtonModel"
+            and self.state[mid]["state"].get("description") == "Cancel"
+            and self.model(self.state[mid]["state"]["layout"].removeprefix("IPY_MODEL_"))["state"].get("display") != "none"
+            for mid in self.descendants(model_id)
+        )
         return found
 
     def descendants(self, model_id: str) -> list[str]:
