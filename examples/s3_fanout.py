@@ -101,9 +101,10 @@ def total_sales(url: str) -> float:
 # ## Run it on every file, in parallel
 #
 # `map_files` takes the glob URL directly; results come back in file order.
-# With `return_exceptions=True` a broken file's `FileError` (naming its URL)
-# takes its place instead of stopping the notebook; `chunk_size=10` would hand
-# ten files to each task.
+# Four workers take files until none are left. With `return_exceptions=True`
+# a broken file's `FileError` (naming its URL) takes its place instead of
+# stopping the notebook; `chunk_size=10` would instead give each pod (a fresh
+# process) ten consecutive files and no more.
 
 # %%
 results = total_sales.map_files(f"{RAW_URL}/*.csv", parallelism=4, return_exceptions=True)
