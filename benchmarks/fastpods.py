@@ -30,6 +30,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -53,6 +54,13 @@ if sys.orig_argv[1:3] == ["-m", "kjupyter.runner"] and os.environ.get("{env}"):
 """
 
 
+def _die_with_launcher(conn: socket.socket) -> None:
+    try:
+        conn.recv(1)  # the launcher sends nothing: this returns when it is gone
+    finally:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _child(conn: socket.socket) -> int:
     header, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
     size = int.from_bytes(header[:4], "big")
@@ -60,6 +68,9 @@ def _child(conn: socket.socket) -> int:
     while len(body) < size:
         body += conn.recv(size - len(body))
     msg = json.loads(body)
+    # The pod's process is the launcher: when the kubelet kills it (a deleted pod, an OOM kill),
+    # this fork must die with it, as the container's process would.
+    threading.Thread(target=_die_with_launcher, args=(conn,), daemon=True).start()
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
@@ -78,6 +89,9 @@ def _child(conn: socket.socket) -> int:
 
         traceback.print_exc()
         code = 2
+    import atexit
+
+    atexit._run_exitfuncs()  # as an interpreter's exit would (the runner's signed last log line is one)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -86,7 +86,12 @@ def _child(request: dict[str, object], fds: list[int], server: socket.socket) ->
         from kjupyter.runner.entry import main
 
         code = main([str(a) for a in list(request["argv"])])  # type: ignore[call-overload]
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
     finally:
+        import atexit
+
+        atexit._run_exitfuncs()  # the user's exit handlers run, as at an interpreter's exit
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()

@@ -8,6 +8,7 @@ kjupyter was installed. Every Jupyter directory is private to the test.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -184,3 +185,20 @@ def run_cell(page: Any, index: int, expect: str | re.Pattern[str]) -> None:
 
 def command(page: Any, name: str, args: dict[str, Any] | None = None) -> None:
     page.evaluate("([n, a]) => window.jupyterapp.commands.execute(n, a)", [name, args or {}])
+
+
+@contextlib.contextmanager
+def launched_page(width: int, height: int) -> Iterator[Any]:
+    """A Playwright page in Debian's chromium (headless), closed with its browser at the end."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": width, "height": height})
+        page = context.new_page()
+        page.set_default_timeout(30000)
+        try:
+            yield page
+        finally:
+            context.close()
+            browser.close()

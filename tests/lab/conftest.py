@@ -11,7 +11,7 @@ import pytest
 
 from tests.fakekube.plugin import make_fake_cluster  # noqa: F401
 
-from .browser import CHROMIUM, CHROMIUM_ARGS, require_browser
+from .browser import launched_page, require_browser
 from .release import Job, Releases
 
 pytest.importorskip("jupyter_server", reason="the lab tests need `pip install 'kjupyter[lab,test]'`")
@@ -42,18 +42,8 @@ def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> 
 @pytest.fixture
 def browser_page(tmp_path: Path) -> Any:
     require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1400, "height": 860})
-        page = context.new_page()
-        page.set_default_timeout(30000)
-        try:
-            yield page
-        finally:
-            context.close()
-            browser.close()
+    with launched_page(1400, 860) as page:
+        yield page
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from .browser import CHROMIUM, CHROMIUM_ARGS, KERNEL_READY, notebook, run_cell, running_lab, save_screenshot
+from .browser import CHROMIUM, KERNEL_READY, launched_page, notebook, run_cell, running_lab, save_screenshot
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -80,18 +80,8 @@ def page() -> Any:
             pytest.skip(f"no {module}: pip install 'kjupyter[lab,test]'")
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no browser at {CHROMIUM}: apt-get install -y chromium (or set KJUPYTER_CHROMIUM)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1200, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(30000)
-        try:
-            yield page
-        finally:
-            context.close()
-            browser.close()
+    with launched_page(1200, 900) as page:
+        yield page
 
 
 def add_lines(page: Any, last: int) -> None:

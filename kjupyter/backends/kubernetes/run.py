@@ -74,6 +74,7 @@ class KubeRun:
         self.pods: dict[str, _Pod] = {}
         self.failures: dict[int, set[str]] = collections.defaultdict(set)
         self.done: dict[int, Phase] = {}
+        self.succeeded = 0  # of done (kept as tasks settle: a progress count is O(1), not O(tasks))
         self.task_verdicts: dict[int, tuple[str, str]] = {}  # index -> (reason, sentence) of a failed task
         self.tails: dict[int, collections.deque[str]] = collections.defaultdict(lambda: collections.deque(maxlen=20))
         self.job: dict[str, Any] | None = None
@@ -147,7 +148,7 @@ class KubeRun:
         if self.kind != "map":
             return
         with self.lock:
-            ok = sum(1 for p in self.done.values() if p is Phase.SUCCEEDED)
+            ok = self.succeeded
             bad = len(self.done) - ok
             running = len({p.index for p in self.pods.values() if p.phase == "Running" and p.index not in self.done})
             running = self.items.running() if self.items.workers else running
@@ -310,6 +311,7 @@ class KubeRun:
         self.maybe_finish()
 
     def _task(self, index: int, phase: Phase, code: int | None, reason: str = "", message: str = "") -> None:
+        self.succeeded += (phase is Phase.SUCCEEDED) - (self.done.get(index) is Phase.SUCCEEDED)
         self.done[index] = phase
         self.emit(ev.TaskFinished(self.run_id, index, phase, code, reason, message))
 
