@@ -73,5 +73,5 @@ def test_the_saved_notebook_keeps_each_runs_summary_failures_and_last_log_lines(
     [view] = widgets.run_views(cells[4])
     # Its later updates come from the run's event lane after cell 4 ended: a live front end applies
     # them, but nbclient keeps only messages of the cell it runs, so the saved state may be any of these.
-    assert re.search(r"<b>(Pending|Running|Succeeded)</b>", view["status"]), view["status"]
+    assert re.search(r"kjupyter-status.>(Pending|Running|Succeeded)</b>", view["status"]), view["status"]
     assert "kjupyter: run" not in "".join(o.get("text", "") for o in cells[5].outputs if o.output_type == "stream")
