@@ -63,6 +63,7 @@ class Profile:
     ttl_after_finished: float = 86400.0
     defaults: RunSpec = field(default_factory=RunSpec)
     labels: Mapping[str, str] = field(default_factory=dict)
+    max_warm: int = 2  # warm workers one session may keep on this cluster
     source: str = "built-in"
 
     def offers_gpu(self, gpu_type: str) -> bool:
@@ -100,7 +101,7 @@ class Config:
 _PROFILE_KEYS = {
     "backend", "store", "store_options", "kubeconfig", "context", "in_cluster", "namespace", "image",
     "service_account", "image_pull_secrets", "secrets", "gpus", "pending_timeout",
-    "ttl_after_finished", "defaults", "labels",
+    "ttl_after_finished", "defaults", "labels", "keep_warm", "max_warm",
 }  # fmt: skip
 
 
@@ -189,6 +190,8 @@ def _profile(name: str, raw: Mapping[str, Any], source: str) -> Profile:
         raise ConfigError(f"{where}: backend = {backend!r} is not one of {', '.join(BACKENDS)}")
     try:
         defaults = RunSpec.build(**_defaults(raw.get("defaults", {}), where))
+        if "keep_warm" in raw:  # (a profile's keep_warm is one of its run defaults)
+            defaults = defaults.with_options(keep_warm=raw["keep_warm"])
         gpus = {g: _gpu(g, spec, where) for g, spec in raw.get("gpus", {}).items()}
         return Profile(
             name=name,
@@ -208,10 +211,17 @@ def _profile(name: str, raw: Mapping[str, Any], source: str) -> Profile:
             ttl_after_finished=parse_duration(raw.get("ttl_after_finished", 86400), "ttl_after_finished"),
             defaults=defaults,
             labels=dict(raw.get("labels", {})),
+            max_warm=_max_warm(raw.get("max_warm", 2), where),
             source=source,
         )
     except SpecError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+
+
+def _max_warm(raw: Any, where: str) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+        raise ConfigError(f"{where}: max_warm = {raw!r} must be a whole number >= 0 (0: no warm workers)")
+    return raw
 
 
 def _defaults(raw: Any, where: str) -> dict[str, Any]:

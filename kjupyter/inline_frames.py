@@ -7,7 +7,7 @@ Each frame is one line::
     <MARKER>out <index> <nonce> <seq> <base64 chunk> <tag>
     <MARKER>end <index> <nonce> <count> <size> <tag>
     <MARKER>eof <index> <nonce> 0 - <tag>
-    <MARKER>item <index> <nonce> <attempt> start|retry|done|fail <tag>
+    <MARKER>item <index> <nonce> <attempt> start|retry|done|fail|cancelled|timeout <tag>
 
 ``item`` frames come from a worker pod of a map (one pod, many items): the item it starts
 and how it ended, so the client tags the lines in between with their item and settles
@@ -74,7 +74,8 @@ def eof_line(index: int, key: bytes) -> str:
     return f"{INLINE_MARKER}{body} {_tag(key, body)}"
 
 
-ITEM_STATES = ("start", "retry", "done", "fail")
+ITEM_STATES = ("start", "retry", "done", "fail", "cancelled", "timeout")  # the last two: warm workers
+END_STATES = ("done", "fail", "cancelled", "timeout")
 
 
 def item_line(index: int, attempt: int, state: str, key: bytes) -> str:
@@ -148,17 +149,34 @@ class LineFilter:
         self.on_item = on_item  # a worker's item frames, in log order (without a key: unverified, for tagging)
         self.held_blank = False
         self.eof = False  # the runner's signed last line came through (only with a key: else it is unknown)
+        # A warm worker's log holds many runs, each signed with a key of its own: ``gated`` drops every
+        # line until the first frame verified with this run's key; ``until_end`` drops every line after
+        # this run's own end frame (:data:`END_STATES`). Both need a key.
+        self.gated = False
+        self.until_end = False
+        self.ended = False
 
     def feed(self, text: str) -> None:
+        if self.ended:
+            return
         before, marker, frame = text.partition(INLINE_MARKER)
-        if marker and self.outcomes.feed(frame):
+        verified = bool(marker) and self.outcomes.feed(frame)
+        if self.gated:
+            if not (verified and self.outcomes.key is not None):
+                return  # another run's line (or frame) on a shared warm worker
+            self.gated = False
+            before = ""
+        if verified:
             if frame.startswith("eof ") and self.outcomes.key is not None:
                 self.eof = True
             if before:
                 self._flush_blank()
                 self.emit(before)
-            if frame.startswith("item ") and self.on_item is not None and (item := parse_item(frame)):
+            item = parse_item(frame) if frame.startswith("item ") else None
+            if item is not None and self.on_item is not None:
                 self.on_item(*item)  # (after the text before it on its line: that was the previous item's)
+            if item is not None and self.until_end and item[2] in END_STATES and self.outcomes.key is not None:
+                self.ended = True
             self.held_blank = False  # the runner starts its frames on a fresh line
             return
         if text == "":

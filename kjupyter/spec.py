@@ -82,6 +82,16 @@ def parse_duration(value: object, field_name: str = "timeout") -> float:
     return seconds
 
 
+def parse_window(value: object, field_name: str = "keep_warm") -> float:
+    """Seconds a warm worker waits for its next run: ``0`` (off), ``90``, ``"2m"``; at most a day."""
+    if value in (0, "0", False) or (isinstance(value, _dt.timedelta) and not value):
+        return 0.0
+    seconds = parse_duration(value, field_name)
+    if seconds > 86400:
+        raise SpecError(field_name, value, '"2m" or 0', "a warm worker waits at most a day (1d)")
+    return seconds
+
+
 def parse_gpu(value: object, gpu_type: str | None = None) -> tuple[int, str | None]:
     """Return ``(count, type)`` from ``1``, ``"2"``, ``"A100"`` or ``"A100:2"``."""
     example = '1 or "A100:2"'
@@ -156,7 +166,7 @@ class Resources:
 # Options a user can pass to @remote(...), .with_options(...) or %%kube.
 OPTION_NAMES = (
     "cluster", "name", "cpu", "memory", "gpu", "gpu_type", "image", "timeout", "retries",
-    "env", "secrets", "packages", "parallelism", "pending_timeout", "items_per_pod",
+    "env", "secrets", "packages", "parallelism", "pending_timeout", "items_per_pod", "keep_warm",
 )  # fmt: skip
 
 
@@ -176,6 +186,7 @@ class RunSpec:
     parallelism: int | None = None
     pending_timeout: float | None = None
     items_per_pod: int | None = None  # 1: one pod per map item; None: at most ``parallelism`` worker pods
+    keep_warm: float | None = None  # seconds a call's pod waits for the next compatible run; None: the profile's
 
     @classmethod
     def build(cls, **options: Any) -> RunSpec:
@@ -210,6 +221,8 @@ class RunSpec:
             changes["timeout"] = parse_duration(opts["timeout"], "timeout")
         if "pending_timeout" in opts:
             changes["pending_timeout"] = parse_duration(opts["pending_timeout"], "pending_timeout")
+        if "keep_warm" in opts:
+            changes["keep_warm"] = parse_window(opts["keep_warm"])
         if "retries" in opts:
             changes["retries"] = _count("retries", opts["retries"], minimum=0, example="2")
         if "parallelism" in opts:

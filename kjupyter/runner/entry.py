@@ -159,6 +159,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--claims", choices=("dynamic", "static", "chunks"), default="static",
                         help="how workers share items")  # fmt: skip
     parser.add_argument("--chunk", type=int, default=1, help="items per worker index (with --claims chunks)")
+    parser.add_argument(
+        "--warm",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="a warm worker: after the run, wait this long for the next (kjupyter.runner.warm)",
+    )
+    parser.add_argument("--timeout", type=float, default=None, help="the run's timeout (with --warm)")
     args = parser.parse_args(argv)
     if not args.run and not args.inline:
         parser.error("--run URL (or $KJUPYTER_RUN) or --inline DIR is required")
@@ -185,6 +193,11 @@ def main(argv: list[str] | None = None) -> int:
                               retries=args.retries).work()  # fmt: skip
         if os.environ.get("JOB_COMPLETION_INDEX") is not None:  # in a pod: the log's signed last line, at exit
             atexit.register(_end_of_log, index, key)  # (registered first, so it runs after the user's handlers)
+        if args.warm > 0 and args.run:
+            from kjupyter.runner.warm import Supervisor
+
+            return Supervisor(args.run, options, key, window=args.warm, timeout=args.timeout,
+                              retries=args.retries).serve()  # fmt: skip
         if args.workers:
             from kjupyter.runner.worker import Worker
 

@@ -17,7 +17,6 @@ import contextlib
 import functools
 import io
 import queue
-import sys
 import threading
 from collections.abc import Iterator
 from typing import IO, Any
@@ -26,7 +25,7 @@ from kjupyter import names, run_keys
 from kjupyter import store as st
 from kjupyter.backends.base import Backend, Check, RunList, SubmitRequest
 from kjupyter.backends.kubernetes import objects as mf
-from kjupyter.backends.kubernetes import records
+from kjupyter.backends.kubernetes import records, warm
 from kjupyter.backends.kubernetes.client import Kube
 from kjupyter.backends.kubernetes.logs import LogAccess, pod_lines
 from kjupyter.backends.kubernetes.render import DEFAULT_IMAGE, render, target_for
@@ -35,7 +34,7 @@ from kjupyter.backends.kubernetes.watch import Watcher
 from kjupyter.backends.kubernetes.writes import create, stop_job, stop_mark
 from kjupyter.backends.run_record import RunRecord, open_result, run_meta
 from kjupyter.config import Profile
-from kjupyter.errors import ApiError, BackendError, ConfigError, KjupyterError
+from kjupyter.errors import ApiError, BackendError, ConfigError
 from kjupyter.event_hub import Lanes, Timers
 from kjupyter.run_events import Event, EventSink, LogLine, Phase, RunFinished
 from kjupyter.spec import RunSpec
@@ -62,6 +61,7 @@ class KubernetesBackend(Backend):
         self._timers = Timers(self._work, f"kjupyter-k8s-timers-{profile.name}")
         self._log_access = LogAccess()
         self._ended_runs: collections.deque[str] = collections.deque()
+        self.pool = warm.Pool(profile.max_warm)  # this session's warm workers on this cluster
 
     @property
     def kube(self) -> Kube:
@@ -83,26 +83,29 @@ class KubernetesBackend(Backend):
             run_id=request.run_id, kind=request.kind, spec=request.spec, target=target, count=request.count,
             parallelism=request.parallelism, user=request.user, session=request.session, function=request.function,
         )  # fmt: skip
-        record: RunRecord | None = None
-        workers, claims, _ = mf.worker_layout(
-            request.kind,
-            request.spec,
-            request.count,
-            request.parallelism,
-            self.store.run(request.user, request.run_id).url if self.store else None,
-        )
-        if self.store is not None:
-            run_dir = self.store.run(request.user, request.run_id)
+        user_sink, record, warm_run = sink, None, None
+        run_dir = self.store.run(request.user, request.run_id) if self.store is not None else None
+        workers, claims, _ = mf.worker_layout(request.kind, request.spec, request.count, request.parallelism,
+                                              run_dir.url if run_dir else None)  # fmt: skip
+        if run_dir is not None:
+            objects = mf.build(**common, run_url=run_dir.url, run_key=request.run_key)
+            # A call may go to a compatible warm worker, or run in a Job that becomes one (kubernetes.warm)
+            keep_warm, worker, warm_run = warm.plan(self, request, run_dir, objects)
+            if keep_warm:
+                objects = mf.build(**common, run_url=run_dir.url, run_key=request.run_key, keep_warm=keep_warm)
+                workers, claims = 1, "static"
             record = RunRecord(run_dir)
             record.create(run_meta(request, cluster=self.profile.name, backend="kubernetes", namespace=kube.namespace,
-                                   job=mf.job_name(request.run_id), workers=workers,
+                                   job=mf.job_name(worker.job_run if worker else request.run_id), workers=workers,
                                    claims=claims if workers else ""))  # fmt: skip
             sink = record.wrap(sink)
             run_dir.write_bytes(st.PAYLOAD, request.payload)
             if request.items is not None:
                 run_dir.write_bytes(st.ITEMS, request.items)
             self._run_dirs[request.run_id] = run_dir
-            objects = mf.build(**common, run_url=run_dir.url, run_key=request.run_key)
+            if worker is not None:
+                warm.reuse(self, request, user_sink, sink, worker, run_dir)
+                return
         else:
             inline = {st.PAYLOAD: request.payload}
             if request.items is not None:
@@ -115,11 +118,13 @@ class KubernetesBackend(Backend):
                     '(store = "s3://bucket/prefix" in its profile)'
                 )
             objects = mf.build(**common, inline=inline, run_key=request.run_key)
+            warm.no_store(self, request)
         run = self._new_run(request.run_id, kind=request.kind, count=request.count, retries=request.spec.retries,
                             sink=sink, pending_timeout=request.spec.pending_timeout or self.profile.pending_timeout,
                             wait_for_capacity=request.spec.pending_timeout is not None,
                             run_key=request.run_key, workers=workers, claims=claims)  # fmt: skip
         run.own_payload_secret = True
+        run.warm = warm_run
         with self._lock:
             self._runs[request.run_id] = run
             self._outcomes[request.run_id] = run.outcomes
@@ -128,6 +133,8 @@ class KubernetesBackend(Backend):
         try:
             create(kube, objects)
         except BaseException:
+            if run.warm is not None:
+                self.pool.unreserve()
             run.abandon()
             with self._lock:
                 self._runs.pop(request.run_id, None)
@@ -168,6 +175,8 @@ class KubernetesBackend(Backend):
         run = self._run_of(pod)
         if run is not None:
             self._work.submit(run.run_id, lambda: run.on_pod(kind, pod))
+        else:  # (an idle warm worker that ended leaves the pool)
+            self.pool.on_pod(kind, pod)
 
     def _on_job(self, kind: str, job: dict[str, Any]) -> None:
         run = self._run_of(job)
@@ -272,17 +281,7 @@ class KubernetesBackend(Backend):
         if data is not None:
             return contextlib.nullcontext(io.BytesIO(data))
         if self.store is None:  # an inline result travels in the pod's log, and only there
-            where = f"cluster {self.profile.name!r}"
-            if self._log_access.refused:
-                raise BackendError(
-                    f"the result of run {run_id} (task {index}) travels in its pod's log, and your account may not "
-                    f"read pod logs (pods/log get in namespace {self.namespace}): grant it, or configure a store "
-                    f"for {where} so results go through it"
-                )
-            raise BackendError(
-                f"the result of run {run_id} (task {index}) was not found in its pod's log (the pod or its log may "
-                f"be gone); configure a store for {where} to keep results"
-            )
+            raise records.no_inline_outcome(self, run_id, index, refused=self._log_access.refused)
         return open_result(self._run_dirs.get(run_id) or self._foreign_run_dir(run_id), run_id, index)
 
     def _foreign_run_dir(self, run_id: str) -> st.RunDir | None:
@@ -359,16 +358,9 @@ class KubernetesBackend(Backend):
 
     def _reap_once(self) -> None:
         """This session's first use of the cluster: delete the user's runs pending past their timeout."""
-        from kjupyter.backends.kubernetes.reaper import reap
+        from kjupyter.backends.kubernetes.reaper import reap_stale
 
-        try:
-            reaped = reap(self.kube, self.namespace, names.current_user())
-        except KjupyterError as exc:
-            print(f"kjupyter: could not look for stale runs on cluster {self.profile.name!r}: {exc}", file=sys.stderr)
-            return
-        if reaped:
-            print(f"kjupyter: deleted {len(reaped)} run(s) of yours still pending past their pending_timeout on "
-                  f"{self.profile.name!r} (their kernels were gone): {', '.join(reaped)}", file=sys.stderr)  # fmt: skip
+        reap_stale(self.kube, self.namespace, self.profile.name)
 
     def doctor(self) -> list[Check]:
         from kjupyter.backends.kubernetes.doctor import doctor

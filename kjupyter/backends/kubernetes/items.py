@@ -24,6 +24,7 @@ from kjupyter.backends.base import RunInfo
 from kjupyter.backends.kubernetes import diagnosis
 from kjupyter.backends.kubernetes import objects as mf
 from kjupyter.backends.kubernetes.state import JobView, PodView, dig, k8s_time
+from kjupyter.inline_frames import END_STATES
 from kjupyter.run_events import Phase
 
 if TYPE_CHECKING:
@@ -56,23 +57,31 @@ class Items:
                 self.current[state.name] = index
             else:
                 self.last[state.name] = index
-            if what in ("done", "fail"):
+            if what in END_STATES:
                 self.current.pop(state.name, None)
             settled = index in run.done
             if what == "done" and not settled:
                 run._task(index, Phase.SUCCEEDED, 0)
             elif what == "fail" and not settled:
                 run._task(index, Phase.FAILED, 1, "Error", f"item {index} failed")
+            elif what == "cancelled" and not settled:  # (a warm worker's run: its process was stopped)
+                run._task(index, Phase.CANCELLED, None, "Cancelled", "the run was cancelled")
+            elif what == "timeout" and not settled:
+                run._task(index, Phase.FAILED, None, "DeadlineExceeded", "the run exceeded its timeout")
         if what == "start" and not settled:
             run.emit(ev.PhaseChanged(run.run_id, Phase.RUNNING, index=index, pod=state.name))
         elif what == "retry" and not settled:
             run.emit(ev.Diagnosis(run.run_id, "Retrying", f"Item {index} failed; retry {attempt + 1} of "
                                   f"{run.retries} (on worker pod {state.name}).", index=index))  # fmt: skip
         run._progress()
+        if run.warm is not None:
+            run.warm.on_frame(run, state, what)
 
     def worker_ended(self, run: KubeRun, state: _Pod, pod: dict[str, Any], deleted: bool) -> None:
         """A worker pod ended (its log read to the end): the item it was on, if any, used an attempt."""
         index = self.current.pop(state.name, None)
+        if run.warm is not None and run.warm.worker_ended(run, index):
+            return
         if index is None or index in run.done or run.stopping is not None or run.marked is not None:
             return
         self.deaths[index] += 1

@@ -51,6 +51,7 @@ ANNOTATION_USER = "kjupyter.io/user"
 ANNOTATION_PENDING_TIMEOUT = "kjupyter.io/pending-timeout"
 ANNOTATION_WORKERS = "kjupyter.io/workers"  # a worker-pod map: its pods' count (completions)
 ANNOTATION_CLAIMS = "kjupyter.io/claims"  # ... and how they share the items: dynamic or static
+ANNOTATION_WARM = "kjupyter.io/keep-warm"  # a warm worker (kjupyter.runner.warm): seconds it waits for a next run
 FAILURE_COUNT_ANNOTATION = "batch.kubernetes.io/job-index-failure-count"
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
@@ -182,6 +183,7 @@ def build(
     run_url: str | None = None,
     inline: Mapping[str, bytes] | None = None,
     run_key: bytes = b"",
+    keep_warm: float = 0.0,
 ) -> RunObjects:
     """The Job (suspended) and the Secret (the run's key, and ``inline`` data) of one run.
 
@@ -206,12 +208,18 @@ def build(
         annotations[ANNOTATION_STORE] = run_url
     args = ["--run", run_url] if run_url is not None else ["--inline", PAYLOAD_MOUNT]
     indices, claims, chunk = worker_layout(kind, spec, count, parallelism, run_url)
+    warm = keep_warm > 0 and kind == "call" and run_url is not None
+    if warm:  # one worker that runs this call, then waits for the next (kjupyter.runner.warm)
+        indices, claims, chunk = 1, "static", 1
+        annotations[ANNOTATION_WARM] = f"{keep_warm:g}"
     as_workers = indices > 0
     if as_workers:
         annotations[ANNOTATION_WORKERS] = str(indices)
         annotations[ANNOTATION_CLAIMS] = claims
         args += ["--workers", str(indices), "--items", str(count), "--retries", str(spec.retries),
                  "--claims", claims, *(["--chunk", str(chunk)] if chunk > 1 else [])]  # fmt: skip
+    if warm:
+        args += ["--warm", f"{keep_warm:g}", *(["--timeout", f"{spec.timeout:g}"] if spec.timeout else [])]
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": spec.image or target.image,
@@ -265,7 +273,8 @@ def build(
         "completionMode": "Indexed",
         "completions": indices if as_workers else count,
         "parallelism": max(1, min(indices or count, parallelism or count)),
-        "activeDeadlineSeconds": math.ceil(spec.timeout) if spec.timeout else DEFAULT_DEADLINE_S,
+        # (a warm worker's runs have their timeouts enforced by its supervisor: the deadline is the backstop)
+        "activeDeadlineSeconds": math.ceil(spec.timeout) if spec.timeout and not warm else DEFAULT_DEADLINE_S,
         "ttlSecondsAfterFinished": math.ceil(target.ttl_after_finished),
         "template": {"metadata": {"labels": dict(labels), "annotations": dict(annotations)}, "spec": pod_spec},
     }

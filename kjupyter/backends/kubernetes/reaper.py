@@ -80,6 +80,20 @@ def reap(kube: Kube, namespace: str, user: str | None = None) -> list[str]:
     return reaped
 
 
+def reap_stale(kube: Kube, namespace: str, cluster: str) -> None:
+    """A session's first use of a cluster: delete the user's runs pending past their timeout; say what was done."""
+    from kjupyter import names
+
+    try:
+        reaped = reap(kube, namespace, names.current_user())
+    except KjupyterError as exc:
+        print(f"kjupyter: could not look for stale runs on cluster {cluster!r}: {exc}", file=sys.stderr)
+        return
+    if reaped:
+        print(f"kjupyter: deleted {len(reaped)} run(s) of yours still pending past their pending_timeout on "
+              f"{cluster!r} (their kernels were gone): {', '.join(reaped)}", file=sys.stderr)  # fmt: skip
+
+
 def manifests(namespace: str, image: str, name: str = "kjupyter-reaper") -> list[dict[str, Any]]:
     """The CronJob and its minimal RBAC: list, patch and delete Jobs in one namespace."""
     labels = {mf.MANAGED_BY: "kjupyter", "app.kubernetes.io/component": "reaper"}

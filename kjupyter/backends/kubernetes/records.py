@@ -174,3 +174,18 @@ def record_cancel(backend: KubernetesBackend, run_id: str) -> None:
         phase=Phase.CANCELLED.value, reason="Cancelled", finished=time.time(),
         counts={**done, "cancelled": cancelled, "running": 0, "pending": 0},
         diagnosis=f"The run was cancelled by {names.current_user()}.")  # fmt: skip
+
+
+def no_inline_outcome(backend: KubernetesBackend, run_id: str, index: int, *, refused: bool) -> BackendError:
+    """Why an inline result (one that travels in the pod's log, and only there) cannot be had."""
+    where = f"cluster {backend.profile.name!r}"
+    if refused:
+        return BackendError(
+            f"the result of run {run_id} (task {index}) travels in its pod's log, and your account may not "
+            f"read pod logs (pods/log get in namespace {backend.namespace}): grant it, or configure a store "
+            f"for {where} so results go through it"
+        )
+    return BackendError(
+        f"the result of run {run_id} (task {index}) was not found in its pod's log (the pod or its log may "
+        f"be gone); configure a store for {where} to keep results"
+    )

@@ -15,7 +15,7 @@ import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kjupyter import run_events as ev
 from kjupyter.backends.kubernetes import diagnosis
@@ -29,6 +29,9 @@ from kjupyter.backends.kubernetes.writes import stop_run
 from kjupyter.errors import ApiError, BackendError
 from kjupyter.event_hub import EventHub, Timer, Timers
 from kjupyter.run_events import Event, EventSink, Phase
+
+if TYPE_CHECKING:
+    from kjupyter.backends.kubernetes.warm_run import WarmRun
 
 FINISH_GRACE_S = 5.0  # after the Job ended, how long pod events may lag before the pods are read
 LOG_WAIT_S = 30.0
@@ -96,6 +99,7 @@ class KubeRun:
         # moment too early (FailedMount) starts once it exists, so that is no news for the user.
         self.own_payload_secret = False
         self.items = Items(workers, claims)  # a worker-pod map: which pod runs which item
+        self.warm: WarmRun | None = None  # a run in a warm worker (kjupyter.backends.kubernetes.warm)
 
     # --- events out (queued: subscribers run on the run's lane, never here) -------------------
     def emit(self, event: Event) -> None:
@@ -162,7 +166,7 @@ class KubeRun:
                 return
             state = self.pods.get(view.uid)
             if state is None:
-                if kind == "DELETED":
+                if kind == "DELETED" or (self.warm is not None and not self.warm.owns(pod)):
                     return
                 state = self.pods[view.uid] = _Pod(view.name, view.index)
                 emit = functools.partial(self._line, state.index)
@@ -172,6 +176,8 @@ class KubeRun:
                     on_item = functools.partial(self.items.on_frame, self, state)
                 state.log = PodLog(self.kube, self.namespace, state.name, mf.CONTAINER, emit, self.outcomes,
                                    self.log_access, on_forbidden=self._logs_forbidden, on_item=on_item)  # fmt: skip
+                if self.warm is not None:
+                    self.warm.prepare_log(state.log)
             if kind == "DELETED":
                 self._stop_slow_timer(state)
                 if state.log is not None and not state.log_started:
@@ -390,4 +396,4 @@ class KubeRun:
 
     def stop(self, phase: Phase, reason: str, message: str) -> bool:
         """Delete the Job with its pods; False if it had already finished (see :func:`writes.stop_run`)."""
-        return stop_run(self, phase, reason, message)
+        return self.warm.stop(self, phase, reason, message) if self.warm else stop_run(self, phase, reason, message)

@@ -1,0 +1,223 @@
+"""Warm workers on the fake cluster: a compatible call goes to the pod that ran the last one.
+
+Counts come from the fake API server's request log; the pod's own behaviour (fresh process
+per run, cancel, timeout, its window) from the real runner, run by the fake kubelet.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from kjupyter import RunCancelled, RunTimeout, remote
+from kjupyter import store as st
+from kjupyter.backends.kubernetes import objects as mf
+from kjupyter.run_events import Diagnosis, LogLine, PhaseChanged
+from kjupyter.session import Session
+from tests.fakekube.cluster import FakeCluster
+from tests.k8s.helpers import kube_session
+
+STATE: Any = None
+
+
+def remember(x: int) -> Any:
+    """Sets a module global: a second run in the same process would see the first one's value."""
+    global STATE
+    before, STATE = STATE, x
+    print(f"run with {x}, found {before}")
+    return before
+
+
+def double(x: int) -> int:
+    print(f"doubling {x}")
+    return 2 * x
+
+
+def sleepy(seconds: float) -> str:
+    print("sleeping", flush=True)
+    time.sleep(seconds)
+    return "woke"
+
+
+@pytest.fixture
+def cluster(make_fake_cluster: Callable[..., FakeCluster]) -> FakeCluster:
+    return make_fake_cluster(nodes=[{"name": "cpu-1", "cpu": "8", "memory": "32Gi"}])
+
+
+@pytest.fixture
+def session(tmp_path: Path, cluster: FakeCluster) -> Iterator[Session]:
+    yield from kube_session(tmp_path, cluster.kubeconfig_path, store=True, keep_warm='"20s"')
+
+
+def jobs(cluster: FakeCluster) -> list[str]:
+    return [j["metadata"]["name"] for j in cluster.objects("jobs")]
+
+
+def pods(cluster: FakeCluster) -> list[str]:
+    return [p["metadata"]["name"] for p in cluster.objects("pods")]
+
+
+def writes(cluster: FakeCluster) -> list[tuple[str, str]]:
+    return [(r.method, r.resource) for r in cluster.requests() if r.method in ("POST", "PUT", "PATCH", "DELETE")]
+
+
+def lines(events: list[object]) -> list[str]:
+    return [e.text for e in events if isinstance(e, LogLine)]
+
+
+def test_a_compatible_call_runs_in_the_warm_pod_with_a_fresh_process(session: Session, cluster: FakeCluster,
+                                                                      tmp_path: Path) -> None:  # fmt: skip
+    f = remote(remember)
+    first = f.submit(1)
+    assert first.result(30) is None
+    assert writes(cluster) == [("POST", "jobs"), ("POST", "secrets"), ("PATCH", "jobs")]
+    for x in (2, 3):
+        cluster.clear_requests()
+        events: list[object] = []
+        future = f.submit(x)
+        future.subscribe(events.append)
+        assert future.result(30) is None  # a fresh process: run 1's global is not there
+        assert future.wait_ended(10)
+        assert writes(cluster) == [("PATCH", "pods")]  # no Job, no Secret: the pod's run label only
+        assert lines(events) == [f"run with {x}, found None"]  # its own lines only, none of the runs before
+        (on_warm,) = [e for e in events if isinstance(e, PhaseChanged) and "on warm worker" in e.message]
+        assert on_warm.pod == pods(cluster)[0]
+    assert len(jobs(cluster)) == 1 and len(pods(cluster)) == 1
+    record = st.RunStore(f"file://{tmp_path / 'store'}").run(session.user, future.run_id).read_json(st.RUN_JSON)
+    assert record["warm"]["worker"] == pods(cluster)[0]
+    assert record["warm"]["job"] == mf.job_name(first.run_id)
+    assert 0 < record["warm"]["waited_s"] < 10
+    assert record["phase"] == "Succeeded"
+    pod = cluster.get("pods", pods(cluster)[0])
+    assert pod is not None and pod["metadata"]["labels"][mf.LABEL_RUN] == future.run_id  # `kjupyter logs RUN`
+
+
+def test_an_incompatible_call_gets_a_job_of_its_own(session: Session, cluster: FakeCluster) -> None:
+    first = remote(double).submit(1)
+    assert first.result(30) == 2
+    assert remote(double, memory="300Mi").submit(2).result(30) == 4  # other resources: a Job of its own
+    assert len(jobs(cluster)) == 2
+    assert remote(double).submit(3).result(30) == 6  # the first pod again
+    assert remote(double, memory="300Mi").submit(4).result(30) == 8  # the second one again
+    assert len(jobs(cluster)) == 2
+    # A third kind of call, and max_warm = 2 (the default): the worker idle the longest is retired at once.
+    (name,) = [p for p in pods(cluster) if p.startswith(mf.job_name(first.run_id) + "-")]
+    assert remote(double, env={"MODE": "x"}).submit(5).result(30) == 10
+    assert len(jobs(cluster)) == 3
+    cluster.wait_for(lambda: (cluster.get("pods", name) or {}).get("status", {}).get("phase") == "Succeeded", 10,
+                     "the retired worker exits")  # fmt: skip
+    assert "retired by its client (max_warm)" in cluster.logs(name)
+
+
+def test_keep_warm_zero_gives_todays_job_and_pod_counts(session: Session, cluster: FakeCluster) -> None:
+    f = remote(double, keep_warm=0)
+    for x in range(3):
+        cluster.clear_requests()
+        future = f.submit(x)
+        assert future.result(30) == 2 * x
+        assert future.wait_ended(10)
+        assert writes(cluster) == [("POST", "jobs"), ("POST", "secrets"), ("PATCH", "jobs")]
+    assert len(jobs(cluster)) == 3 and len(pods(cluster)) == 3
+    job = cluster.get("jobs", jobs(cluster)[0])
+    assert job is not None and "--warm" not in job["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_cancel_stops_the_run_and_keeps_the_pod(session: Session, cluster: FakeCluster) -> None:
+    assert remote(double).submit(1).result(30) == 2
+    events: list[object] = []
+    future = remote(sleepy).submit(60)
+    future.subscribe(events.append)
+    cluster.wait_for(lambda: "sleeping" in lines(events), 20, "the run started")
+    started = time.monotonic()
+    assert future.cancel()
+    with pytest.raises(RunCancelled):
+        future.result(10)
+    assert future.wait_ended(10)
+    assert time.monotonic() - started < 5
+    assert not any(isinstance(e, Diagnosis) and e.reason == "Stopping" for e in events)  # no hard stop needed
+    assert remote(double).submit(5).result(30) == 10  # the same pod runs the next call
+    assert len(jobs(cluster)) == 1 and len(pods(cluster)) == 1
+    assert not cluster.requests("delete", "jobs") and not cluster.requests("delete", "pods")
+
+
+def test_timeout_applies_to_the_run_and_the_pod_stays_warm(session: Session, cluster: FakeCluster) -> None:
+    assert remote(double).submit(1).result(30) == 2
+    with pytest.raises(RunTimeout):
+        remote(sleepy, timeout=1).submit(60).result(30)
+    assert remote(double).submit(2).result(30) == 4
+    assert len(jobs(cluster)) == 1
+
+
+def test_a_worker_deleted_between_runs_is_replaced_without_a_failure(session: Session, cluster: FakeCluster) -> None:
+    assert remote(double).submit(1).result(30) == 2
+    (pod,) = pods(cluster)
+    client.CoreV1Api(cluster.api_client()).delete_namespaced_pod(pod, "default", grace_period_seconds=0)
+    cluster.wait_for(lambda: pod not in pods(cluster), 20, "the pod is gone")
+    events: list[object] = []
+    future = remote(double).submit(2)
+    future.subscribe(events.append)
+    assert future.result(30) == 4
+    assert not any(isinstance(e, Diagnosis) and e.fatal for e in events)
+    assert len(jobs(cluster)) == 2
+
+
+def test_a_worker_gone_when_handed_a_run_is_replaced(session: Session, cluster: FakeCluster,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The pod vanishes between the client's last look and the hand-over: the run starts on a new Job."""
+    assert remote(double).submit(1).result(30) == 2
+    (pod,) = pods(cluster)
+    core = client.CoreV1Api(cluster.api_client())
+    real_write = st.RunDir.write_bytes
+
+    def write_bytes(self: st.RunDir, name: str, data: bytes) -> None:
+        if name.startswith("warm/ticket-"):  # the pod dies right before its ticket lands
+            core.delete_namespaced_pod(pod, "default", grace_period_seconds=0)
+            cluster.wait_for(lambda: pod not in pods(cluster), 20, "the pod is gone")
+        real_write(self, name, data)
+
+    monkeypatch.setattr(st.RunDir, "write_bytes", write_bytes)
+    events: list[object] = []
+    future = remote(double).submit(2)
+    future.subscribe(events.append)
+    assert future.result(30) == 4
+    assert not any(isinstance(e, Diagnosis) and e.fatal for e in events)
+    assert len(jobs(cluster)) == 2
+
+
+def test_a_killed_kernels_warm_pod_exits_after_its_window(tmp_path: Path, cluster: FakeCluster) -> None:
+    """The client is SIGKILLed right after its run: the pod ends by itself, and its Job completes."""
+    config = tmp_path / "kjupyter.toml"
+    config.write_text(textwrap.dedent(f"""
+        default = "kube"
+        [clusters.kube]
+        backend = "kubernetes"
+        kubeconfig = "{cluster.kubeconfig_path}"
+        image = "python:3.11"
+        store = "file://{tmp_path / "store"}"
+        keep_warm = "3s"
+    """))
+    script = textwrap.dedent("""
+        import os, signal
+        from kjupyter import remote
+        print(remote(abs).submit(-4).result(60), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    env = {**os.environ, "KJUPYTER_CONFIG": str(config), "KJUPYTER_HOME": str(tmp_path / "home")}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "4" and done.returncode == -9, done.stderr
+    killed = time.monotonic()
+    job = cluster.wait_for(lambda: next(iter(jobs(cluster)), None), 10, "the Job")
+    cluster.wait_for(lambda: (cluster.get("jobs", job) or {}).get("status", {}).get("succeeded"), 20,
+                     "the warm Job completes by itself")  # fmt: skip
+    assert time.monotonic() - killed < 3 + 10
+    (pod,) = [p for p in cluster.objects("pods")]
+    assert "no run came within keep_warm=3s" in cluster.logs(pod["metadata"]["name"])
