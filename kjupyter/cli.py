@@ -144,7 +144,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([{**r.as_dict(), "duration": run_duration(r, now)} for r in runs], indent=1))
         return 0
-    rows = [[r.run_id, r.phase.value, r.kind + (f" {r.succeeded}/{r.total}" if r.kind == "map" else ""),
+    rows = [[r.run_id, r.phase.value, r.kind + (f" {r.succeeded}/{r.total}" if r.kind == "map" else "")
+             + (f" ({r.warm})" if r.warm else ""),
              r.function, r.cluster, _when(r.created), format_elapsed(run_duration(r, now)), r.diagnosis]
             for r in runs]  # fmt: skip
     header = ["RUN", "STATUS", "KIND", "FUNCTION", "CLUSTER", "CREATED", "DURATION", "DIAGNOSIS"]

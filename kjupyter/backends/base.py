@@ -68,6 +68,7 @@ class RunInfo:
     failed: int = 0
     running: int = 0
     diagnosis: str = ""
+    warm: str = ""  # a run handed to a warm worker: "warm worker POD, started 0.05s after submit"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -76,7 +77,7 @@ class RunInfo:
             "kind": self.kind, "user": self.user, "function": self.function,
             "created": self.created, "finished": self.finished, "total": self.total,
             "succeeded": self.succeeded, "failed": self.failed, "running": self.running,
-            "diagnosis": self.diagnosis,
+            "diagnosis": self.diagnosis, "warm": self.warm,
         }  # fmt: skip
 
 

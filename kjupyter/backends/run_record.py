@@ -78,8 +78,19 @@ def record_info(meta: dict[str, Any], cluster: str, **changes: Any) -> RunInfo:
         "succeeded": int(counts.get("succeeded", 0)), "failed": int(counts.get("failed", 0)),
         "running": int(counts.get("running", 0)) if not phase.finished else 0,
         "diagnosis": str(meta.get("diagnosis", "")),  # (written by RunRecord from the run's events)
+        "warm": warm_note(meta.get("warm")),
         **changes,
     })  # fmt: skip
+
+
+def warm_note(warm: Any) -> str:
+    """How ``kjupyter jobs`` and the lab say a run went to a warm worker (``run.json``'s ``warm``)."""
+    if not isinstance(warm, dict) or not warm.get("worker"):
+        return ""
+    waited = warm.get("waited_s")
+    return f"warm worker {warm['worker']}" + (
+        f", started {float(waited):.2f}s after submit" if waited is not None else ""
+    )
 
 
 @contextlib.contextmanager

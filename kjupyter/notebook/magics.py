@@ -52,6 +52,8 @@ def _cell_parser() -> _Parser:
     p.add_argument("--image", help="container image")
     p.add_argument("--timeout", help="e.g. 1h30m")
     p.add_argument("--retries", help="retries on failure")
+    p.add_argument("--keep-warm", dest="keep_warm", metavar="DURATION",
+                   help="how long the pod waits for the next compatible cell, e.g. 2m; 0: it ends with the cell")  # fmt: skip
     p.add_argument("--env", action="append", default=[], metavar="K=V", help="environment variable (repeatable)")
     p.add_argument("--secret", action="append", default=[], metavar="NAME", help="Secret mounted as env (repeatable)")
     p.add_argument("--out", help="bring back only these names: a,b")
@@ -67,7 +69,7 @@ def parse_cell_options(line: str, session: Session) -> tuple[dict[str, Any], arg
     except ValueError as exc:  # unbalanced quotes
         raise UsageError(f"%%kube: {exc}") from None
     options: dict[str, Any] = {}
-    for key in ("cluster", "gpu", "cpu", "memory", "image", "timeout", "retries", "name"):
+    for key in ("cluster", "gpu", "cpu", "memory", "image", "timeout", "retries", "name", "keep_warm"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     if args.env:

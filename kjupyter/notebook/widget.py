@@ -177,7 +177,9 @@ class RunWidget:
                 self._finish(event)
 
     def _phase(self, event: PhaseChanged) -> None:
-        if event.pod or event.node:
+        if event.message.startswith("on warm worker"):  # (which warm pod, and how soon it started the run)
+            self.where = event.message
+        elif event.pod or event.node:
             if event.index is None or not self.is_map:
                 self.where = " / ".join(x for x in (event.pod, event.node) if x)
         if event.index is None:

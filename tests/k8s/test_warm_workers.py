@@ -221,3 +221,35 @@ def test_a_killed_kernels_warm_pod_exits_after_its_window(tmp_path: Path, cluste
     assert time.monotonic() - killed < 3 + 10
     (pod,) = [p for p in cluster.objects("pods")]
     assert "no run came within keep_warm=3s" in cluster.logs(pod["metadata"]["name"])
+
+
+def die() -> None:
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_run_whose_process_is_killed_fails_in_one_sentence_and_the_pod_stays_warm(
+    session: Session, cluster: FakeCluster
+) -> None:
+    assert remote(double).submit(1).result(30) == 2
+    events: list[object] = []
+    future = remote(die).submit()
+    future.subscribe(events.append)
+    with pytest.raises(Exception, match="failed"):
+        future.result(30)
+    assert any("killed by SIGKILL" in line for line in lines(events))
+    assert remote(double).submit(2).result(30) == 4
+    assert len(jobs(cluster)) == 1
+
+
+def test_jobs_show_which_runs_used_a_warm_worker(session: Session, cluster: FakeCluster) -> None:
+    cold = remote(double).submit(1)
+    assert cold.result(30) == 2
+    warm = remote(double).submit(2)
+    assert warm.result(30) == 4 and warm.wait_ended(10)
+    listed = {r.run_id: r for r in warm.backend.list_runs()}
+    assert listed[cold.run_id].warm == ""
+    assert listed[warm.run_id].warm.startswith(f"warm worker {pods(cluster)[0]}, started ")
+    assert listed[warm.run_id].as_dict()["warm"] == listed[warm.run_id].warm

@@ -153,6 +153,9 @@ class Spawner:
 
     def __call__(self, argv: list[str], env: dict[str, str], cwd: str) -> WorkerProcess:
         server = self._server()
+        if server is not None and server.forkable(env) and server.proc.poll() is not None:
+            self._replace(server)  # it died between runs (killed, say): a new one, as a pod's Job would do
+            server = self._server()
         if server is not None and server.forkable(env):  # (else: a new interpreter, as the run's env asks)
             try:
                 return server.spawn(argv, env, cwd)
@@ -173,6 +176,14 @@ class Spawner:
                     print(f"kjupyter: the local fork server could not start ({exc}); local workers start as new "
                           "interpreters instead (about 0.3 s more per worker)", file=sys.stderr)  # fmt: skip
             return self.server
+
+    def _replace(self, server: ForkServer) -> None:
+        with self.lock:
+            if self.server is server:
+                self.server = None
+        print(f"kjupyter: the local fork server had stopped (exit code {server.proc.returncode}); starting a new one",
+              file=sys.stderr)  # fmt: skip
+        server.close()
 
     def _give_up(self, why: str) -> None:
         with self.lock:
