@@ -167,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         help="a warm worker: after the run, wait this long for the next (kjupyter.runner.warm)",
     )
     parser.add_argument("--timeout", type=float, default=None, help="the run's timeout (with --warm)")
+    parser.add_argument("--spawn", action="store_true",
+                        help="with --warm: each run in a new interpreter, not a fork (a pod with a GPU)")  # fmt: skip
     args = parser.parse_args(argv)
     if not args.run and not args.inline:
         parser.error("--run URL (or $KJUPYTER_RUN) or --inline DIR is required")
@@ -196,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.warm > 0 and args.run:
             from kjupyter.runner.warm import Supervisor
 
-            return Supervisor(args.run, options, key, window=args.warm, timeout=args.timeout,
-                              retries=args.retries).serve()  # fmt: skip
+            return Supervisor(args.run, options, key, window=args.warm, timeout=args.timeout, retries=args.retries,
+                              spawn=args.spawn or os.environ.get("KJUPYTER_WARM_SPAWN") == "1").serve()  # fmt: skip
         if args.workers:
             from kjupyter.runner.worker import Worker
 

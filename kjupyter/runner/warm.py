@@ -1,8 +1,12 @@
 """A warm worker: a pod that runs its first run, then waits ``keep_warm`` seconds for the next.
 
 ``python -m kjupyter.runner --run URL --warm SECONDS`` makes the runner a supervisor. It runs
-every run in a **fresh child process** (a new interpreter, never a fork: no module global,
-open file, thread or CUDA context crosses from one run to the next), the first run included:
+every run in a **fresh child process**, the first run included, so no module global, open file
+or thread crosses from one run to the next. The child is forked from the supervisor, which
+imported the runner but never runs user code (a few milliseconds instead of a new interpreter's
+imports); with ``--spawn`` (the client asks for it when the pod has a GPU: CUDA must never be
+initialised in a parent that forks, and spawning rules it out whatever the image does at
+import) each child is a new interpreter instead:
 
 1. The first run's child: ``python -m kjupyter.runner --run URL --workers 1 --items 1``. Its
    signed ``item`` frames (start, then done or fail) tell the client how the run went, so the
@@ -111,7 +115,8 @@ class Ticket:
 
 class Supervisor:
     def __init__(self, first_url: str, options: dict[str, Any], key: bytes, *, window: float,
-                 timeout: float | None, retries: int) -> None:  # fmt: skip
+                 timeout: float | None, retries: int, spawn: bool = False) -> None:  # fmt: skip
+        self.spawn = spawn
         self.first = st.open_run_dir(first_url, options)
         self.options = options
         self.key = key
@@ -191,7 +196,8 @@ class Supervisor:
                 "--index", "0", "--retries", str(ticket.retries)]  # fmt: skip
         started = time.monotonic()
         sys.stdout.flush()
-        child = subprocess.Popen(argv, env=env, start_new_session=True)
+        sys.stderr.flush()
+        child: Child = Spawned(argv, env) if self.spawn else Forked(argv[3:], env)
         try:
             ended = self._watch(child, ticket, started)
         except BaseException:  # the supervisor is told to stop (SIGTERM from the kubelet): so is the run
@@ -201,21 +207,18 @@ class Supervisor:
             say(ended[1])
             frame(0, ended[0], key)
             return
-        code = child.returncode
+        code = child.code
         if code is not None and code < 0 and not self._outcome_written(ticket):
             name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
             why = " (the pod's memory limit, most likely)" if -code == signal.SIGKILL else ""
             say(f"the run's process was killed by {name}{why}; this warm worker stays up for the next run")
             frame(0, "fail", key)
 
-    def _watch(self, child: subprocess.Popen[bytes], ticket: Ticket, started: float) -> tuple[str, str] | None:
+    def _watch(self, child: Child, ticket: Ticket, started: float) -> tuple[str, str] | None:
         """Wait for the child; ``(frame state, sentence)`` if it was cancelled or timed out, else None."""
         while True:
-            try:
-                child.wait(timeout=CANCEL_POLL_S)
+            if child.wait(CANCEL_POLL_S) is not None:
                 return None
-            except subprocess.TimeoutExpired:
-                pass
             if ticket.timeout and time.monotonic() - started > float(ticket.timeout):
                 _kill(child)
                 return "timeout", f"the run exceeded its timeout of {float(ticket.timeout):g}s and was stopped"
@@ -231,16 +234,87 @@ class Supervisor:
             return False
 
 
-def _kill(child: subprocess.Popen[bytes]) -> None:
+class Child:
+    """A run's process, in a process group of its own; ``code`` once it ended (negative: killed by a signal)."""
+
+    pid: int
+    code: int | None = None
+
+    def wait(self, timeout: float) -> int | None:
+        raise NotImplementedError
+
+
+class Spawned(Child):
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(argv, env=env, start_new_session=True)
+        self.pid = self.proc.pid
+
+    def wait(self, timeout: float) -> int | None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.code = self.proc.wait(timeout=timeout)
+        return self.code
+
+
+class Forked(Child):
+    """A fork of the supervisor (which has no threads and never ran user code) that runs the runner's main."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.pid = os.fork()
+        if self.pid == 0:
+            self._child(argv, env)
+        with contextlib.suppress(OSError):  # (the child does it too: no race with a kill)
+            os.setpgid(self.pid, self.pid)
+
+    @staticmethod
+    def _child(argv: list[str], env: dict[str, str]) -> None:
+        import atexit
+        import random
+
+        code = 2
+        try:
+            atexit._clear()  # the supervisor's handlers (the log's last line) are not the run's
+            with contextlib.suppress(OSError):
+                os.setpgid(0, 0)
+            os.environ.clear()
+            os.environ.update(env)
+            from kjupyter.runner.forkserver import _as_if_started_here
+
+            _as_if_started_here(os.getcwd())
+            random.seed()
+            from kjupyter.runner.entry import main
+
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            import atexit as at
+
+            at._run_exitfuncs()  # the user's exit handlers run, as at an interpreter's exit
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os._exit(code)
+
+    def wait(self, timeout: float) -> int | None:
+        deadline = time.monotonic() + timeout
+        while self.code is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.code = os.waitstatus_to_exitcode(status)
+            elif time.monotonic() >= deadline:
+                break
+            else:
+                time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
+        return self.code
+
+
+def _kill(child: Child) -> None:
     """SIGTERM the child's process group, SIGKILL it if it is still there after KILL_GRACE_S."""
     for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, 5.0)):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(child.pid, sig)
-        try:
-            child.wait(timeout=wait)
+        if child.wait(wait) is not None:
             break
-        except subprocess.TimeoutExpired:
-            continue
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(child.pid, signal.SIGKILL)  # what the run left behind in its group
 

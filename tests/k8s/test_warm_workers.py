@@ -253,3 +253,33 @@ def test_jobs_show_which_runs_used_a_warm_worker(session: Session, cluster: Fake
     assert listed[cold.run_id].warm == ""
     assert listed[warm.run_id].warm.startswith(f"warm worker {pods(cluster)[0]}, started ")
     assert listed[warm.run_id].as_dict()["warm"] == listed[warm.run_id].warm
+
+
+def test_with_spawn_each_run_is_a_new_interpreter(make_fake_cluster: Callable[..., FakeCluster],
+                                                  tmp_path: Path) -> None:  # fmt: skip
+    """A pod with a GPU gets --spawn (no fork where CUDA may be); here forced for a CPU pod."""
+    cluster = make_fake_cluster(nodes=[{"name": "cpu-1", "cpu": "8", "memory": "32Gi"}],
+                                extra_env={"KJUPYTER_WARM_SPAWN": "1"})  # fmt: skip
+    for _ in kube_session(tmp_path, cluster.kubeconfig_path, store=True, keep_warm='"20s"'):
+        pids = [remote(os.getpid).submit().result(30) for _ in range(3)]
+        assert len(set(pids)) == 3
+        assert remote(remember).submit(1).result(30) is None
+        assert remote(remember).submit(2).result(30) is None
+        assert len(jobs(cluster)) == 1
+
+
+def test_a_gpu_pod_spawns_its_runs() -> None:
+    from kjupyter.backends.kubernetes.objects import Target, build
+    from kjupyter.config import GpuType
+    from kjupyter.spec import RunSpec
+
+    import kubernetes_validate
+
+    target = Target(gpus={"A100": GpuType(name="A100", node_selector={"gpu": "a100"})})
+    for gpu, spawned in ((0, False), (1, True)):
+        objects = build(run_id="r-1", kind="call", spec=RunSpec.build(gpu=gpu), target=target,
+                        run_url="file:///s/r-1", run_key=b"k" * 32, keep_warm=60)  # fmt: skip
+        args = objects.job["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert ("--spawn" in args) is spawned and args[args.index("--warm") + 1] == "60"
+        for version in ("1.29.0", "1.33.0"):  # the warm worker's Job is a valid Job (strict: no unknown field)
+            kubernetes_validate.validate(objects.job, version, strict=True)

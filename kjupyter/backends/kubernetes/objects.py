@@ -219,7 +219,12 @@ def build(
         args += ["--workers", str(indices), "--items", str(count), "--retries", str(spec.retries),
                  "--claims", claims, *(["--chunk", str(chunk)] if chunk > 1 else [])]  # fmt: skip
     if warm:
-        args += ["--warm", f"{keep_warm:g}", *(["--timeout", f"{spec.timeout:g}"] if spec.timeout else [])]
+        args += [
+            "--warm",
+            f"{keep_warm:g}",
+            *(["--timeout", f"{spec.timeout:g}"] if spec.timeout else []),
+            *(["--spawn"] if spec.resources.gpu else []),
+        ]  # (never fork where CUDA may be)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": spec.image or target.image,
