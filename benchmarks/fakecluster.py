@@ -26,7 +26,7 @@ BIG_NODE = {"name": "node-1", "cpu": "1000", "memory": "4000Gi", "pods": 100_000
 
 
 @contextlib.contextmanager
-def kube_session(cluster: FakeCluster, *, lift_limiter: bool = False) -> Iterator[Any]:
+def kube_session(cluster: FakeCluster, *, lift_limiter: bool = False, extra: str = "") -> Iterator[Any]:
     """Make the kjupyter session's default profile a kubernetes profile on ``cluster``.
 
     ``lift_limiter``: raise the backend's client-side rate limiter (20 requests/s,
@@ -43,7 +43,7 @@ def kube_session(cluster: FakeCluster, *, lift_limiter: bool = False) -> Iterato
         path.write_text(
             'default = "kube"\n[clusters.kube]\nbackend = "kubernetes"\n'
             f'kubeconfig = "{cluster.kubeconfig_path}"\nimage = "python:3.11"\n'
-            f'store = "file://{tmp}/store"\npending_timeout = "10m"\n'
+            f'store = "file://{tmp}/store"\npending_timeout = "10m"\n' + extra
         )
         with installed_session(load_config(files=[path])) as sess:
             if lift_limiter:

@@ -134,9 +134,11 @@ class Supervisor:
         self._write(FIRST_ENDED, b"1")
         seq = 1
         while True:
+            polls = self.polls
             ticket = self._next_ticket(seq, time.monotonic() + self.window)
             if ticket is None:
-                say(f"no run came within keep_warm={self.window:g}s: this warm worker exits")
+                say(f"no run came within keep_warm={self.window:g}s ({self.polls - polls} store reads while it "
+                    "waited): this warm worker exits")
                 return 0
             if ticket.exit:
                 say("retired by its client (max_warm): this warm worker exits")
