@@ -137,8 +137,10 @@ class Supervisor:
             polls = self.polls
             ticket = self._next_ticket(seq, time.monotonic() + self.window)
             if ticket is None:
-                say(f"no run came within keep_warm={self.window:g}s ({self.polls - polls} store reads while it "
-                    "waited): this warm worker exits")
+                say(
+                    f"no run came within keep_warm={self.window:g}s ({self.polls - polls} store reads while it "
+                    "waited): this warm worker exits"
+                )
                 return 0
             if ticket.exit:
                 say("retired by its client (max_warm): this warm worker exits")

@@ -283,3 +283,23 @@ def test_a_gpu_pod_spawns_its_runs() -> None:
         assert ("--spawn" in args) is spawned and args[args.index("--warm") + 1] == "60"
         for version in ("1.29.0", "1.33.0"):  # the warm worker's Job is a valid Job (strict: no unknown field)
             kubernetes_validate.validate(objects.job, version, strict=True)
+
+
+def test_a_cancel_from_another_process_stops_a_run_on_a_warm_worker(session: Session, cluster: FakeCluster) -> None:
+    """The CLI and the lab follow no run: they cancel through run.json's ticket number and the worker's key."""
+    from kjupyter.backends.kubernetes.backend import KubernetesBackend
+
+    assert remote(double).submit(1).result(30) == 2
+    events: list[object] = []
+    future = remote(sleepy).submit(60)
+    future.subscribe(events.append)
+    cluster.wait_for(lambda: "sleeping" in lines(events), 20, "the run started")
+    elsewhere = KubernetesBackend(session.config.profile("kube"))  # as `kjupyter cancel RUN` makes it
+    try:
+        assert elsewhere.cancel(future.run_id) is True
+    finally:
+        elsewhere.close()
+    with pytest.raises(RunCancelled):
+        future.result(15)
+    assert not cluster.requests("delete", "jobs") and not cluster.requests("delete", "pods")
+    assert remote(double).submit(3).result(30) == 6 and len(jobs(cluster)) == 1

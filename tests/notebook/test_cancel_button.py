@@ -111,15 +111,22 @@ def test_cancel_button_cancels_a_blocking_local_run(tmp_path: Path) -> None:
     assert h.text(nb.cells[2]).strip() == "['Cancelled'] False []"  # ... when no run was active any more
 
 
-def test_cancel_button_deletes_the_job_on_the_fake_cluster(
-    tmp_path: Path, make_fake_cluster: Callable[..., Any]
-) -> None:
-    cluster = kube_profile(tmp_path, make_fake_cluster)
+@pytest.mark.parametrize("keep_warm", ["0", "default"])
+def test_cancel_button_on_the_fake_cluster(tmp_path: Path, make_fake_cluster: Callable[..., Any],
+                                           keep_warm: str) -> None:  # fmt: skip
+    """keep_warm=0: the Job is deleted; a warm pod (a kernel's default) is kept: only the run's process dies."""
+    cluster = kube_profile(tmp_path, make_fake_cluster, 'keep_warm = "0"\n' if keep_warm == "0" else "")
     marker = tmp_path / "started"  # the fake kubelet runs pods as local processes: they can write it
     nb = h.notebook("%load_ext kjupyter", blocking_cell(marker), "print('finished' in dir())")
     clicked, _ = run_and_click(nb, tmp_path, marker)
     assert_cancelled_by_the_button(nb, clicked)
     assert h.text(nb.cells[2]).strip() == "False"
+    if keep_warm != "0":
+        assert not cluster.requests(verb="delete", resource="jobs")
+        (pod,) = cluster.objects("pods")
+        assert pod["status"]["phase"] == "Running"  # warm, waiting for the next cell
+        cluster.wait_for(lambda: "the run was cancelled" in cluster.logs(pod["metadata"]["name"]), 10, "its words")
+        return
     deletes = cluster.requests(verb="delete", resource="jobs")
     assert deletes and all(r.status is not None and r.status < 300 for r in deletes), deletes
     cluster.wait_for(lambda: not cluster.objects("jobs") and not cluster.objects("pods"), 20, "job and pods gone")

@@ -18,13 +18,13 @@ from tests.notebook.test_local_notebooks import FRAME
 pytestmark = pytest.mark.slow
 
 
-def kube_profile(folder: Path, make_fake_cluster: Callable[..., Any]) -> Any:
+def kube_profile(folder: Path, make_fake_cluster: Callable[..., Any], extra: str = "") -> Any:
     """A fake cluster with CPU nodes only, as the default profile of a kernel started in ``folder``."""
     cluster = make_fake_cluster(nodes=[{"name": "cpu-1", "cpu": "8", "memory": "32Gi"}])
     (folder / "kjupyter.toml").write_text(
         'default = "kube"\n[clusters.kube]\nbackend = "kubernetes"\n'
         f'kubeconfig = "{cluster.kubeconfig_path}"\nimage = "python:3.11"\npending_timeout = "4s"\n'
-        f'store = "file://{folder / "store"}"\n'
+        f'store = "file://{folder / "store"}"\n' + extra
     )
     return cluster
 
@@ -128,12 +128,17 @@ def test_unschedulable_run_shows_the_diagnosis_while_pending(
     assert err is not None and "pending after 4s" in h.text(nb.cells[1]), h.text(nb.cells[1])
 
 
-def test_interrupting_the_kernel_deletes_the_job(tmp_path: Path, make_fake_cluster: Callable[..., Any]) -> None:
-    cluster = kube_profile(tmp_path, make_fake_cluster)
+@pytest.mark.parametrize("keep_warm", ["0", "default"])
+def test_interrupting_the_kernel_cancels_the_run(tmp_path: Path, make_fake_cluster: Callable[..., Any],
+                                                 keep_warm: str) -> None:  # fmt: skip
+    """keep_warm=0: the Job is deleted. A warm pod (a kernel's default): the run's process is killed, the
+    pod is kept, and the next cell runs on it."""
+    cluster = kube_profile(tmp_path, make_fake_cluster, 'keep_warm = "0"\n' if keep_warm == "0" else "")
     marker = tmp_path / "started"  # the fake kubelet runs the pod as a local process: it can write it
     nb = h.notebook(
         "%load_ext kjupyter",
         f"%%kube\nimport pathlib, time\npathlib.Path({str(marker)!r}).write_text('x')\ntime.sleep(120)",
+        "%%kube\nprint('next cell', flush=True)",
     )
     c = h.client(nb, tmp_path, allow_errors=True)
 
@@ -147,11 +152,18 @@ def test_interrupting_the_kernel_deletes_the_job(tmp_path: Path, make_fake_clust
         thread.start()
         c.execute_cell(nb.cells[1], 1)
         thread.join()
+        if keep_warm != "0":
+            c.execute_cell(nb.cells[2], 2)
         c.set_widgets_metadata()
     err = h.error(nb.cells[1])
     assert err is not None and err.ename == "KeyboardInterrupt", h.dump(nb)
     assert "cancelled (interrupted)" in h.text(nb.cells[1]) and "on kube Cancelled" in h.text(nb.cells[1])
     views = h.Widgets(nb).run_views(nb.cells[1])
     assert len(views) == 1 and "Cancelled" in views[0]["status"], [o.output_type for o in nb.cells[1].outputs]
-    assert cluster.requests(verb="delete", resource="jobs"), "the Job was never deleted"
-    cluster.wait_for(lambda: not cluster.objects("jobs") and not cluster.objects("pods"), 20, "job and pods gone")
+    if keep_warm == "0":
+        assert cluster.requests(verb="delete", resource="jobs"), "the Job was never deleted"
+        cluster.wait_for(lambda: not cluster.objects("jobs") and not cluster.objects("pods"), 20, "job and pods gone")
+        return
+    assert not cluster.requests(verb="delete", resource="jobs") and not cluster.requests(verb="delete", resource="pods")
+    assert "next cell" in h.text(nb.cells[2]) and h.error(nb.cells[2]) is None, h.dump(nb)
+    assert len(cluster.objects("jobs")) == 1 and len(cluster.objects("pods")) == 1  # the same warm pod

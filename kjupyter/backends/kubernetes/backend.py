@@ -97,7 +97,7 @@ class KubernetesBackend(Backend):
             record = RunRecord(run_dir)
             record.create(run_meta(request, cluster=self.profile.name, backend="kubernetes", namespace=kube.namespace,
                                    job=mf.job_name(worker.job_run if worker else request.run_id), workers=workers,
-                                   claims=claims if workers else ""))  # fmt: skip
+                                   claims=claims if workers else "", **warm.note(worker)))  # fmt: skip
             sink = record.wrap(sink)
             run_dir.write_bytes(st.PAYLOAD, request.payload)
             if request.items is not None:
@@ -251,6 +251,8 @@ class KubernetesBackend(Backend):
             run = self._runs.get(run_id)
         if run is not None:
             return run.stop(Phase.CANCELLED, "Cancelled", "the run was cancelled")  # (raises if refused)
+        if (on_warm_worker := warm.cancel_elsewhere(self, run_id)) is not None:
+            return on_warm_worker
         try:
             stopped = stop_job(self.kube, self.namespace, run_id, stop_mark(Phase.CANCELLED, "Cancelled", ""),
                                unless_finished=True)  # fmt: skip

@@ -35,13 +35,13 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from kjupyter import names, run_keys
 from kjupyter import run_events as ev
-from kjupyter import run_keys
 from kjupyter import store as st
 from kjupyter.backends.base import SubmitRequest
 from kjupyter.backends.kubernetes import objects as mf
 from kjupyter.backends.kubernetes.warm_run import WarmRun
-from kjupyter.errors import KjupyterError
+from kjupyter.errors import BackendError, KjupyterError
 from kjupyter.run_events import Phase
 from kjupyter.runner.warm import cancel_bytes, cancel_name, ticket_bytes, ticket_name, wrap_key
 
@@ -160,6 +160,14 @@ class Pool:
             self.drop(str(meta["name"]))
 
 
+def note(worker: Worker | None, **more: Any) -> dict[str, Any]:
+    """``run.json``'s ``warm`` of a run handed to ``worker`` (what ``jobs``, the lab and a foreign cancel read)."""
+    if worker is None:
+        return {}
+    return {"warm": {"worker": worker.pod, "job": mf.job_name(worker.job_run), "job_run": worker.job_run,
+                     "seq": worker.next_seq, **more}}  # fmt: skip
+
+
 def retire(worker: Worker) -> None:
     """Tell an idle warm worker to exit now (a signed ticket that says so): its GPU goes back at once."""
     try:
@@ -270,3 +278,30 @@ def resubmit(backend: KubernetesBackend, request: SubmitRequest, user_sink: ev.E
     except Exception as exc:  # nothing runs: the run ends here, with why
         user_sink(ev.RunFinished(request.run_id, Phase.FAILED, "NotCreated", f"its warm worker was lost before it "
                                  f"started, and a new Job could not be created: {exc}"))  # fmt: skip
+
+
+def cancel_elsewhere(backend: KubernetesBackend, run_id: str) -> bool | None:
+    """Cancel a run on a warm worker from a process that does not follow it (the CLI, the lab).
+
+    None if it is no such run (its Job is then what to delete). Its ``run.json`` names the
+    worker's Job and the run's ticket number; the worker's key comes from this machine's key
+    files or the Job's Secret, as for ``attach``. The warm worker kills the run's process
+    and stays up; the run's own client reports it Cancelled (and it is recorded here too).
+    """
+    from kjupyter.backends.kubernetes import records
+
+    found = records.own_record(backend, run_id)
+    warm = found[1].get("warm") if found is not None else None
+    if backend.store is None or not isinstance(warm, dict) or "seq" not in warm:
+        return None
+    if Phase(str(found[1].get("phase", "Pending"))).finished:  # type: ignore[index]
+        return False
+    job_run = str(warm["job_run"])
+    key = run_keys.load_key(job_run) or backend.run_key(job_run)
+    if key is None:
+        raise BackendError(f"run {run_id} runs on warm worker {warm.get('worker')}, whose key is neither on this "
+                           f"machine nor in its Secret any more: `kubectl delete job {mf.job_name(job_run)}` stops it")  # fmt: skip
+    seq = int(warm["seq"])
+    backend.store.run(names.current_user(), job_run).write_bytes(cancel_name(seq), cancel_bytes(key, seq))
+    records.record_cancel(backend, run_id)
+    return True

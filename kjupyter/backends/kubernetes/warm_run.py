@@ -64,6 +64,8 @@ class WarmRun:
 
     # --- frames -----------------------------------------------------------------------------
     def on_frame(self, run: KubeRun, state: _Pod, what: str) -> None:
+        from kjupyter.backends.kubernetes import warm
+
         if what == "start" and not self.started:
             self.started = True
             waited = time.monotonic() - self.submitted
@@ -71,7 +73,7 @@ class WarmRun:
                 assert self.worker is not None
                 run.emit(ev.PhaseChanged(run.run_id, Phase.RUNNING, message=f"on warm worker {self.worker.pod} "
                                          f"(started {waited:.2f}s after submit)", pod=state.name))  # fmt: skip
-                self._note(worker=self.worker.pod, job=mf.job_name(self.worker.job_run), waited_s=round(waited, 3))
+                self._note(warm.note(self.worker, waited_s=round(waited, 3))["warm"] | {"seq": self.seq})
             return
         if what not in ("done", "fail", "cancelled", "timeout"):
             return
@@ -90,16 +92,16 @@ class WarmRun:
     def _back_to_pool(self, pod: str) -> None:
         worker = self.worker
         if worker is None:
-            from kjupyter.backends.kubernetes.warm import Worker
+            from kjupyter.backends.kubernetes.warm import Worker  # (warm imports this module)
 
             worker = self.worker = Worker(self.compat, pod, self.run_id, self.run_dir, self.key, self.window)
             self.pool.add(worker)
         self.healthy = True
         self.pool.release(worker)
 
-    def _note(self, **warm: Any) -> None:
+    def _note(self, fields: dict[str, Any]) -> None:
         try:
-            self.run_dir.update_meta(warm=warm)
+            self.run_dir.update_meta(warm=fields)
         except Exception as exc:  # only what the listings show: the run goes on
             print(f"kjupyter: could not record the warm worker of run in {self.run_dir.url}: {exc}", file=sys.stderr)
 
