@@ -167,6 +167,12 @@ class RunRecord:
         elif isinstance(event, RunFinished):
             self.finish(event.phase, event.reason, event.message)
 
+    def note(self, **changes: Any) -> None:
+        """Record more of the run (say, the warm worker it went to), in turn with the other writes."""
+        with self.lock:
+            if not self.closed:
+                self._write(**changes)
+
     def finish(self, phase: Phase, reason: str = "", message: str = "") -> None:
         """The final write (also used when a run could not even be started)."""
         with self.lock:

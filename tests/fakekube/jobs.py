@@ -304,6 +304,10 @@ class JobController(Controller):
         meta, template = job["metadata"], deep(job["spec"]["template"])
         tmeta = template.get("metadata") or {}
         labels = dict(tmeta.get("labels") or {})
+        # The labels of the Job's generated selector, which the API server adds to its template (1.27+: both forms).
+        for key, value in (("job-name", meta["name"]), ("controller-uid", meta["uid"])):
+            labels.setdefault(f"batch.kubernetes.io/{key}", value)
+            labels.setdefault(key, value)
         annotations = dict(tmeta.get("annotations") or {})
         spec = template.get("spec") or {}
         prefix = f"{meta['name']}-"

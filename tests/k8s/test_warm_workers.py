@@ -303,3 +303,16 @@ def test_a_cancel_from_another_process_stops_a_run_on_a_warm_worker(session: Ses
         future.result(15)
     assert not cluster.requests("delete", "jobs") and not cluster.requests("delete", "pods")
     assert remote(double).submit(3).result(30) == 6 and len(jobs(cluster)) == 1
+
+
+def test_logs_of_a_run_on_a_warm_worker_are_its_own_lines(session: Session, cluster: FakeCluster) -> None:
+    futures = [remote(double).submit(x) for x in (1,)]
+    futures[0].result(30)
+    for x in (2, 3):
+        futures.append(remote(double).submit(x))
+        futures[-1].result(30)
+        futures[-1].wait_ended(10)
+    assert len(jobs(cluster)) == 1
+    backend = futures[0].backend
+    for x, future in zip((1, 2, 3), futures, strict=True):  # as `kjupyter logs RUN` prints them
+        assert list(backend.logs(future.run_id)) == [f"doubling {x}"], future.run_id

@@ -104,7 +104,7 @@ class KubernetesBackend(Backend):
                 run_dir.write_bytes(st.ITEMS, request.items)
             self._run_dirs[request.run_id] = run_dir
             if worker is not None:
-                warm.reuse(self, request, user_sink, sink, worker, run_dir)
+                warm.reuse(self, request, user_sink, sink, worker, run_dir, record.note)
                 return
         else:
             inline = {st.PAYLOAD: request.payload}
@@ -329,10 +329,11 @@ class KubernetesBackend(Backend):
         data = kube.call("list pods", kube.core.list_namespaced_pod, kube.namespace,
                          label_selector=mf.selector(run=run_id))  # fmt: skip
         pods = data.get("items") or []
-        if not pods:
+        if not pods and not records.own_record(self, run_id):
             self._job(run_id)  # a clear error if the run does not exist
+        pods, key, gated = warm.log_source(self, run_id, pods)  # (a warm worker's log holds other runs too)
         workers = any(mf.ANNOTATION_WORKERS in (p["metadata"].get("annotations") or {}) for p in pods)
-        yield from pod_lines(kube, kube.namespace, pods, index, workers=workers)
+        yield from pod_lines(kube, kube.namespace, pods, index, workers=workers and key is None, key=key, gated=gated)
 
     def _follow_logs(self, run_id: str, index: int | None) -> Iterator[str]:
         """Lines as the run prints them (on the shared watches, as ``attach``), until it ends."""

@@ -225,10 +225,12 @@ class PodLog:
 
 
 def pod_lines(kube: Kube, namespace: str, pods: list[dict[str, Any]], index: int | None, *,
-              workers: bool = False) -> Iterator[str]:  # fmt: skip
+              workers: bool = False, key: bytes | None = None, gated: bool = False) -> Iterator[str]:  # fmt: skip
     """The log lines of a run's task ``index`` (None: all, prefixed ``[i] ``), from its pods' logs.
 
-    A worker pod of a map runs many items: its lines are told apart by its ``item`` frames.
+    A worker pod of a map runs many items: its lines are told apart by its ``item`` frames. A warm
+    worker runs many runs: with the run's ``key``, only its lines (up to its end frame; ``gated``:
+    from its first frame) are kept.
     """
     from kjupyter.backends.kubernetes.objects import CONTAINER
     from kjupyter.backends.kubernetes.state import PodView
@@ -248,7 +250,8 @@ def pod_lines(kube: Kube, namespace: str, pods: list[dict[str, Any]], index: int
         def on_item(i: int, _attempt: int, _state: str, item: list[int] = item) -> None:
             item[0] = i
 
-        log = PodLog(kube, namespace, pod["metadata"]["name"], CONTAINER, keep, Outcomes(), on_item=on_item)
+        log = PodLog(kube, namespace, pod["metadata"]["name"], CONTAINER, keep, Outcomes(key), on_item=on_item)
+        log.filter.gated, log.filter.until_end = gated, key is not None
         log.terminated.set()
         log._final()
         log.filter.close()

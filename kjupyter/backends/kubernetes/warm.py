@@ -32,6 +32,7 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -223,12 +224,12 @@ def _say_once(backend: KubernetesBackend, what: str, sentence: str) -> None:
 
 
 def reuse(backend: KubernetesBackend, request: SubmitRequest, user_sink: ev.EventSink, sink: ev.EventSink,
-          worker: Worker, run_dir: st.RunDir) -> None:  # fmt: skip
+          worker: Worker, run_dir: st.RunDir, note: Callable[..., None]) -> None:  # fmt: skip
     """Hand ``request`` to an idle warm ``worker``: a ticket, one PATCH of its pod's run label, no Job."""
     seq = worker.next_seq
     worker.busy = request.run_id
     hooks = WarmRun(backend.pool, request.run_id, compat=worker.compat, window=worker.window, run_dir=run_dir,
-                    key=request.run_key, worker=worker, seq=seq, since=time.monotonic(),
+                    key=request.run_key, worker=worker, seq=seq, since=time.monotonic(), note=note,
                     resubmit=lambda: resubmit(backend, request, user_sink))  # fmt: skip
     run = backend._new_run(request.run_id, kind=request.kind, count=1, retries=request.spec.retries, sink=sink,
                            pending_timeout=None, run_key=request.run_key, workers=1, claims="static")  # fmt: skip
@@ -305,3 +306,33 @@ def cancel_elsewhere(backend: KubernetesBackend, run_id: str) -> bool | None:
     backend.store.run(names.current_user(), job_run).write_bytes(cancel_name(seq), cancel_bytes(key, seq))
     records.record_cancel(backend, run_id)
     return True
+
+
+def log_source(backend: KubernetesBackend, run_id: str,
+               pods: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bytes | None, bool]:  # fmt: skip
+    """``(pods, key, gated)`` to read a run's log from: a warm worker's log is cut to the run's own lines."""
+    from kjupyter.backends.kubernetes import records
+
+    found = records.own_record(backend, run_id)
+    warm = found[1].get("warm") if found is not None else None
+    if isinstance(warm, dict) and warm.get("worker"):  # it was handed to a warm worker (its label moved on since)
+        kube = backend.kube
+        try:
+            pods = [kube.call(f"read pod {warm['worker']}", kube.core.read_namespaced_pod, str(warm["worker"]),
+                              backend.namespace)]  # fmt: skip
+        except KjupyterError:
+            pods = []
+        gated = True
+    else:  # a warm worker's first run: its lines come first (its pod's run label may have moved on since)
+        if not pods and found is not None:
+            kube = backend.kube
+            pods = kube.call("list pods", kube.core.list_namespaced_pod, backend.namespace,
+                             label_selector=f"batch.kubernetes.io/job-name={mf.job_name(run_id)}").get("items") or []  # fmt: skip
+        if not any(mf.ANNOTATION_WARM in (p["metadata"].get("annotations") or {}) for p in pods):
+            return pods, None, False
+        gated = False
+    key = run_keys.load_key(run_id)
+    if key is None and pods:
+        raise BackendError(f"run {run_id} ran on a warm worker, whose log holds other runs too; only the machine "
+                           f"that started it has its key (in {run_keys.keys_dir()}) to tell its lines apart")  # fmt: skip
+    return pods, key, gated

@@ -29,7 +29,7 @@ class WarmRun:
 
     def __init__(self, pool: Pool, run_id: str, *, compat: str, window: float, run_dir: st.RunDir, key: bytes,
                  worker: Worker | None = None, seq: int = 0, since: float | None = None,
-                 resubmit: Callable[[], None] | None = None) -> None:  # fmt: skip
+                 resubmit: Callable[[], None] | None = None, note: Callable[..., None] | None = None) -> None:  # fmt: skip
         self.pool = pool
         self.run_id = run_id
         self.compat = compat
@@ -41,6 +41,7 @@ class WarmRun:
         self.seq = seq
         self.since = since  # monotonic time of the ticket: the log is read from a little before it
         self.resubmit = resubmit
+        self.note = note  # writes run.json in turn with the run's record (RunRecord.note)
         self.submitted = time.monotonic()
         self.started = False
         self.cancels = 0
@@ -100,8 +101,10 @@ class WarmRun:
         self.pool.release(worker)
 
     def _note(self, fields: dict[str, Any]) -> None:
+        if self.note is None:
+            return
         try:
-            self.run_dir.update_meta(warm=fields)
+            self.note(warm=fields)
         except Exception as exc:  # only what the listings show: the run goes on
             print(f"kjupyter: could not record the warm worker of run in {self.run_dir.url}: {exc}", file=sys.stderr)
 
