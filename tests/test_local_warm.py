@@ -94,3 +94,10 @@ def test_a_killed_kernels_server_exits(tmp_path: Path) -> None:
     while alive(server) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(server)
+
+
+def test_a_run_whose_environment_changes_the_interpreter_gets_a_new_one(local_session: Session) -> None:
+    """The local kind of incompatible: PYTHON* and LD_* are read at an interpreter's start, so no fork."""
+    server = remote(remember).submit(1).result(30)[2]
+    assert remote(remember, env={"PYTHONHASHSEED": "7"}).submit(2).result(30)[2] != server
+    assert remote(remember, keep_warm=0).submit(3).result(30)[2] == server  # keep_warm=0: as before, forked

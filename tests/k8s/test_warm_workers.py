@@ -281,6 +281,7 @@ def test_a_gpu_pod_spawns_its_runs() -> None:
                         run_url="file:///s/r-1", run_key=b"k" * 32, keep_warm=60)  # fmt: skip
         args = objects.job["spec"]["template"]["spec"]["containers"][0]["args"]
         assert ("--spawn" in args) is spawned and args[args.index("--warm") + 1] == "60"
+        assert objects.job["spec"]["backoffLimitPerIndex"] == 0  # a dead pod is replaced within retries only
         for version in ("1.29.0", "1.33.0"):  # the warm worker's Job is a valid Job (strict: no unknown field)
             kubernetes_validate.validate(objects.job, version, strict=True)
 

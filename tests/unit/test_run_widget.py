@@ -182,3 +182,13 @@ def test_a_maps_first_failure_updates_the_display_once(clock: Clock) -> None:
         clock.now += FALLBACK_WAIT
         w._tick()
     assert len(handle.bundles) == 1  # the first failure only; the others wait for the end
+
+
+def test_the_header_says_a_run_went_to_a_warm_worker(clock: Clock) -> None:
+    future = call_future(clock.now)
+    w, _ = shown(future, clock)
+    w(PhaseChanged(future.run_id, Phase.RUNNING, message="on warm worker train-xy-0-abcde (started 0.07s after submit)",
+                   pod="train-xy-0-abcde"))  # fmt: skip
+    assert "on warm worker train-xy-0-abcde (started 0.07s after submit)" in w.header.value
+    w(PhaseChanged(future.run_id, Phase.RUNNING, pod="p", node="n"))  # a cold run's header names pod and node
+    assert "p / n" in w.header.value

@@ -328,10 +328,9 @@ class KubernetesBackend(Backend):
         kube = self.kube
         data = kube.call("list pods", kube.core.list_namespaced_pod, kube.namespace,
                          label_selector=mf.selector(run=run_id))  # fmt: skip
-        pods = data.get("items") or []
-        if not pods and not records.own_record(self, run_id):
-            self._job(run_id)  # a clear error if the run does not exist
-        pods, key, gated = warm.log_source(self, run_id, pods)  # (a warm worker's log holds other runs too)
+        pods, key, gated = warm.log_source(self, run_id, data.get("items") or [])  # (a warm worker: other runs too)
+        if not pods:
+            self._job(run_id)  # a clear error if the run does not exist, or its pods are gone
         workers = any(mf.ANNOTATION_WORKERS in (p["metadata"].get("annotations") or {}) for p in pods)
         yield from pod_lines(kube, kube.namespace, pods, index, workers=workers and key is None, key=key, gated=gated)
 

@@ -284,7 +284,8 @@ def build(
         "template": {"metadata": {"labels": dict(labels), "annotations": dict(annotations)}, "spec": pod_spec},
     }
     if as_workers:  # a dead worker is replaced under its index; item failures are data, not pod failures
-        job_spec["backoffLimitPerIndex"] = worker_restarts(spec.retries)
+        # (a warm worker's pod that dies mid-run is replaced only within the call's retries, as a call's pod)
+        job_spec["backoffLimitPerIndex"] = spec.retries if warm else worker_restarts(spec.retries)
         job_spec["backoffLimit"] = 2**31 - 1
         job_spec["podReplacementPolicy"] = "Failed"  # never two pods of one worker index at once
         job_spec["podFailurePolicy"] = {"rules": [
