@@ -34,6 +34,8 @@ from kjupyter.errors import (
     VersionMismatchError,
 )
 
+from kjupyter.retry import Retry
+
 __version__ = "0.1.0"
 __all__ = [
     "ApiError",
@@ -45,6 +47,7 @@ __all__ = [
     "RemoteError",
     "RemoteTraceback",
     "RequestTimedOut",
+    "Retry",
     "RunCancelled",
     "RunFailed",
     "RunTimeout",
