@@ -33,7 +33,6 @@ from kjupyter.errors import (
     UnknownOptionError,
     VersionMismatchError,
 )
-
 from kjupyter.retry import Retry
 
 __version__ = "0.1.0"

@@ -205,7 +205,7 @@ class Reruns:
                             f"{format_memory(more)} (attempt {used + 1} of {self.retries + 1}).")  # fmt: skip
             else:
                 more = memory
-                why = event.reason or (f"exit code {event.code}" if event.code is not None else "failed")
+                why = event.reason or (f"exit code {event.exit_code}" if event.exit_code is not None else "failed")
                 sentence = f"{self._who(p)} failed ({why}); retrying it (attempt {used + 1} of {self.retries + 1})."
             self.pending[p], self.memory[p], self.attempts[p] = more, more, used + 1
             self.notes.append(sentence)
@@ -370,7 +370,7 @@ def _owner(store: st.RunStore, run_id: str) -> str | None:
     """The user under whose prefix run ``run_id`` is, if any (one listing of the store's root)."""
     try:
         users = [str(p).rstrip("/").rsplit("/", 1)[-1] for p in store.fs.ls(store.root, detail=False)]
-    except Exception:  # noqa: BLE001 (no listing right: the caller says the run is not found)
+    except Exception:  # (no listing right: the caller says the run is not found)
         return None
     for user in users:
         if store.run(user, run_id).exists(st.RUN_JSON):

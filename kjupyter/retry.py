@@ -39,4 +39,6 @@ class Retry:
             if self.retries < 1:
                 raise SpecError("retries", self.retries, example, "grow_memory needs at least one retry to grow into")
         elif self.max_memory is not None:
-            raise SpecError("max_memory", self.max_memory, '"64Gi"', f"it caps grow_memory: give grow_memory too, as in {example}")
+            raise SpecError(
+                "max_memory", self.max_memory, '"64Gi"', f"it caps grow_memory: give grow_memory too, as in {example}"
+            )
