@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -118,3 +119,29 @@ def test_grow_memory_on_the_local_backend_is_plain_retries_said_once(local_sessi
     assert [e.sentence for e in said] == ["The local backend sets no memory limits, so grow_memory= does nothing "
                                           "here: retries=1 apply as plain retries."]  # fmt: skip
     assert future.reruns is None and future.live_run_id == future.run_id  # retried in place: no second run
+
+
+def blocks_from_2(item: tuple[int, str]) -> int:
+    i, folder = item
+    Path(folder, f"{i}-{uuid.uuid4().hex}").touch()
+    while i >= 2 and not os.path.exists(os.path.join(folder, "fixed")):
+        time.sleep(0.05)
+    return i
+
+
+def test_retry_failed_of_a_cancelled_map_reruns_what_did_not_finish(local_session: Session, folder: Path) -> None:
+    items = [(i, str(folder)) for i in range(6)]
+    first = remote(blocks_from_2).submit_map(items, parallelism=2)
+    deadline = time.monotonic() + 30
+    while first.counts["succeeded"] < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    first.cancel()  # (every task reports, cancelled or not: the future holds a list with RunCancelled in it)
+    assert first.wait_ended(30) and first.phase.value == "Cancelled"
+    (folder / "fixed").touch()
+    again = first.retry_failed()
+    assert again.result(60) == list(range(6))
+    counted = calls(folder)
+    assert counted[0] == counted[1] == 1 and set(counted) == set(range(6))  # 0 and 1 kept their results
+    rerun = run_dir(local_session, f"{first.run_id}-r1").read_json(st.RUN_JSON)
+    assert rerun["count"] == 4 and rerun["phase"] == "Succeeded"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kjupyter import BackendError, Retry, RunFailed, SpecError, remote
+from kjupyter import BackendError, Retry, RunCancelled, RunFailed, SpecError, remote
 from kjupyter import store as st
 from kjupyter.run_events import Diagnosis
 from kjupyter.session import Session
@@ -161,3 +161,54 @@ def test_bad_growth_and_resume_input_is_one_sentence(tmp_path: Path, cluster: Fa
         assert cluster.requests("create", "jobs") == []
     finally:
         gen.close()
+
+
+def oom_at_3_raise_once_at_1(item: tuple[int, str]) -> int:
+    x, folder = item
+    if x == 1 and not os.path.exists(os.path.join(folder, "raised")):
+        Path(folder, "raised").touch()
+        raise ValueError("item 1 fails once")
+    return eat_250mi_at_3(x)
+
+
+def test_reruns_needing_different_memory_go_in_separate_jobs_smallest_first(
+    session: Session, cluster: FakeCluster, tmp_path: Path
+) -> None:
+    f = remote(oom_at_3_raise_once_at_1, memory="200Mi", retries=Retry(1, grow_memory=2.0))
+    future = f.submit_map([(i, str(tmp_path)) for i in range(6)], parallelism=2)
+    events: list[object] = []
+    future.subscribe(events.append)
+    assert future.result(120) == list(range(6))
+    run = future.run_id
+    assert sorted(e.sentence for e in events if isinstance(e, Diagnosis) and e.reason == "Retrying") == [
+        "Item 1 failed (Error); retrying it (attempt 2 of 2).",
+        "Item 3 ran out of memory (limit 200Mi); retrying it with 400Mi (attempt 2 of 2).",
+    ]
+    # The exception is rerun with the memory it had, the OOM with twice as much: two Jobs, the smaller first.
+    assert pod_memory(cluster) == {run: ["200Mi"] * 3, f"{run}-a2": ["200Mi"], f"{run}-a3": ["400Mi"]}
+    record = st.RunStore(f"file://{tmp_path / 'store'}").run(session.user, run).read_json(st.RUN_JSON)
+    assert record["parts"] == {f"{run}-a2": [1], f"{run}-a3": [3]}
+
+
+def test_cancel_stops_the_rerun_that_is_running(session: Session, cluster: FakeCluster) -> None:
+    future = remote(eat_then_sleep, memory="200Mi", retries=Retry(1, grow_memory=2.0)).submit()
+    again = f"{future.run_id}-a2"
+    deadline = time.monotonic() + 60
+    while not any(p["metadata"]["labels"]["job-name"] == again and p["status"].get("phase") == "Running"
+                  for p in cluster.objects("pods")):  # fmt: skip
+        assert time.monotonic() < deadline, "the rerun never ran"
+        time.sleep(0.1)
+    assert future.live_run_id == again
+    assert future.cancel()
+    with pytest.raises(RunCancelled):
+        future.result(30)
+    assert future.wait_ended(30)
+    assert cluster.get("Job", again) is None
+    assert [r.name for r in cluster.requests("delete", "jobs")] == [again]
+
+
+def eat_then_sleep() -> str:
+    hog = bytearray(250 * 2**20)
+    hog[::4096] = b"x" * len(hog[::4096])
+    time.sleep(60)
+    return "slept"
