@@ -261,9 +261,12 @@ def arm(session: Any, future: RunFuture, fn: Callable[..., Any], values: Sequenc
         return_exceptions: bool = False) -> None:  # fmt: skip
     """Give a new future what its reruns need (and, with growth on Kubernetes, its Reruns)."""
     kind = MAP if isinstance(future, MapFuture) else CALL
-    future.source = Source(session, fn, kind, values, spec, future.backend, future.cluster, return_exceptions)
-    if future.source.growth:
-        future.reruns = Reruns(future, future.source, positions=range(future.total))
+    source = Source(session, fn, kind, values, spec, future.backend, future.cluster, return_exceptions)
+    if kind == CALL and not source.growth:
+        return  # (nothing to rerun a call for: its arguments are not kept past the submit)
+    future.source = source
+    if source.growth:
+        future.reruns = Reruns(future, source, positions=range(future.total))
 
 
 def start_part(source: Source, run_id: str, ok: dict[int, Any], parts: Sequence[str] = ()) -> MapFuture:

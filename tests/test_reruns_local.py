@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -48,17 +49,33 @@ def run_dir(session: Session, run_id: str) -> st.RunDir:
     return st.RunStore(session.backend(session.default_profile()).profile.store).run(session.user, run_id)
 
 
-def test_retry_failed_reruns_exactly_the_failed_items(local_session: Session, folder: Path) -> None:
+def test_retry_failed_reruns_exactly_the_failed_items(local_session: Session, folder: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setattr("kjupyter.backends.run_record.PROGRESS_INTERVAL_S", 3600.0)  # (no throttled count writes)
     items = [(i, str(folder)) for i in range(8)]
     first = remote(flaky).submit_map(items, parallelism=2, return_exceptions=True)
     results = first.result(60)
     assert [i for i, r in enumerate(results) if isinstance(r, ValueError)] == [2, 5]
     (folder / "fixed").touch()
+    written: Counter[str] = Counter()  # "<run folder>/<file or folder>" -> writes by this process
+    original = st.RunDir.open_write
+
+    def counting(rd: st.RunDir, name: str):  # type: ignore[no-untyped-def]
+        written[f"{rd.path.rsplit('/', 1)[-1]}/{name.split('/')[0]}"] += 1
+        return original(rd, name)
+
+    monkeypatch.setattr(st.RunDir, "open_write", counting)
     again = first.retry_failed()
     events: list[object] = []
     again.subscribe(events.append)
     assert again.result(60) == [i * 10 for i in range(8)]
     assert again.run_id == first.run_id and again.live_run_id == f"{first.run_id}-r1"
+    assert again.wait_ended(10)
+    part = f"{first.run_id}-r1"
+    # This process wrote: the rerun's payload, its 2 items, its run.json at submit, start and end; and once
+    # the map's own run.json, to say how it ended after the rerun.
+    assert written == Counter({f"{part}/payload.pkl": 1, f"{part}/items.pkl": 1, f"{part}/run.json": 3,
+                               f"{first.run_id}/run.json": 1})  # fmt: skip
     assert calls(folder) == {0: 1, 1: 1, 2: 2, 3: 1, 4: 1, 5: 2, 6: 1, 7: 1}  # only 2 and 5 ran again
     rerun = run_dir(local_session, f"{first.run_id}-r1")
     assert rerun.read_json(st.RUN_JSON)["count"] == 2
