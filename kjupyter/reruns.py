@@ -184,10 +184,15 @@ class Reruns:
         p = event.index
         with self.lock:
             used = self.attempts.get(p, 1)
+            memory = self.memory.get(p)
             if event.phase is not Phase.FAILED or not self.growth or used > self.retries:
                 self.final[p] = event.phase
+                if self.growth and event.reason == "OOMKilled" and p not in self.future._verdicts:
+                    sentence = (f"{self._who(p)} ran out of memory at {format_memory(memory or 0)} on its last "
+                                f"attempt ({used} of {self.retries + 1}): raise memory= or the retries.")  # fmt: skip
+                    self.future._verdicts[p] = RunFailed(sentence, run_id=self.future.run_id, reason="OOMKilled")
+                    return dataclasses.replace(event, message=sentence)
                 return event
-            memory = self.memory.get(p)
             if event.reason == "OOMKilled":
                 more = grown(memory, self.source.spec)
                 if more is None:  # at the cap: the same memory again would only be killed again
@@ -230,13 +235,15 @@ class Reruns:
                 self.source.record(self.future.run_id, phase=Phase.RUNNING.value, attempts=list(self.notes),
                                    parts=dict(self.parts))  # fmt: skip
                 return None
-            except KjupyterError as exc:  # the rerun could not even start: those items fail with why
-                for p in positions:
-                    self.future._verdicts[p] = exc
-                    self.final[p] = Phase.FAILED
-                    self.future.handle(TaskFinished(self.future.run_id, p, Phase.FAILED, None, "NotCreated", str(exc)))
+            except KjupyterError as exc:  # the rerun could not start: its items, and those still to rerun, fail
                 with self.lock:
+                    lost = sorted({*positions, *self.pending})
                     self.pending.clear()
+                    for p in lost:
+                        self.future._verdicts[p] = exc
+                        self.attempts[p] = self.retries + 1  # (no further rerun)
+                for p in lost:
+                    self.future.handle(TaskFinished(self.future.run_id, p, Phase.FAILED, None, "NotCreated", str(exc)))
         if self.source.kind == MAP and event.phase is not Phase.CANCELLED:
             total = self.future.total
             ok = sum(1 for ph in self.final.values() if ph is Phase.SUCCEEDED)

@@ -212,3 +212,37 @@ def eat_then_sleep() -> str:
     hog[::4096] = b"x" * len(hog[::4096])
     time.sleep(60)
     return "slept"
+
+
+def test_a_rerun_that_cannot_be_created_fails_the_run_with_the_clusters_answer(
+    session: Session, cluster: FakeCluster
+) -> None:
+    future = remote(eat_400mi, memory="200Mi", retries=Retry(1, grow_memory=2.0)).submit()
+    cluster.deny("create", "jobs")  # (the first Job exists: submitting is synchronous)
+    with pytest.raises(BackendError, match=rf"the cluster refused to create Job {future.run_id}-a2 \(403 Forbidden\)"):
+        future.result(60)
+    assert [j["metadata"]["name"] for j in cluster.objects("jobs")] == [future.run_id]
+    assert len(cluster.requests("create", "jobs", status=403)) == 1  # refused once, not retried in a loop
+
+
+def eat_500mi_at_1(x: int) -> int:
+    if x == 1:
+        hog = bytearray(500 * 2**20)
+        hog[::4096] = b"x" * len(hog[::4096])
+        time.sleep(4)
+    return x
+
+
+def test_an_item_out_of_memory_on_its_last_attempt_says_so(session: Session, cluster: FakeCluster) -> None:
+    f = remote(eat_500mi_at_1, memory="200Mi", retries=Retry(1, grow_memory=2.0, max_memory="1Gi"))
+    future = f.submit_map(range(3), return_exceptions=True)
+    results = future.result(120)
+    assert results[0] == 0 and results[2] == 2
+    assert isinstance(results[1], RunFailed)
+    assert (
+        str(results[1])
+        == "Item 1 ran out of memory at 400Mi on its last attempt (2 of 2): raise memory= or the retries."
+    )
+    # Three workers and the replacement of the one item 1 killed; then item 1's worker and its replacement.
+    assert pod_memory(cluster) == {future.run_id: ["200Mi"] * 4, f"{future.run_id}-a2": ["400Mi"] * 2}
+    assert future.failures() == [(1, results[1])]
