@@ -233,7 +233,7 @@ class Reruns:
             try:
                 self.source.submit(self.future, run_id, positions, memory)
                 self.source.record(self.future.run_id, phase=Phase.RUNNING.value, attempts=list(self.notes),
-                                   parts=dict(self.parts))  # fmt: skip
+                                   parts=dict(self.parts), diagnosis=self.notes[-1] if self.notes else "")  # fmt: skip
                 return None
             except KjupyterError as exc:  # the rerun could not start: its items, and those still to rerun, fail
                 with self.lock:
@@ -257,7 +257,8 @@ class Reruns:
                                 "running": 0, "pending": 0}} if self.future.run_id not in self.parts else {}  # fmt: skip
             try:
                 self.source.record(self.future.run_id, phase=event.phase.value, finished=time.time(),
-                                   attempts=list(self.notes), parts=dict(self.parts), **extra)  # fmt: skip
+                                   attempts=list(self.notes), parts=dict(self.parts),
+                                   diagnosis=self.notes[-1] if self.notes else "", **extra)  # fmt: skip
             except KjupyterError as exc:
                 self.future.handle(Diagnosis(self.future.run_id, "RecordFailed",
                                              f"The reruns of this run could not be recorded in its run.json: {exc}"))  # fmt: skip

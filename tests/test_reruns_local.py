@@ -89,12 +89,18 @@ def test_retry_failed_reruns_exactly_the_failed_items(local_session: Session, fo
     assert calls(folder)[2] == 2
 
 
-def test_resume_reruns_failed_items_from_the_store(local_session: Session, folder: Path) -> None:
+def test_resume_reruns_failed_items_from_the_store(
+    local_session: Session, folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     items = [(i, str(folder)) for i in range(6)]
     first = remote(flaky).submit_map(items, parallelism=3, return_exceptions=True)
     first.result(60)
     (folder / "fixed").touch()
+    capsys.readouterr()
     assert remote(flaky).map(items, resume=first.run_id) == [i * 10 for i in range(6)]
+    said = capsys.readouterr().err.splitlines()  # (the text view of a run outside a notebook)
+    assert said[0] == (f"kjupyter: 2 of 6 item(s) failed or have no result: rerunning them as run {first.run_id}-r1; "
+                       "the others keep their results.")  # fmt: skip
     assert calls(folder) == {0: 1, 1: 1, 2: 2, 3: 1, 4: 1, 5: 2}
     # A second resume finds every result stored: it runs nothing (and names no run it does not make).
     assert remote(flaky).map(items, resume=first.run_id) == [i * 10 for i in range(6)]

@@ -89,6 +89,7 @@ def test_an_oom_killed_map_item_is_rerun_alone_with_doubled_memory(
     store = st.RunStore(f"file://{tmp_path / 'store'}")
     record = store.run(session.user, run).read_json(st.RUN_JSON)
     assert record["phase"] == "Succeeded" and record["attempts"] == [sentence] and record["parts"] == {again: [3]}
+    assert record["diagnosis"] == sentence  # (what `kjupyter jobs` shows beside the run)
     assert record["counts"] == {"succeeded": 8, "failed": 0, "running": 0, "pending": 0}
     assert store.run(session.user, again).list_names("results") == ["0.pkl"]
 
