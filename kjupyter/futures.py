@@ -167,6 +167,8 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         """
         if self.done():
             return False
+        if self.reruns is not None:
+            self.reruns.cancelling = True  # no further rerun starts
         if not self.backend.cancel(self.live_run_id):
             return False  # it had just finished: its result is on its way
         return super().cancel()

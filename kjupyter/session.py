@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kjupyter import credentials, names, reruns, run_keys
+from kjupyter import credentials, names, reruns, resume, run_keys
 from kjupyter import payload as pl
 from kjupyter.backends.base import CALL, MAP, Backend, SubmitRequest
 from kjupyter.config import Config, Profile, load_config
@@ -193,7 +193,7 @@ class Session:
     def resume_map(self, fn: Callable[..., Any], items: Iterable[Any], options: Mapping[str, Any], run_id: str,
                    *, return_exceptions: bool = False) -> MapFuture:  # fmt: skip
         """Rerun the failed and missing items of map ``run_id`` (``f.map(items, resume=RUN_ID)``)."""
-        return reruns.resume(self, fn, items, dict(options), run_id, return_exceptions)
+        return resume.resume(self, fn, items, dict(options), run_id, return_exceptions)
 
     def _request(self, run_id: str, kind: str, spec: RunSpec, data: bytes, fn: Any, key: bytes,
                  count: int = 1, items: bytes | None = None) -> SubmitRequest:  # fmt: skip
