@@ -13,6 +13,7 @@ import pytest
 
 from kjupyter import IntegrityError, KjupyterError, Retry, remote
 from kjupyter import store as st
+from kjupyter.futures import MapFuture
 from kjupyter.run_events import Diagnosis
 from kjupyter.session import Session
 
@@ -119,6 +120,12 @@ def test_resume_and_retry_failed_refuse_bad_input_in_one_sentence(local_session:
         remote(flaky).map(items[:3], resume=first.run_id)
     with pytest.raises(KjupyterError, match="no run 'nope-000000' of yours"):
         remote(flaky).map(items, resume="nope-000000")
+    attached = local_session.attach(first.run_id)
+    assert isinstance(attached, MapFuture) and isinstance(attached.exception(30), ValueError)
+    with pytest.raises(KjupyterError, match=rf"map {first.run_id} was not started by this process, so its function "
+                                            rf"and items are not here; rerun its failed items with "
+                                            rf"f.map\(items, resume='{first.run_id}'\)"):  # fmt: skip
+        attached.retry_failed()
     owner = local_session.user
     local_session.user = "somebody-else"
     with pytest.raises(IntegrityError, match=f"run {first.run_id} belongs to user '{owner}', not to you"):
