@@ -33,6 +33,7 @@ from kjupyter.errors import (
     UnknownOptionError,
     VersionMismatchError,
 )
+from kjupyter.retry import Retry
 
 __version__ = "0.1.0"
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "RemoteError",
     "RemoteTraceback",
     "RequestTimedOut",
+    "Retry",
     "RunCancelled",
     "RunFailed",
     "RunTimeout",

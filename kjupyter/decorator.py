@@ -37,22 +37,28 @@ class RemoteFunction(Generic[P, R]):
         return future
 
     def map(self, items: Iterable[Any], *, parallelism: int | None = None, return_exceptions: bool = False,
-            **options: Any) -> list[Any]:  # fmt: skip
-        """Run ``fn(item)`` for every item as ONE run (an Indexed Job); results in input order."""
-        future = self._submit_map(items, parallelism, return_exceptions, options)
+            resume: str | None = None, **options: Any) -> list[Any]:  # fmt: skip
+        """Run ``fn(item)`` for every item as ONE run (an Indexed Job); results in input order.
+
+        ``resume=RUN_ID``: rerun only the failed and missing items of that earlier map of the same
+        function and items (one of yours, with a store); the others' stored results are reused.
+        """
+        future = self._submit_map(items, parallelism, return_exceptions, options, resume)
         result: list[Any] = wait.wait(future)
         return result
 
     def submit_map(self, items: Iterable[Any], *, parallelism: int | None = None, return_exceptions: bool = False,
-                   **options: Any) -> MapFuture:  # fmt: skip
+                   resume: str | None = None, **options: Any) -> MapFuture:  # fmt: skip
         """Start a map and return its future at once (in a notebook, its live widget shows)."""
-        future = self._submit_map(items, parallelism, return_exceptions, options)
+        future = self._submit_map(items, parallelism, return_exceptions, options, resume)
         wait.show_live(future)
         return future
 
     def _submit_map(self, items: Iterable[Any], parallelism: int | None, return_exceptions: bool,
-                    options: dict[str, Any]) -> MapFuture:  # fmt: skip
+                    options: dict[str, Any], resume: str | None = None) -> MapFuture:  # fmt: skip
         opts = {**self.options, **options, "parallelism": parallelism or self.options.get("parallelism")}
+        if resume is not None:
+            return get_session().resume_map(self.fn, items, opts, resume, return_exceptions=return_exceptions)
         return get_session().submit_map(self.fn, items, opts, return_exceptions=return_exceptions)
 
     def map_files(self, pattern: str | Sequence[str], *, chunk_size: int | None = None, parallelism: int | None = None,
@@ -118,7 +124,8 @@ def remote(**options: Any) -> Callable[[Callable[P, R]], RemoteFunction[P, R]]: 
 def remote(fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
     """Decorate a function to run it on a cluster: ``@remote`` or ``@remote(gpu=1, memory="16Gi")``.
 
-    Options: cluster, name, cpu, memory, gpu ("A100:2"), gpu_type, image, timeout, retries,
+    Options: cluster, name, cpu, memory, gpu ("A100:2"), gpu_type, image, timeout, retries
+    (a count, or ``Retry(2, grow_memory=2.0, max_memory="64Gi")`` to grow memory after an OOM kill),
     env, secrets, packages, parallelism, pending_timeout.
     """
     if fn is not None:

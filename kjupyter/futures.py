@@ -48,6 +48,14 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         self.hub = EventHub(run_id)
         self._tails: dict[int, collections.deque[str]] = {}
         self._ended = threading.Event()
+        # Follow-up runs (kjupyter.reruns): OOM growth, retry_failed(), resume=. ``reruns`` sees every event
+        # first; ``live_run_id`` is the run cancel() stops; ``_where[i]`` is (run, key, task) of task i's outcome
+        # when another run made it; ``_verdicts[i]`` is the exception of a task judged by the client itself.
+        self.reruns: Any = None
+        self.source: Any = None  # what can start this run's tasks again (set by the session)
+        self.live_run_id = run_id
+        self._where: dict[int, tuple[str, bytes | None, int]] = {}
+        self._verdicts: dict[int, BaseException] = {}
 
     # --- events -----------------------------------------------------------------------------
 
@@ -60,6 +68,11 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
 
     def handle(self, event: Event) -> None:
         """The sink given to the backend (called on the run's event lane, never on a watch thread)."""
+        if self.reruns is not None:
+            found = self.reruns.filter(event)  # (translated from a follow-up run, held back, or as it came)
+            if found is None:
+                return
+            event = found
         self._track(event)
         if isinstance(event, ev.TaskFinished):
             self._on_task(event)
@@ -95,12 +108,15 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         explains why. A task that *succeeded* but whose outcome cannot be read gets the backend's
         own sentence (say, logs forbidden for an inline result), never "every task succeeded".
         """
+        if index in self._verdicts:
+            return False, self._verdicts[index]
+        run_id, key, at = self._where.get(index, (self.run_id, self.run_key, index))
         try:
-            with self.backend.open_outcome(self.run_id, index) as f:
+            with self.backend.open_outcome(run_id, at) as f:
                 source = str(getattr(f, "name", "") or "")  # the store object's URL or path, when it has one
-                where = f"run {self.run_id} task {index}" + (f" ({source})" if source else "")
+                where = f"run {run_id} task {at}" + (f" ({source})" if source else "")
                 try:
-                    return True, pl.load_outcome(f, key=self.run_key, index=index, where=where)
+                    return True, pl.load_outcome(f, key=key, index=at, where=where)
                 except BaseException as exc:  # the remote exception, rebuilt (or why it cannot be read)
                     return False, exc.with_traceback(None)
         except IntegrityError as exc:  # the backend would not even open it (a store URL outside yours)
@@ -151,7 +167,9 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         """
         if self.done():
             return False
-        if not self.backend.cancel(self.run_id):
+        if self.reruns is not None:
+            self.reruns.cancelling = True  # no further rerun starts
+        if not self.backend.cancel(self.live_run_id):
             return False  # it had just finished: its result is on its way
         return super().cancel()
 
@@ -235,7 +253,7 @@ class MapFuture(RunFuture):
         if not ok and not self.return_exceptions and not self.done() and event.phase is not Phase.CANCELLED:
             self.set_exception(value)
             with contextlib.suppress(KjupyterError):
-                self.backend.cancel(self.run_id)  # first failure: stop the rest
+                self.backend.cancel(self.live_run_id)  # first failure: stop the rest
 
     def _on_run(self, event: ev.RunFinished) -> None:
         if self.done():
@@ -265,6 +283,24 @@ class MapFuture(RunFuture):
 
     def describe(self, index: int) -> str:
         return self._describe(index)
+
+    def retry_failed(self) -> MapFuture:
+        """A new map future that reruns only the failed, cancelled and missing items of this finished map.
+
+        The other items keep their results (no new work, nothing read again); the rerun is one new
+        run (``<run>-r1``) over the failed items, and its future resolves to the complete list, in
+        input order. ``f.map(items, resume=RUN_ID)`` does the same from the store, in another process.
+        """
+        if not self.done():
+            raise KjupyterError(f"map {self.run_id} is still running: retry_failed() reruns the failed items of a "
+                                "finished map; wait for it (or cancel it) first")  # fmt: skip
+        if self.source is None:
+            raise KjupyterError(f"map {self.run_id} was not started by this process, so its function and items are "
+                                f"not here; rerun its failed items with f.map(items, resume={self.run_id!r})")  # fmt: skip
+        ok = {i: v for i, (have, v) in enumerate(zip(self._have, self._results, strict=True))
+              if have and not isinstance(v, BaseException)}  # fmt: skip
+        future: MapFuture = self.source.retry(self, ok)
+        return future
 
     @property
     def counts(self) -> dict[str, int]:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kjupyter import credentials, names, run_keys
+from kjupyter import credentials, names, reruns, resume, run_keys
 from kjupyter import payload as pl
 from kjupyter.backends.base import CALL, MAP, Backend, SubmitRequest
 from kjupyter.config import Config, Profile, load_config
@@ -155,7 +155,8 @@ class Session:
     def submit_call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                     options: Mapping[str, Any]) -> RunFuture:  # fmt: skip
         profile = self.profile_for(options)
-        spec = self.spec_for(profile, options)
+        asked = self.spec_for(profile, options)
+        spec = reruns.first_attempt(asked, profile)  # (with grow_memory, reruns are new Jobs: kjupyter.reruns)
         key = run_keys.new_key()
         extra: dict[str, Any] = {"packages": list(spec.packages)} if spec.packages else {}
         data = pl.dump_call(fn, args, kwargs, key=key, **extra)
@@ -164,12 +165,14 @@ class Session:
         request = self._request(run_id, CALL, spec, data, fn, key)
         future = RunFuture(run_id, self.backend(profile), cluster=profile.name, function=request.function,
                            run_key=key)  # fmt: skip
+        reruns.arm(self, future, fn, [(args, kwargs)], asked)
         return self._start(future, request)
 
     def submit_map(self, fn: Callable[..., Any], items: Iterable[Any], options: Mapping[str, Any],
                    *, return_exceptions: bool = False) -> MapFuture:  # fmt: skip
         profile = self.profile_for(options)
-        spec = self.spec_for(profile, options)
+        asked = self.spec_for(profile, options)
+        spec = reruns.first_attempt(asked, profile)
         values = list(items)
         key = run_keys.new_key()
         blob = io.BytesIO()
@@ -184,7 +187,13 @@ class Session:
         request = self._request(run_id, MAP, spec, data, fn, key, count=count, items=packed)
         future = MapFuture(run_id, self.backend(profile), cluster=profile.name, items=values,
                            return_exceptions=return_exceptions, function=request.function, run_key=key)  # fmt: skip
+        reruns.arm(self, future, fn, values, asked, return_exceptions)
         return self._start(future, request)
+
+    def resume_map(self, fn: Callable[..., Any], items: Iterable[Any], options: Mapping[str, Any], run_id: str,
+                   *, return_exceptions: bool = False) -> MapFuture:  # fmt: skip
+        """Rerun the failed and missing items of map ``run_id`` (``f.map(items, resume=RUN_ID)``)."""
+        return resume.resume(self, fn, items, dict(options), run_id, return_exceptions)
 
     def _request(self, run_id: str, kind: str, spec: RunSpec, data: bytes, fn: Any, key: bytes,
                  count: int = 1, items: bytes | None = None) -> SubmitRequest:  # fmt: skip

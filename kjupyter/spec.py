@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kjupyter.errors import SpecError, UnknownOptionError
+from kjupyter.retry import Retry
 
 _MEMORY_UNITS = {
     "": 1,
@@ -187,6 +188,8 @@ class RunSpec:
     pending_timeout: float | None = None
     items_per_pod: int | None = None  # 1: one pod per map item; None: at most ``parallelism`` worker pods
     keep_warm: float | None = None  # seconds a call's pod waits for the next compatible run; None: the profile's
+    grow_memory: float | None = None  # retries=Retry(n, grow_memory=...): memory x this after an OOM kill
+    max_memory_bytes: int | None = None  # ... never above this (None: no cap)
 
     @classmethod
     def build(cls, **options: Any) -> RunSpec:
@@ -224,7 +227,7 @@ class RunSpec:
         if "keep_warm" in opts:
             changes["keep_warm"] = parse_window(opts["keep_warm"])
         if "retries" in opts:
-            changes["retries"] = _count("retries", opts["retries"], minimum=0, example="2")
+            changes.update(_retries(opts["retries"]))
         if "parallelism" in opts:
             changes["parallelism"] = _count("parallelism", opts["parallelism"], minimum=1, example="50")
         if "items_per_pod" in opts:
@@ -235,7 +238,9 @@ class RunSpec:
             changes["secrets"] = _names("secrets", opts["secrets"], '["aws-creds"]', _DNS1123_RE)
         if "packages" in opts:
             changes["packages"] = _names("packages", opts["packages"], '["scikit-learn==1.5"]', None)
-        return dataclasses.replace(self, **changes)
+        spec = dataclasses.replace(self, **changes)
+        _check_cap(spec)
+        return spec
 
     @property
     def env_dict(self) -> dict[str, str]:
@@ -254,6 +259,23 @@ class RunSpec:
         if self.timeout:
             parts.append(f"timeout={format_duration(self.timeout)}")
         return " ".join(parts)
+
+
+def _retries(value: object) -> dict[str, Any]:
+    """``retries=2`` or ``retries=Retry(2, grow_memory=2.0, max_memory="64Gi")`` (see :mod:`kjupyter.retry`)."""
+    if not isinstance(value, Retry):
+        return {"retries": _count("retries", value, minimum=0, example="2"), "grow_memory": None,
+                "max_memory_bytes": None}  # fmt: skip
+    cap = None if value.max_memory is None else parse_memory(value.max_memory, "max_memory")
+    return {"retries": value.retries, "grow_memory": value.grow_memory, "max_memory_bytes": cap}
+
+
+def _check_cap(spec: RunSpec) -> None:
+    memory, cap = spec.resources.memory_bytes, spec.max_memory_bytes
+    if spec.grow_memory and cap is not None and memory is not None and cap < memory:
+        raise SpecError("max_memory", format_memory(cap), f'"{format_memory(memory * 4)}"',
+                        f"the cap is below the memory the run asks for ({format_memory(memory)}), so it could "
+                        "never grow; give a max_memory at least as large as memory=")  # fmt: skip
 
 
 def _text(field_name: str, value: object, example: str) -> str:

@@ -62,7 +62,8 @@ class Items:
             settled = index in run.done
             if what == "done" and not settled:
                 run._task(index, Phase.SUCCEEDED, 0)
-            elif what == "fail" and not settled:
+            elif what == "fail" and not settled and attempt <= run.retries:
+                # (past its retries: its worker died on it, and the dead pod's settle says why: OOMKilled...)
                 run._task(index, Phase.FAILED, 1, "Error", f"item {index} failed")
             elif what == "cancelled" and not settled:  # (a warm worker's run: its process was stopped)
                 run._task(index, Phase.CANCELLED, None, "Cancelled", "the run was cancelled")

@@ -84,6 +84,10 @@ class LocalRun:
         if r.gpu:
             self.emit(ev.Diagnosis(rid, "NoGPU", "The local backend has no GPUs: gpu= is ignored here.",
                                 "Pick a cluster that offers GPUs with cluster=...", fatal=False))  # fmt: skip
+        if self.req.spec.grow_memory:  # (no memory limit here, so nothing to grow: said once, not silently)
+            self.emit(ev.Diagnosis(rid, "NoMemoryLimit", "The local backend sets no memory limits, so grow_memory= "
+                                   f"does nothing here: retries={self.req.spec.retries} apply as plain retries.",
+                                   "Run on a Kubernetes cluster for retries that grow memory.", fatal=False))  # fmt: skip
         if self.req.spec.secrets:
             self.emit(ev.Diagnosis(rid, "SecretsIgnored", "Kubernetes secrets are not mounted on the local backend.",
                                 "Set the variables in your environment instead.", fatal=False))  # fmt: skip
