@@ -119,7 +119,8 @@ def remote(fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
     """Decorate a function to run it on a cluster: ``@remote`` or ``@remote(gpu=1, memory="16Gi")``.
 
     Options: cluster, name, cpu, memory, gpu ("A100:2"), gpu_type, image, timeout, retries,
-    env, secrets, packages, parallelism, pending_timeout.
+    env, secrets, packages, parallelism, pending_timeout, cache (``True``: reuse the stored result
+    of an identical earlier call; see :mod:`kjupyter.cache`).
     """
     if fn is not None:
         return RemoteFunction(fn, options)

@@ -156,7 +156,7 @@ class Resources:
 # Options a user can pass to @remote(...), .with_options(...) or %%kube.
 OPTION_NAMES = (
     "cluster", "name", "cpu", "memory", "gpu", "gpu_type", "image", "timeout", "retries",
-    "env", "secrets", "packages", "parallelism", "pending_timeout", "items_per_pod",
+    "env", "secrets", "packages", "parallelism", "pending_timeout", "items_per_pod", "cache",
 )  # fmt: skip
 
 
@@ -176,6 +176,7 @@ class RunSpec:
     parallelism: int | None = None
     pending_timeout: float | None = None
     items_per_pod: int | None = None  # 1: one pod per map item; None: at most ``parallelism`` worker pods
+    cache: bool = False  # reuse the stored result of an identical earlier call (kjupyter.cache)
 
     @classmethod
     def build(cls, **options: Any) -> RunSpec:
@@ -216,6 +217,10 @@ class RunSpec:
             changes["parallelism"] = _count("parallelism", opts["parallelism"], minimum=1, example="50")
         if "items_per_pod" in opts:
             changes["items_per_pod"] = _count("items_per_pod", opts["items_per_pod"], minimum=1, example="1")
+        if "cache" in opts:
+            if not isinstance(opts["cache"], bool):
+                raise SpecError("cache", opts["cache"], "True", "must be True or False")
+            changes["cache"] = opts["cache"]
         if "env" in opts:
             changes["env"] = tuple(sorted({**dict(self.env), **_env(opts["env"])}.items()))
         if "secrets" in opts:

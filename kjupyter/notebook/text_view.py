@@ -31,6 +31,9 @@ def summary(future: RunFuture, *, function: bool = False) -> str:
     With ``function``, the function's name follows the run id (``run train-x1 (train)``). A run that
     has not ended says for how long it has been going on (``Running for 12s``).
     """
+    cached = getattr(future, "cached", "")  # a cache hit (kjupyter.cache): no run, the stored result
+    if cached:
+        return f"kjupyter: {cached}"
     elapsed = (future.finished_at or time.time()) - future.created
     name = function_name(future.function) if function else ""
     what = f"run {future.run_id}" + (f" ({name})" if name else "")
@@ -120,7 +123,7 @@ class ConsoleView:
                 self._clear_bar()
                 prefix = f"[{event.index}] " if self.is_map else ""
                 print(prefix + event.text, file=self.out, flush=True)
-            elif isinstance(event, Diagnosis):
+            elif isinstance(event, Diagnosis) and event.reason != "Cached":  # (the summary says that one)
                 self._clear_bar()
                 where = f" (item {event.index})" if event.index is not None and self.is_map else ""
                 print(f"kjupyter: {event}{where}", file=self.err, flush=True)
