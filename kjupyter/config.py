@@ -24,6 +24,7 @@ from typing import Any
 
 from kjupyter.errors import ConfigError, SpecError
 from kjupyter.spec import OPTION_NAMES, RunSpec, parse_duration
+from kjupyter.usage import Prices, parse_prices
 
 SYSTEM_CONFIG = Path("/etc/kjupyter/config.toml")
 BACKENDS = ("local", "kubernetes")
@@ -63,6 +64,7 @@ class Profile:
     ttl_after_finished: float = 86400.0
     defaults: RunSpec = field(default_factory=RunSpec)
     labels: Mapping[str, str] = field(default_factory=dict)
+    prices: Prices = field(default_factory=Prices)  # per hour, for the estimated cost of runs (kjupyter.usage)
     source: str = "built-in"
 
     def offers_gpu(self, gpu_type: str) -> bool:
@@ -100,7 +102,7 @@ class Config:
 _PROFILE_KEYS = {
     "backend", "store", "store_options", "kubeconfig", "context", "in_cluster", "namespace", "image",
     "service_account", "image_pull_secrets", "secrets", "gpus", "pending_timeout",
-    "ttl_after_finished", "defaults", "labels",
+    "ttl_after_finished", "defaults", "labels", "prices",
 }  # fmt: skip
 
 
@@ -208,6 +210,7 @@ def _profile(name: str, raw: Mapping[str, Any], source: str) -> Profile:
             ttl_after_finished=parse_duration(raw.get("ttl_after_finished", 86400), "ttl_after_finished"),
             defaults=defaults,
             labels=dict(raw.get("labels", {})),
+            prices=parse_prices(raw.get("prices"), where, gpus),
             source=source,
         )
     except SpecError as exc:

@@ -69,6 +69,7 @@ class RunInfo:
     running: int = 0
     diagnosis: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    usage: dict[str, float] = field(default_factory=dict)  # resource-seconds (kjupyter.usage), once recorded
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -76,7 +77,7 @@ class RunInfo:
             "kind": self.kind, "user": self.user, "function": self.function,
             "created": self.created, "finished": self.finished, "total": self.total,
             "succeeded": self.succeeded, "failed": self.failed, "running": self.running,
-            "diagnosis": self.diagnosis,
+            "diagnosis": self.diagnosis, "usage": dict(self.usage),
         }  # fmt: skip
 
 

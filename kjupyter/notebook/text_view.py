@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import TextIO
 
+from kjupyter import usage
 from kjupyter.futures import RunFuture
 from kjupyter.run_events import Diagnosis, Event, LogLine, Phase, PhaseChanged, Progress, RunFinished
 from kjupyter.spec import format_duration
@@ -44,9 +45,21 @@ def summary(future: RunFuture, *, function: bool = False) -> str:
         text += f" ({counts['succeeded']} succeeded, {counts['failed']} failed"
         text += f", {counts['cancelled']} cancelled" if counts.get("cancelled") else ""
         text += f" of {counts['total']})"
+    used = usage_line(future)
+    if used:
+        text += f" ({used})"
     if future.diagnosis and future.phase is not Phase.SUCCEEDED:
         text += f"\n  {future.diagnosis}"
     return text
+
+
+def usage_line(future: RunFuture) -> str:
+    """``GPU-h 0.52 (A100) · cpu-h 1.04 · est. cost 1.93 USD`` once the run used GPUs or its cluster has prices."""
+    used = future.usage.as_dict if future.usage is not None else {}
+    prices = future.backend.profile.prices
+    if not used or not (prices or usage.gpu_hours(used)):
+        return ""
+    return usage.describe(used, prices)
 
 
 def function_name(qualname: str) -> str:

@@ -25,6 +25,7 @@ from kjupyter.backends.kubernetes.items import Items, claims_note
 from kjupyter.backends.kubernetes.logs import LogAccess, Outcomes, PodLog
 from kjupyter.backends.kubernetes.lookups import Lookups
 from kjupyter.backends.kubernetes.state import JobView, PodView, Verdict
+from kjupyter.backends.kubernetes.usage import run_usage
 from kjupyter.backends.kubernetes.writes import stop_run
 from kjupyter.errors import ApiError, BackendError
 from kjupyter.event_hub import EventHub, Timer, Timers
@@ -379,6 +380,7 @@ class KubeRun:
             if p.log is not None and not p.ended:
                 p.log.stop()
         self._progress()
+        self.emit(run_usage(self.run_id, [p.last for p in pods], self.kube.profile))  # (recorded in run.json)
         self.emit(ev.RunFinished(self.run_id, phase, reason, message))
         self.on_end(self.run_id)
 
