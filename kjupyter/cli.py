@@ -151,7 +151,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
              r.function, r.cluster, _when(r.created), format_elapsed(run_duration(r, now)),
              _gpu_hours(used[r.run_id]), _cost(used[r.run_id]), r.diagnosis]
             for r in runs]  # fmt: skip
-    header = ["RUN", "STATUS", "KIND", "FUNCTION", "CLUSTER", "CREATED", "DURATION", "GPU-H", "EST. COST", "DIAGNOSIS"]
+    cost = f"COST/{profile.prices.currency}" if profile.prices else "COST"  # (estimated from the profile's prices)
+    header = ["RUN", "STATUS", "KIND", "FUNCTION", "CLUSTER", "CREATED", "DURATION", "GPU-H", cost, "DIAGNOSIS"]
     print(_table(rows, header) if rows else f"no runs on {profile.name}")
     return 0
 
@@ -166,10 +167,10 @@ def _gpu_hours(row: dict[str, Any]) -> str:
 
 
 def _cost(row: dict[str, Any]) -> str:
-    """``1.93 USD``; ``-`` without prices or usage; a ``+`` when a resource it used has no price."""
+    """``1.93`` (the currency is in the header); ``-`` without prices or usage; ``+`` when a resource it used has no price."""
     if row["cost"] is None:
         return "-"
-    return f"{row['cost']:.2f} {row['currency']}" + ("+" if row["unpriced"] else "")
+    return f"{row['cost']:.2f}" + ("+" if row["unpriced"] else "")
 
 
 def _say(text: str) -> None:

@@ -56,8 +56,10 @@ def summary(future: RunFuture, *, function: bool = False) -> str:
 def usage_line(future: RunFuture) -> str:
     """``GPU-h 0.52 (A100) · cpu-h 1.04 · est. cost 1.93 USD`` once the run used GPUs or its cluster has prices."""
     used = future.usage.as_dict if future.usage is not None else {}
-    prices = future.backend.profile.prices
-    if not used or not (prices or usage.gpu_hours(used)):
+    if not used:
+        return ""
+    prices = getattr(getattr(future.backend, "profile", None), "prices", None) or usage.Prices()
+    if not (prices or usage.gpu_hours(used)):
         return ""
     return usage.describe(used, prices)
 
