@@ -171,7 +171,7 @@ class Hit:
     @property
     def sentence(self) -> str:
         when = datetime.datetime.fromtimestamp(self.created).strftime("%Y-%m-%d %H:%M")
-        return f"cached: result of run {self.run_id} from {when}, `kjupyter gc` expires it"
+        return f"cached: result of run {self.run_id} from {when}, kjupyter gc expires it"
 
 
 def record(store: st.RunStore, user: str, key: str, *, run_id: str, run_key: bytes, kind: str, count: int) -> None:

@@ -70,7 +70,7 @@ def test_a_cache_hit_creates_nothing_and_says_so(session: Session, cluster: Fake
     assert again.run_id == first.run_id and again.done()
     text = summary(again)
     assert text.startswith(f"kjupyter: cached: result of run {first.run_id} from ")
-    assert text.endswith(", `kjupyter gc` expires it")
+    assert text.endswith(", kjupyter gc expires it")
     seen: list[Any] = []
     again.subscribe(seen.append)
     again.wait_ended(5)
