@@ -28,9 +28,10 @@ export interface IRun {
   unpriced: string[]; // resources it used that have no price
 }
 
-/** `GPU-h 0.52 · 1.93 USD` for a run that recorded its usage; '' for one that did not. */
+/** `GPU-h 0.52 · est. 1.93 USD` for a run that recorded its usage and used GPUs or has a cost; '' otherwise. */
 export function usageText(run: IRun): string {
-  if (run.gpu_hours === null || run.gpu_hours === undefined) {
+  const priced = run.cost !== null && run.cost !== undefined;
+  if (run.gpu_hours === null || run.gpu_hours === undefined || (!run.gpu_hours && !priced)) {
     return '';
   }
   const parts = [`GPU-h ${run.gpu_hours.toFixed(2)}`];

@@ -121,6 +121,7 @@ test('LineBuffer joins chunks into lines and keeps the last N', () => {
 
 test('usageText shows GPU-hours and the estimated cost once recorded', () => {
   assert.equal(usageText(run()), '');
+  assert.equal(usageText(run({ gpu_hours: 0 })), ''); // no GPU, no prices: nothing worth a word
   assert.equal(usageText(run({ gpu_hours: 0.5 })), 'GPU-h 0.50');
   assert.equal(usageText(run({ gpu_hours: 2, cost: 7.345, currency: 'USD' })), 'GPU-h 2.00 · est. 7.34 USD');
   assert.equal(usageText(run({ gpu_hours: 0, cost: 1, currency: 'EUR', unpriced: ['memory_gib'] })), 'GPU-h 0.00 · est. 1.00 EUR+');
