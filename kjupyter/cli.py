@@ -20,7 +20,6 @@ from typing import Any
 
 from kjupyter import __version__, usage
 from kjupyter.backends.base import Backend, Check, RunInfo
-from kjupyter.config import Profile
 from kjupyter.errors import KjupyterError
 from kjupyter.session import Session, get_session
 
@@ -142,35 +141,19 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     for problem in getattr(runs, "problems", ()):  # (a store that could not be read: the listing is partial)
         _say(f"kjupyter: warning: {problem}")
     now = time.time()
-    used = {r.run_id: usage.summary(r.usage, _prices(session, r.cluster, profile)) for r in runs}
+    used = {r.run_id: usage.summary(r.usage, session.config.profiles.get(r.cluster, profile).prices) for r in runs}
     if args.json:
         print(json.dumps([{**r.as_dict(), "duration": run_duration(r, now), **used[r.run_id]} for r in runs],
                          indent=1))  # fmt: skip
         return 0
     rows = [[r.run_id, r.phase.value, r.kind + (f" {r.succeeded}/{r.total}" if r.kind == "map" else ""),
              r.function, r.cluster, _when(r.created), format_elapsed(run_duration(r, now)),
-             _gpu_hours(used[r.run_id]), _cost(used[r.run_id]), r.diagnosis]
+             *usage.table_cells(used[r.run_id]), r.diagnosis]
             for r in runs]  # fmt: skip
     cost = f"COST/{profile.prices.currency}" if profile.prices else "COST"  # (estimated from the profile's prices)
     header = ["RUN", "STATUS", "KIND", "FUNCTION", "CLUSTER", "CREATED", "DURATION", "GPU-H", cost, "DIAGNOSIS"]
     print(_table(rows, header) if rows else f"no runs on {profile.name}")
     return 0
-
-
-def _prices(session: Session, cluster: str, fallback: Profile) -> usage.Prices:
-    profile = session.config.profiles.get(cluster, fallback)
-    return profile.prices
-
-
-def _gpu_hours(row: dict[str, Any]) -> str:
-    return "-" if row["gpu_hours"] is None else f"{row['gpu_hours']:.2f}"
-
-
-def _cost(row: dict[str, Any]) -> str:
-    """``1.93`` (the currency is in the header); ``-`` without prices or usage; ``+`` when a resource it used has no price."""
-    if row["cost"] is None:
-        return "-"
-    return f"{row['cost']:.2f}" + ("+" if row["unpriced"] else "")
 
 
 def _say(text: str) -> None:
@@ -305,7 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("jobs", cmd_jobs, "list your runs on a cluster")
     p.add_argument("--cluster", help="profile name (default: the default profile)")
     p.add_argument("--user", help="whose runs (default: you)")
-    p.add_argument("--json", action="store_true", help="machine-readable output (durations in seconds)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="machine-readable output (durations in seconds; usage in resource-seconds, gpu_hours, cost)",
+    )
     p = add("logs", cmd_logs, "print a run's logs")
     p.add_argument("run", help="run id, as printed by `kjupyter jobs`")
     p.add_argument("--cluster", help="profile name (default: the cluster that has the run, the default one first)")

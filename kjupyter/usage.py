@@ -110,6 +110,14 @@ def summary(usage: Mapping[str, float] | None, prices: Prices) -> dict[str, Any]
     }
 
 
+def table_cells(row: Mapping[str, Any]) -> list[str]:
+    """GPU-H and COST of a :func:`summary` in ``kjupyter jobs``: ``0.52``, ``1.93`` (the currency is in the header);
+    ``-`` where nothing was recorded or there are no prices; a ``+`` after a cost when a resource used has no price."""
+    hours = "-" if row["gpu_hours"] is None else f"{row['gpu_hours']:.2f}"
+    cost = "-" if row["cost"] is None else f"{row['cost']:.2f}" + ("+" if row["unpriced"] else "")
+    return [hours, cost]
+
+
 def describe(usage: Mapping[str, float] | None, prices: Prices) -> str:
     """One short line: ``GPU-h 0.52 (A100) · est. cost 1.93 USD`` (empty when nothing was recorded)."""
     if not usage:

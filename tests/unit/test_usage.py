@@ -122,3 +122,11 @@ def test_the_widget_and_the_text_show_gpu_hours_and_cost_once_the_run_ended() ->
     assert f"<span class='kjupyter-usage'>{line}</span>" in view.header.value
     assert summary(future).startswith("kjupyter: run train-ab12 on gpu Succeeded in ")
     assert summary(future).endswith(f" ({line})")
+
+
+def test_the_jobs_table_cells() -> None:
+    assert usage.table_cells(usage.summary(None, usage.Prices())) == ["-", "-"]
+    assert usage.table_cells(usage.summary({"cpu": 3600.0}, usage.Prices())) == ["0.00", "-"]
+    priced = usage.Prices({"gpu.A100": 2.0})
+    assert usage.table_cells(usage.summary({"gpu.A100": 5400.0}, priced)) == ["1.50", "3.00"]
+    assert usage.table_cells(usage.summary({"gpu.A100": 5400.0, "cpu": 1.0}, priced)) == ["1.50", "3.00+"]
