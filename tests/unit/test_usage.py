@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from kjupyter import usage
-from kjupyter.backends.kubernetes.usage import container_seconds, pod_resources, run_usage
+from kjupyter.backends.kubernetes.usage import container_seconds, pod_resources, quantity, run_usage
 from kjupyter.config import GpuType, Profile, load_config
 from kjupyter.errors import ConfigError
 
@@ -40,6 +40,23 @@ def test_a_pod_counts_from_its_containers_start_to_its_end() -> None:
     )
     assert container_seconds(retried, now=0) == 1830
     assert container_seconds(pod({"waiting": {"reason": "ContainerCreating"}}), now=start) == 0
+
+
+def test_a_container_that_failed_to_start_ran_for_no_time() -> None:
+    # (the kubelet's StartError: startedAt is the zero time, 1970-01-01; counting from it would be 56 years)
+    failed = {"terminated": {"startedAt": "1970-01-01T00:00:00Z", "finishedAt": "2026-12-01T10:00:00Z"}}
+    assert container_seconds(pod(failed), now=0) == 0
+
+
+def test_every_form_of_a_kubernetes_quantity() -> None:
+    assert [quantity(q) for q in ("500m", "2", 2, "1.5", "16Gi", "1G", "1e3", "1E3", "2k", "100u")] == [
+        0.5, 2, 2, 1.5, 16 * 2**30, 1e9, 1000, 1000, 2000, pytest.approx(1e-4)]  # fmt: skip
+    done = {"terminated": {"startedAt": "2026-12-01T10:00:00Z", "finishedAt": "2026-12-01T11:00:00Z"}}
+    odd = pod(done)
+    odd["spec"]["containers"][0]["resources"]["requests"]["memory"] = "lots"
+    event = run_usage("r", [odd, pod(done)], PROFILE)  # the run still gets its usage, and says what it left out
+    assert event.as_dict == {"cpu": 1800.0, "gpu.A100": 3600.0, "memory_gib": 28800.0}
+    assert event.source == "pods; not counted: p: a pod's resource quantity 'lots' is not a Kubernetes quantity"
 
 
 def test_a_pod_asks_for_cores_gib_and_gpus_of_a_type() -> None:
@@ -130,3 +147,8 @@ def test_the_jobs_table_cells() -> None:
     priced = usage.Prices({"gpu.A100": 2.0})
     assert usage.table_cells(usage.summary({"gpu.A100": 5400.0}, priced)) == ["1.50", "3.00"]
     assert usage.table_cells(usage.summary({"gpu.A100": 5400.0, "cpu": 1.0}, priced)) == ["1.50", "3.00+"]
+
+
+def test_a_pod_of_an_unexpected_shape_leaves_the_usage_unmeasured_not_the_run_unfinished() -> None:
+    event = run_usage("r", [{"status": {"containerStatuses": "garbage"}, "spec": 7}], PROFILE)
+    assert event.as_dict == {} and event.source.startswith("pods; not measured: ")

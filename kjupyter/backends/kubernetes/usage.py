@@ -17,9 +17,35 @@ from typing import Any
 from kjupyter.backends.kubernetes.objects import CONTAINER
 from kjupyter.backends.kubernetes.state import dig, k8s_time
 from kjupyter.config import Profile
-from kjupyter.errors import SpecError
+from kjupyter.errors import BackendError
 from kjupyter.run_events import Usage
-from kjupyter.spec import parse_cpu, parse_memory
+
+_SUFFIXES = {
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+    "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+}  # fmt: skip
+
+
+def quantity(value: Any) -> float:
+    """A Kubernetes quantity as a number: ``"500m"`` 0.5, ``"16Gi"`` 17179869184, ``"1e3"`` 1000, ``2`` 2.
+
+    Every form the API server returns is read (it keeps the form a quantity was written in, such as a
+    LimitRange's); anything else is a BackendError, never a resource silently left out.
+    """
+    text = str(value).strip()
+    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
+        if text.endswith(suffix) and text[: -len(suffix)]:
+            number, scale = text[: -len(suffix)], _SUFFIXES[suffix]
+            break
+    else:
+        number, scale = text, 1
+    try:
+        amount = float(number) * scale
+    except ValueError:
+        raise BackendError(f"a pod's resource quantity {value!r} is not a Kubernetes quantity") from None
+    if amount != amount or amount < 0:  # NaN, negative
+        raise BackendError(f"a pod's resource quantity {value!r} is not a Kubernetes quantity")
+    return amount
 
 
 def container_seconds(pod: Mapping[str, Any], now: float) -> float:
@@ -47,15 +73,12 @@ def pod_resources(pod: Mapping[str, Any], profile: Profile) -> dict[str, float]:
     requests = dig(spec, "resources", "requests", default={})
     limits = dig(spec, "resources", "limits", default={})
     out: dict[str, float] = {}
-    try:
-        cpu = requests.get("cpu") or limits.get("cpu")
-        if cpu:
-            out["cpu"] = parse_cpu(str(cpu)) / 1000
-        memory = requests.get("memory") or limits.get("memory")
-        if memory:
-            out["memory_gib"] = parse_memory(str(memory)) / 2**30
-    except SpecError:
-        pass  # (a quantity this parser does not read, such as "1e3": that resource is not counted)
+    cpu = requests.get("cpu") or limits.get("cpu")
+    if cpu:
+        out["cpu"] = quantity(cpu)
+    memory = requests.get("memory") or limits.get("memory")
+    if memory:
+        out["memory_gib"] = quantity(memory) / 2**30
     selector = dig(pod, "spec", "nodeSelector", default={})
     kinds = [g for g in profile.gpus.values() if g.node_selector and all(selector.get(k) == v
                                                                          for k, v in g.node_selector.items())]  # fmt: skip
@@ -70,13 +93,28 @@ def pod_resources(pod: Mapping[str, Any], profile: Profile) -> dict[str, float]:
 
 
 def run_usage(run_id: str, pods: Iterable[Mapping[str, Any]], profile: Profile, now: float | None = None) -> Usage:
-    """The :class:`Usage` of a run from the last state seen of each of its pods."""
+    """The :class:`Usage` of a run from the last state seen of each of its pods (never raises: the run's end
+    follows it; what could not be measured is said in its ``source``)."""
+    try:
+        return _run_usage(run_id, pods, profile, now)
+    except Exception as exc:  # (a pod object of a shape no API server sends)
+        return Usage(run_id, (), source=f"pods; not measured: {type(exc).__name__}: {exc}")
+
+
+def _run_usage(run_id: str, pods: Iterable[Mapping[str, Any]], profile: Profile, now: float | None) -> Usage:
     now = time.time() if now is None else now
     total: dict[str, float] = {}
+    unread: list[str] = []
     for pod in pods:
         seconds = container_seconds(pod, now) if pod else 0.0
         if seconds <= 0:
             continue
-        for key, amount in pod_resources(pod, profile).items():
+        try:
+            asked = pod_resources(pod, profile)
+        except BackendError as exc:  # (said in the record's usage_source; the run still ends as it should)
+            unread.append(f"{dig(pod, 'metadata', 'name')}: {exc}")
+            continue
+        for key, amount in asked.items():
             total[key] = total.get(key, 0.0) + amount * seconds
-    return Usage(run_id, tuple(sorted((k, round(v, 3)) for k, v in total.items())), source="pods")
+    source = "pods" + (f"; not counted: {'; '.join(unread[:3])}" if unread else "")
+    return Usage(run_id, tuple(sorted((k, round(v, 3)) for k, v in total.items())), source=source)
