@@ -74,7 +74,7 @@ def _tracker_ids() -> Mapping[Any, str]:
 class _FingerprintPickler(cloudpickle.Pickler):  # type: ignore[misc]
     """cloudpickle, made to give the same bytes for the same code and data in any process."""
 
-    def __init__(self, file: io.BytesIO) -> None:
+    def __init__(self, file: Any) -> None:
         if _CODE_REDUCE is not None:
             self.dispatch_table = collections.ChainMap(
                 {types.CodeType: self._reduce_code}, cloudpickle.Pickler.dispatch_table
@@ -117,6 +117,17 @@ def _fingerprint(obj: Any) -> bytes:
     return buf.getvalue()
 
 
+class _Digesting:
+    """A file that hashes what is written to it: a large argument is hashed as it is pickled, never held twice."""
+
+    def __init__(self, digest: Any) -> None:
+        self.digest = digest
+
+    def write(self, data: Any) -> int:
+        self.digest.update(data)
+        return memoryview(data).nbytes
+
+
 def result_options(spec: RunSpec, profile: Profile) -> dict[str, Any]:
     """The options that can change what a successful call returns (see the module docstring)."""
     image = (spec.image or profile.image) if profile.backend == "kubernetes" else None
@@ -135,7 +146,7 @@ def call_key(kind: str, fn: Callable[..., Any], args: Any, kwargs: Mapping[str, 
     digest.update(json.dumps(meta, sort_keys=True).encode() + b"\0")
     pl._ship_local_modules_by_value()  # (as the payload will: a helper module beside the notebook goes by value)
     try:
-        digest.update(_fingerprint((fn, tuple(args), dict(kwargs))))
+        _FingerprintPickler(_Digesting(digest)).dump((fn, tuple(args), dict(kwargs)))
     except Exception as exc:
         raise pl._explain_unpicklable(fn, tuple(args) if kind != MAP else (), dict(kwargs), exc) from None
     return digest.hexdigest()
