@@ -152,3 +152,14 @@ def test_the_jobs_table_cells() -> None:
 def test_a_pod_of_an_unexpected_shape_leaves_the_usage_unmeasured_not_the_run_unfinished() -> None:
     event = run_usage("r", [{"status": {"containerStatuses": "garbage"}, "spec": 7}], PROFILE)
     assert event.as_dict == {} and event.source.startswith("pods; not measured: ")
+
+
+def test_a_record_without_its_job_still_says_what_the_run_used() -> None:
+    from kjupyter.backends.kubernetes.records import record_entry
+
+    meta = {"run_id": "r-1", "cluster": "gpu", "phase": "Succeeded", "created": 1.0, "finished": 2.0,
+            "usage": {"gpu.A100": 7200, "cpu": 3600.5}}  # fmt: skip
+    info = record_entry(meta, "gpu", "ml", now=10.0)
+    assert info.usage == {"gpu.A100": 7200.0, "cpu": 3600.5}
+    assert info.as_dict()["usage"] == {"gpu.A100": 7200.0, "cpu": 3600.5}
+    assert record_entry({**meta, "usage": None}, "gpu", "ml", now=10.0).usage == {}
