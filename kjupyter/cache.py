@@ -148,6 +148,8 @@ def call_key(kind: str, fn: Callable[..., Any], args: Any, kwargs: Mapping[str, 
     try:
         _FingerprintPickler(_Digesting(digest)).dump((fn, tuple(args), dict(kwargs)))
     except Exception as exc:
+        if kind == MAP:  # the item that cannot be pickled, named as the map's payload would name it
+            pl.pack_items(args, io.BytesIO(), key=bytes(run_keys.KEY_SIZE))
         raise pl._explain_unpicklable(fn, tuple(args) if kind != MAP else (), dict(kwargs), exc) from None
     return digest.hexdigest()
 

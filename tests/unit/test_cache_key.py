@@ -140,3 +140,15 @@ def test_cache_takes_true_or_false_only() -> None:
     assert RunSpec.build(cache=True).cache is True
     with pytest.raises(SpecError, match="invalid cache='yes': must be True or False"):
         RunSpec.build(cache="yes")
+
+
+def test_what_cannot_be_pickled_is_named_as_without_cache() -> None:
+    import threading
+
+    from kjupyter.errors import SerializationError
+
+    ns = notebook()
+    with pytest.raises(SerializationError, match=r"argument 'p' \(position 0\) cannot be pickled"):
+        cache.call_key("call", ns["step"], (threading.Lock(),), {}, RunSpec(), KUBE)
+    with pytest.raises(SerializationError, match="item 1 of the map cannot be pickled: items\\[1\\] is a _thread.lock"):
+        cache.call_key("map", ns["step"], [1, threading.Lock()], {}, RunSpec(), KUBE)
