@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from kjupyter import __version__
+from kjupyter import __version__, usage
 from kjupyter.backends.base import Backend, Check, RunInfo
 from kjupyter.errors import KjupyterError
 from kjupyter.session import Session, get_session
@@ -141,14 +141,18 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     for problem in getattr(runs, "problems", ()):  # (a store that could not be read: the listing is partial)
         _say(f"kjupyter: warning: {problem}")
     now = time.time()
+    used = {r.run_id: usage.summary(r.usage, session.config.profiles.get(r.cluster, profile).prices) for r in runs}
     if args.json:
-        print(json.dumps([{**r.as_dict(), "duration": run_duration(r, now)} for r in runs], indent=1))
+        print(json.dumps([{**r.as_dict(), "duration": run_duration(r, now), **used[r.run_id]} for r in runs],
+                         indent=1))  # fmt: skip
         return 0
     rows = [[r.run_id, r.phase.value, r.kind + (f" {r.succeeded}/{r.total}" if r.kind == "map" else "")
              + (f" ({r.warm})" if r.warm else ""),
-             r.function, r.cluster, _when(r.created), format_elapsed(run_duration(r, now)), r.diagnosis]
+             r.function, r.cluster, _when(r.created), format_elapsed(run_duration(r, now)),
+             *usage.table_cells(used[r.run_id]), r.diagnosis]
             for r in runs]  # fmt: skip
-    header = ["RUN", "STATUS", "KIND", "FUNCTION", "CLUSTER", "CREATED", "DURATION", "DIAGNOSIS"]
+    cost = f"COST/{profile.prices.currency}" if profile.prices else "COST"  # (estimated from the profile's prices)
+    header = ["RUN", "STATUS", "KIND", "FUNCTION", "CLUSTER", "CREATED", "DURATION", "GPU-H", cost, "DIAGNOSIS"]
     print(_table(rows, header) if rows else f"no runs on {profile.name}")
     return 0
 
@@ -285,7 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("jobs", cmd_jobs, "list your runs on a cluster")
     p.add_argument("--cluster", help="profile name (default: the default profile)")
     p.add_argument("--user", help="whose runs (default: you)")
-    p.add_argument("--json", action="store_true", help="machine-readable output (durations in seconds)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="machine-readable output (durations in seconds; usage in resource-seconds, gpu_hours, cost)",
+    )
     p = add("logs", cmd_logs, "print a run's logs")
     p.add_argument("run", help="run id, as printed by `kjupyter jobs`")
     p.add_argument("--cluster", help="profile name (default: the cluster that has the run, the default one first)")

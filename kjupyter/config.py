@@ -24,6 +24,7 @@ from typing import Any
 
 from kjupyter.errors import ConfigError, SpecError
 from kjupyter.spec import OPTION_NAMES, RunSpec, parse_duration
+from kjupyter.usage import Prices, parse_prices
 
 SYSTEM_CONFIG = Path("/etc/kjupyter/config.toml")
 BACKENDS = ("local", "kubernetes")
@@ -64,6 +65,7 @@ class Profile:
     defaults: RunSpec = field(default_factory=RunSpec)
     labels: Mapping[str, str] = field(default_factory=dict)
     max_warm: int = 2  # warm workers one session may keep on this cluster
+    prices: Prices = field(default_factory=Prices)  # per hour, for the estimated cost of runs (kjupyter.usage)
     source: str = "built-in"
 
     def offers_gpu(self, gpu_type: str) -> bool:
@@ -101,7 +103,7 @@ class Config:
 _PROFILE_KEYS = {
     "backend", "store", "store_options", "kubeconfig", "context", "in_cluster", "namespace", "image",
     "service_account", "image_pull_secrets", "secrets", "gpus", "pending_timeout",
-    "ttl_after_finished", "defaults", "labels", "keep_warm", "max_warm",
+    "ttl_after_finished", "defaults", "labels", "keep_warm", "max_warm", "prices",
 }  # fmt: skip
 
 
@@ -212,6 +214,7 @@ def _profile(name: str, raw: Mapping[str, Any], source: str) -> Profile:
             defaults=defaults,
             labels=dict(raw.get("labels", {})),
             max_warm=_max_warm(raw.get("max_warm", 2), where),
+            prices=parse_prices(raw.get("prices"), where, gpus),
             source=source,
         )
     except SpecError as exc:

@@ -126,7 +126,9 @@ def remote(fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
 
     Options: cluster, name, cpu, memory, gpu ("A100:2"), gpu_type, image, timeout, retries
     (a count, or ``Retry(2, grow_memory=2.0, max_memory="64Gi")`` to grow memory after an OOM kill),
-    env, secrets, packages, parallelism, pending_timeout.
+    env, secrets, packages, parallelism, pending_timeout, keep_warm (seconds a call's pod waits for
+    the next compatible call), cache (``True``: reuse the stored result of an identical earlier call;
+    see :mod:`kjupyter.cache`).
     """
     if fn is not None:
         return RemoteFunction(fn, options)

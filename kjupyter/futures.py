@@ -42,6 +42,7 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         self.function = function
         self.phase = Phase.PENDING
         self.diagnosis: ev.Diagnosis | None = None
+        self.usage: ev.Usage | None = None  # what the run used (kjupyter.usage), known just before it ends
         self.created = time.time()
         self.finished_at: float | None = None
         self.detached = False
@@ -89,6 +90,8 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
             self.phase = event.phase
         elif isinstance(event, ev.Diagnosis):
             self.diagnosis = event
+        elif isinstance(event, ev.Usage):
+            self.usage = event
         elif isinstance(event, ev.LogLine):
             self._tails.setdefault(event.index, collections.deque(maxlen=_TAIL_LINES)).append(event.text)
         elif isinstance(event, ev.RunFinished):

@@ -7,16 +7,22 @@ bound; a run whose every task left a result counts as finished even if no
 end was recorded. A run without a readable ``run.json`` is left alone: it may
 be one being written right now. ``include_unfinished`` also removes runs that never
 recorded an end but were created before the bound (their client died).
+
+Cache entries (``<store>/<user>/.cache/<key>``, :mod:`kjupyter.cache`) go with their runs: an entry
+whose run was deleted, or is no longer in the store, is removed in the same pass.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kjupyter import integrity
 from kjupyter.errors import StoreError
-from kjupyter.store import RUN_JSON, RunDir, RunStore
+from kjupyter.store import CACHE_FOLDER, RUN_JSON, RunDir, RunStore
 
 FINISHED = frozenset({"Succeeded", "Failed", "Cancelled"})
 DEFAULT_OLDER_THAN = 7 * 86400.0
@@ -27,11 +33,13 @@ class GcReport:
     deleted: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # run id -> why it was not considered
+    cache_expired: list[str] = field(default_factory=list)  # keys of the cache entries removed with their runs
 
     def summary(self, dry_run: bool = False) -> str:
         verb = "would delete" if dry_run else "deleted"
         text = f"{verb} {len(self.deleted)} run(s), kept {len(self.kept)}"
-        return text + (f", skipped {len(self.skipped)} without readable metadata" if self.skipped else "")
+        text += f", skipped {len(self.skipped)} without readable metadata" if self.skipped else ""
+        return text + (f"; {verb} {len(self.cache_expired)} cache entries of those runs" if self.cache_expired else "")
 
 
 def is_collectable(meta: dict[str, Any], user: str, bound: float, *, include_unfinished: bool = False) -> bool:
@@ -75,7 +83,31 @@ def collect_runs(
         if not dry_run:
             run_dir.delete()
         report.deleted.append(run_id)
+    report.cache_expired = expire_cache(store, user, report.deleted, dry_run=dry_run)
     return report
+
+
+def expire_cache(store: RunStore, user: str, gone: Iterable[str] = (), *, dry_run: bool = False) -> list[str]:
+    """Remove the cache entries whose run is in ``gone`` or no longer in the store; their keys."""
+    folder = store.run(user, CACHE_FOLDER)
+    gone = set(gone)
+    names = [n for n in folder.list_names("") if ".tmp-" not in n]  # (not an entry being written)
+    if not names:
+        return []
+    found = folder.fs.cat([f"{folder.path}/{n}" for n in names], on_error="return")
+    expired = []
+    for path, data in found.items():
+        name = str(path).rstrip("/").rsplit("/", 1)[-1]
+        try:
+            run_id = str(json.loads(bytes(data)[: -integrity.TAG_SIZE]).get("run_id", ""))
+            alive = run_id not in gone and bool(run_id) and store.run(user, run_id).exists(RUN_JSON)
+        except Exception:
+            alive = False  # not an entry this kjupyter can read: nothing will ever serve it
+        if not alive:
+            expired.append(name)
+            if not dry_run:
+                folder.fs.rm_file(str(path))
+    return sorted(expired)
 
 
 def _all_results_written(run_dir: RunDir, meta: dict[str, Any]) -> bool:

@@ -94,6 +94,22 @@ class TaskFinished(_RunEvent):
 
 
 @dataclass(frozen=True)
+class Usage(_RunEvent):
+    """What the run used, just before its ``RunFinished``: resource-seconds (:mod:`kjupyter.usage`).
+
+    ``source`` says how it was measured (``pods``: the task containers' start and end times; ``local``:
+    the wall time of each task process times the cpu requested).
+    """
+
+    seconds: tuple[tuple[str, float], ...]
+    source: str = "pods"
+
+    @property
+    def as_dict(self) -> dict[str, float]:
+        return dict(self.seconds)
+
+
+@dataclass(frozen=True)
 class RunFinished(_RunEvent):
     """The whole run ended; no event for this run follows."""
 
@@ -113,5 +129,5 @@ class RunLost(_RunEvent):
     sentence: str
 
 
-Event = PhaseChanged | LogLine | Diagnosis | Progress | TaskFinished | RunFinished | RunLost
+Event = PhaseChanged | LogLine | Diagnosis | Progress | TaskFinished | Usage | RunFinished | RunLost
 EventSink = Callable[[Event], None]

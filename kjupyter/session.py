@@ -18,13 +18,14 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kjupyter import credentials, names, reruns, resume, run_keys
+from kjupyter import cache, credentials, names, reruns, resume, run_keys
 from kjupyter import payload as pl
 from kjupyter.backends.base import CALL, MAP, Backend, SubmitRequest
 from kjupyter.config import Config, Profile, load_config
 from kjupyter.errors import BackendError, ConfigError, IntegrityError, KjupyterError, KjupyterWarning
 from kjupyter.futures import MapFuture, RunFuture
 from kjupyter.paths import data_home
+from kjupyter.run_events import EventSink
 from kjupyter.spec import RunSpec
 
 Notice = Callable[[str], None]
@@ -157,6 +158,11 @@ class Session:
         profile = self.profile_for(options)
         asked = self.spec_for(profile, options)
         spec = reruns.first_attempt(asked, profile)  # (with grow_memory, reruns are new Jobs: kjupyter.reruns)
+        plan = (
+            cache.plan(CALL, fn, args, kwargs, spec, profile, self.backend(profile), self.user) if spec.cache else None
+        )
+        if plan and plan.hit:  # no Job, no pod: the stored result of the same call
+            return cache.served(plan.hit, self.backend(profile), profile.name, getattr(fn, "__qualname__", ""))
         key = run_keys.new_key()
         extra: dict[str, Any] = {"packages": list(spec.packages)} if spec.packages else {}
         data = pl.dump_call(fn, args, kwargs, key=key, **extra)
@@ -166,7 +172,7 @@ class Session:
         future = RunFuture(run_id, self.backend(profile), cluster=profile.name, function=request.function,
                            run_key=key)  # fmt: skip
         reruns.arm(self, future, fn, [(args, kwargs)], asked)
-        return self._start(future, request)
+        return self._start(future, request, plan)
 
     def submit_map(self, fn: Callable[..., Any], items: Iterable[Any], options: Mapping[str, Any],
                    *, return_exceptions: bool = False) -> MapFuture:  # fmt: skip
@@ -174,6 +180,10 @@ class Session:
         asked = self.spec_for(profile, options)
         spec = reruns.first_attempt(asked, profile)
         values = list(items)
+        plan = cache.plan(MAP, fn, values, {}, spec, profile, self.backend(profile), self.user) if spec.cache else None
+        if plan and plan.hit:
+            return cache.served(plan.hit, self.backend(profile), profile.name, getattr(fn, "__qualname__", ""),  # type: ignore[return-value]
+                                values, return_exceptions)  # fmt: skip
         key = run_keys.new_key()
         blob = io.BytesIO()
         count = pl.pack_items(values, blob, key=key)
@@ -188,7 +198,7 @@ class Session:
         future = MapFuture(run_id, self.backend(profile), cluster=profile.name, items=values,
                            return_exceptions=return_exceptions, function=request.function, run_key=key)  # fmt: skip
         reruns.arm(self, future, fn, values, asked, return_exceptions)
-        return self._start(future, request)
+        return self._start(future, request, plan)
 
     def resume_map(self, fn: Callable[..., Any], items: Iterable[Any], options: Mapping[str, Any], run_id: str,
                    *, return_exceptions: bool = False) -> MapFuture:  # fmt: skip
@@ -201,13 +211,17 @@ class Session:
                              user=self.user, session=self.session_id,
                              function=getattr(fn, "__qualname__", type(fn).__name__), run_key=key)  # fmt: skip
 
-    def _start(self, future: F, request: SubmitRequest) -> F:
+    def _start(self, future: F, request: SubmitRequest, plan: cache.Plan | None = None) -> F:
         # Saved before the run exists, so `kjupyter.attach` from another process can always authenticate it.
         run_keys.save_key(request.run_id, request.run_key)
         with self._lock:
             self._active[request.run_id] = future
         try:
-            future.backend.submit(request, future.handle)
+            sink: EventSink = future.handle
+            if plan is not None:  # a successful run is recorded in the cache before its future learns it ended
+                sink = plan.sink(sink, run_id=request.run_id, run_key=request.run_key, kind=request.kind,
+                                 count=request.count)  # fmt: skip
+            future.backend.submit(request, sink)
         except BaseException:  # nothing was started: nothing to cancel at exit, nothing left behind
             self._forget(request.run_id)
             run_keys.forget_key(request.run_id)

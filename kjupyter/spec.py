@@ -167,7 +167,7 @@ class Resources:
 # Options a user can pass to @remote(...), .with_options(...) or %%kube.
 OPTION_NAMES = (
     "cluster", "name", "cpu", "memory", "gpu", "gpu_type", "image", "timeout", "retries",
-    "env", "secrets", "packages", "parallelism", "pending_timeout", "items_per_pod", "keep_warm",
+    "env", "secrets", "packages", "parallelism", "pending_timeout", "items_per_pod", "keep_warm", "cache",
 )  # fmt: skip
 
 
@@ -190,6 +190,7 @@ class RunSpec:
     keep_warm: float | None = None  # seconds a call's pod waits for the next compatible run; None: the profile's
     grow_memory: float | None = None  # retries=Retry(n, grow_memory=...): memory x this after an OOM kill
     max_memory_bytes: int | None = None  # ... never above this (None: no cap)
+    cache: bool = False  # reuse the stored result of an identical earlier call (kjupyter.cache)
 
     @classmethod
     def build(cls, **options: Any) -> RunSpec:
@@ -232,6 +233,10 @@ class RunSpec:
             changes["parallelism"] = _count("parallelism", opts["parallelism"], minimum=1, example="50")
         if "items_per_pod" in opts:
             changes["items_per_pod"] = _count("items_per_pod", opts["items_per_pod"], minimum=1, example="1")
+        if "cache" in opts:
+            if not isinstance(opts["cache"], bool):
+                raise SpecError("cache", opts["cache"], "True", "must be True or False")
+            changes["cache"] = opts["cache"]
         if "env" in opts:
             changes["env"] = tuple(sorted({**dict(self.env), **_env(opts["env"])}.items()))
         if "secrets" in opts:

@@ -8,6 +8,7 @@ the profile's ``store`` URL (any fsspec URL: ``file://``, ``s3://``, ``gs://``, 
     <store>/<user>/<run-id>/items.pkl         a map's inputs: ONE blob, task i reads its slice
     <store>/<user>/<run-id>/results/<i>.pkl   result or error envelope of task i
     <store>/<user>/<run-id>/claims/<k>        a worker pod's claim on a block of map items (its index)
+    <store>/<user>/.cache/<key>               a cached call: the run whose results it reuses (kjupyter.cache)
 
 Writes are atomic: on local disk a temporary file is renamed into place; on
 object stores an object only becomes visible once its upload completes, and a
@@ -57,6 +58,7 @@ from kjupyter.store_streams import (
 RUN_JSON = "run.json"
 PAYLOAD = "payload.pkl"
 ITEMS = "items.pkl"
+CACHE_FOLDER = ".cache"  # <store>/<user>/.cache/: cache entries, not a run
 
 
 def claim_name(block: int) -> str:
@@ -287,7 +289,8 @@ class RunStore:
             if not self.bucket_exists():
                 raise
             return []  # nobody has written here yet
-        return sorted(str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries)
+        names = (str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries)
+        return sorted(n for n in names if n != CACHE_FOLDER)
 
     def runs(self, user: str) -> list[dict[str, Any]]:
         """``run.json`` of each of ``user``'s runs, newest first."""

@@ -204,16 +204,18 @@ def test_jobs_shows_cluster_duration_and_diagnosis(local_session: Session, tmp_p
     capsys.readouterr()  # (the runs' own lines)
     assert main(["jobs"]) == 0
     header, *rows = capsys.readouterr().out.splitlines()
-    assert header.split() == ["RUN", "STATUS", "KIND", "FUNCTION", "CLUSTER", "CREATED", "DURATION", "DIAGNOSIS"]
+    assert header.split() == ["RUN", "STATUS", "KIND", "FUNCTION", "CLUSTER", "CREATED", "DURATION", "GPU-H", "COST",
+                              "DIAGNOSIS"]  # fmt: skip
     by_function = {row.split()[3]: row for row in rows}
     assert set(by_function) == {"chatty", "boom", "wait_for_file"}, rows
-    cols = {name: row.split(None, 7) for name, row in by_function.items()}  # (CREATED is two words)
+    cols = {name: row.split(None, 10) for name, row in by_function.items()}  # (CREATED is two words)
     assert {c[4] for c in cols.values()} == {"local"}
-    assert cols["chatty"][1] == "Succeeded" and cols["chatty"][7].endswith(
+    assert cols["chatty"][1] == "Succeeded" and cols["chatty"][10].endswith(
         "The local backend has no GPUs: gpu= is ignored here.")  # fmt: skip
-    assert cols["boom"][1] == "Failed" and cols["boom"][7].endswith("1 of 1 task(s) failed.")
-    running = cols["wait_for_file"][7].split()
-    assert cols["wait_for_file"][1] == "Running" and running[0] != "-" and running[0].endswith("s") and running[0] != "0s"
+    assert cols["chatty"][8:10] == ["0.00", "-"]  # GPU-hours: none used; cost: the local profile has no prices
+    assert cols["boom"][1] == "Failed" and cols["boom"][10].endswith("1 of 1 task(s) failed.")
+    running = cols["wait_for_file"][7]
+    assert cols["wait_for_file"][1] == "Running" and running != "-" and running.endswith("s") and running != "0s"
     assert main(["jobs", "--json"]) == 0
     listed = {r["function"]: r for r in json.loads(capsys.readouterr().out)}
     assert listed["boom"]["cluster"] == "local" and listed["boom"]["diagnosis"] == "1 of 1 task(s) failed."

@@ -70,6 +70,7 @@ class RunInfo:
     diagnosis: str = ""
     warm: str = ""  # a run handed to a warm worker: "warm worker POD, started 0.05s after submit"
     extra: dict[str, Any] = field(default_factory=dict)
+    usage: dict[str, float] = field(default_factory=dict)  # resource-seconds (kjupyter.usage), once recorded
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -77,7 +78,7 @@ class RunInfo:
             "kind": self.kind, "user": self.user, "function": self.function,
             "created": self.created, "finished": self.finished, "total": self.total,
             "succeeded": self.succeeded, "failed": self.failed, "running": self.running,
-            "diagnosis": self.diagnosis, "warm": self.warm,
+            "diagnosis": self.diagnosis, "warm": self.warm, "usage": dict(self.usage),
         }  # fmt: skip
 
 

@@ -15,6 +15,8 @@ backend is given), so both backends record the same thing the same way:
 - once at the end (phase, ``finished``, reason, final counts), before the
   run's ``RunFinished`` reaches anyone, so a finished future implies a
   finished record;
+- ``usage``, the run's resource-seconds (:mod:`kjupyter.usage`, from its ``Usage`` event), and
+  ``usage_source``, how they were measured, with the final write;
 - ``diagnosis``, the one sentence ``kjupyter jobs`` shows: the run's fatal
   (first) :class:`~kjupyter.run_events.Diagnosis`, else (a failed run) how it ended,
   else its latest warning. A fatal one is written at once; a warning rides
@@ -46,6 +48,7 @@ from kjupyter.run_events import (
     Progress,
     RunFinished,
     TaskFinished,
+    Usage,
 )
 
 PROGRESS_INTERVAL_S = 1.0  # at most one counts write per run and interval
@@ -79,6 +82,7 @@ def record_info(meta: dict[str, Any], cluster: str, **changes: Any) -> RunInfo:
         "running": int(counts.get("running", 0)) if not phase.finished else 0,
         "diagnosis": str(meta.get("diagnosis", "")),  # (written by RunRecord from the run's events)
         "warm": warm_note(meta.get("warm")),
+        "usage": {str(k): float(v) for k, v in (meta.get("usage") or {}).items()},
         **changes,
     })  # fmt: skip
 
@@ -130,6 +134,7 @@ class RunRecord:
         self.progress_writes = 0
         self.diagnosis = ""  # what run.json says went wrong (see the module docstring)
         self.fatal = False
+        self.usage: Usage | None = None
 
     def create(self, meta: dict[str, Any]) -> None:
         with self.lock:
@@ -164,6 +169,9 @@ class RunRecord:
                 self.tally[key] += 1
         elif isinstance(event, Diagnosis):
             self._diagnosis(event)
+        elif isinstance(event, Usage):
+            with self.lock:
+                self.usage = event
         elif isinstance(event, RunFinished):
             self.finish(event.phase, event.reason, event.message)
 
@@ -185,7 +193,8 @@ class RunRecord:
             self.counts = {**self.tally, "running": 0, "pending": 0}
             if phase is Phase.FAILED and not self.fatal and message:
                 self.diagnosis = message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")
-            self._write(phase=phase.value, finished=time.time(), reason=reason)
+            used = {"usage": self.usage.as_dict, "usage_source": self.usage.source} if self.usage else {}
+            self._write(phase=phase.value, finished=time.time(), reason=reason, **used)
 
     def _diagnosis(self, d: Diagnosis) -> None:
         with self.lock:

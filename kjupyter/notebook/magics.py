@@ -59,6 +59,12 @@ def _cell_parser() -> _Parser:
     p.add_argument("--out", help="bring back only these names: a,b")
     p.add_argument("--detach", action="store_true", help="return at once; reattach with %%kube attach RUN")
     p.add_argument("--name", help="run name")
+    p.add_argument(
+        "--cache",
+        action="store_true",
+        default=None,
+        help="reuse the result of an earlier run of the same cell with the same inputs",
+    )
     return p
 
 
@@ -69,7 +75,7 @@ def parse_cell_options(line: str, session: Session) -> tuple[dict[str, Any], arg
     except ValueError as exc:  # unbalanced quotes
         raise UsageError(f"%%kube: {exc}") from None
     options: dict[str, Any] = {}
-    for key in ("cluster", "gpu", "cpu", "memory", "image", "timeout", "retries", "name", "keep_warm"):
+    for key in ("cluster", "gpu", "cpu", "memory", "image", "timeout", "retries", "name", "keep_warm", "cache"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     if args.env:

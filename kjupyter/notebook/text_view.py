@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import TextIO
 
+from kjupyter import usage
 from kjupyter.futures import RunFuture
 from kjupyter.run_events import Diagnosis, Event, LogLine, Phase, PhaseChanged, Progress, RunFinished
 from kjupyter.spec import format_duration
@@ -31,6 +32,9 @@ def summary(future: RunFuture, *, function: bool = False) -> str:
     With ``function``, the function's name follows the run id (``run train-x1 (train)``). A run that
     has not ended says for how long it has been going on (``Running for 12s``).
     """
+    cached = getattr(future, "cached", "")  # a cache hit (kjupyter.cache): no run, the stored result
+    if cached:
+        return f"kjupyter: {cached}"
     elapsed = (future.finished_at or time.time()) - future.created
     name = function_name(future.function) if function else ""
     what = f"run {future.run_id}" + (f" ({name})" if name else "")
@@ -41,9 +45,23 @@ def summary(future: RunFuture, *, function: bool = False) -> str:
         text += f" ({counts['succeeded']} succeeded, {counts['failed']} failed"
         text += f", {counts['cancelled']} cancelled" if counts.get("cancelled") else ""
         text += f" of {counts['total']})"
+    used = usage_line(future)
+    if used:
+        text += f" ({used})"
     if future.diagnosis and future.phase is not Phase.SUCCEEDED:
         text += f"\n  {future.diagnosis}"
     return text
+
+
+def usage_line(future: RunFuture) -> str:
+    """``GPU-h 0.52 (A100) · cpu-h 1.04 · est. cost 1.93 USD`` once the run used GPUs or its cluster has prices."""
+    used = future.usage.as_dict if future.usage is not None else {}
+    if not used:
+        return ""
+    prices = getattr(getattr(future.backend, "profile", None), "prices", None) or usage.Prices()
+    if not (prices or usage.gpu_hours(used)):
+        return ""
+    return usage.describe(used, prices)
 
 
 def function_name(qualname: str) -> str:
@@ -120,7 +138,7 @@ class ConsoleView:
                 self._clear_bar()
                 prefix = f"[{event.index}] " if self.is_map else ""
                 print(prefix + event.text, file=self.out, flush=True)
-            elif isinstance(event, Diagnosis):
+            elif isinstance(event, Diagnosis) and event.reason != "Cached":  # (the summary says that one)
                 self._clear_bar()
                 where = f" (item {event.index})" if event.index is not None and self.is_map else ""
                 print(f"kjupyter: {event}{where}", file=self.err, flush=True)

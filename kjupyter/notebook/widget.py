@@ -43,7 +43,7 @@ from IPython.display import display
 
 from kjupyter.futures import RunFuture
 from kjupyter.notebook.comm_pump import after_comm
-from kjupyter.notebook.text_view import REPORT_LOG_LINES, report, report_html, summary, terminal_line
+from kjupyter.notebook.text_view import REPORT_LOG_LINES, report, report_html, summary, terminal_line, usage_line
 from kjupyter.run_events import Diagnosis, Event, LogLine, Phase, PhaseChanged, Progress, RunFinished, TaskFinished
 from kjupyter.spec import format_duration
 
@@ -234,6 +234,10 @@ class RunWidget:
         ]
         if self.where:
             parts.append(html.escape(self.where))
+        used = usage_line(f) if self.phase.finished else ""  # GPU-hours and estimated cost, once it ended
+        if used:
+            words.append(used)
+            parts.append(f"<span class='kjupyter-usage'>{html.escape(used)}</span>")
         title = html.escape(" · ".join(words), quote=True)
         value = f"<div class='kjupyter-header' title='{title}' style='{_ONE_LINE}'>{' · '.join(parts)}</div>"
         if value != self.header.value:  # nothing is sent when nothing changed

@@ -154,7 +154,7 @@ class RunHandler(BaseHandler):
     @authorized("read", message=_NO_READ)
     async def get(self, run_id: str) -> None:
         _, info = await self.blocking(self.service.find, run_id, self.arg("cluster"))
-        self.send_json(run_row(info))
+        self.send_json(run_row(info, self.service.prices(info.cluster)))
 
 
 class CancelHandler(BaseHandler):
@@ -164,7 +164,8 @@ class CancelHandler(BaseHandler):
         cluster, info = await self.blocking(self.service.find, run_id, self.arg("cluster"))
         cancelled = await self.blocking(self.service.cancel, cluster, info)
         _, after = await self.blocking(self.service.find, run_id, cluster)
-        self.send_json({"run_id": run_id, "cluster": cluster, "cancelled": cancelled, "run": run_row(after)})
+        self.send_json({"run_id": run_id, "cluster": cluster, "cancelled": cancelled,
+                        "run": run_row(after, self.service.prices(after.cluster))})  # fmt: skip
 
 
 class LogsHandler(BaseHandler):

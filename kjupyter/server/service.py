@@ -15,13 +15,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
-from kjupyter import names
+from kjupyter import names, usage
 from kjupyter.backends.base import Backend, RunInfo
 from kjupyter.config import Config, Profile, load_config
 from kjupyter.errors import ConfigError, KjupyterError
 from kjupyter.run_events import Phase
 from kjupyter.server import state
 from kjupyter.session import make_backend
+from kjupyter.usage import Prices
 
 
 class NotFound(KjupyterError):
@@ -144,8 +145,13 @@ class RunService:
                 for info in self._cancelled_on(name):
                     found.setdefault(info.run_id, info)
         runs = sorted(found.values(), key=lambda r: r.created, reverse=True)
-        rows = [run_row(r) for r in runs if wanted is None or r.phase.value.lower() in wanted]
+        rows = [run_row(r, self.prices(r.cluster)) for r in runs if wanted is None or r.phase.value.lower() in wanted]
         return Listing(rows, errors)
+
+    def prices(self, name: str) -> Prices:
+        """The prices of cluster ``name`` (none for a cluster not configured here)."""
+        profile = self.config.profiles.get(name)
+        return profile.prices if profile is not None else Prices()
 
     def _cancelled_on(self, name: str) -> list[RunInfo]:
         with self._lock:
@@ -241,8 +247,8 @@ class RunService:
         return cancelled
 
 
-def run_row(info: RunInfo) -> dict[str, Any]:
-    """A run as JSON: RunInfo's fields plus whether it is still going."""
-    row = info.as_dict()
+def run_row(info: RunInfo, prices: Prices | None = None) -> dict[str, Any]:
+    """A run as JSON: RunInfo's fields, whether it is still going, its GPU-hours and estimated cost."""
+    row = {**info.as_dict(), **usage.summary(info.usage, prices or Prices())}
     row["active"] = not info.phase.finished
     return row

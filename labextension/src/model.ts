@@ -22,6 +22,24 @@ export interface IRun {
   running: number;
   diagnosis: string;
   active: boolean;
+  gpu_hours: number | null; // GPU-hours of the run's pods, once it ended (null: not recorded)
+  cost: number | null; // estimated from its cluster's declared prices (null: no prices)
+  currency: string | null;
+  unpriced: string[]; // resources it used that have no price
+}
+
+/** `GPU-h 0.52 · est. 1.93 USD` for a run that recorded its usage and used GPUs or has a cost; '' otherwise. */
+export function usageText(run: IRun): string {
+  const priced = run.cost !== null && run.cost !== undefined;
+  if (run.gpu_hours === null || run.gpu_hours === undefined || (!run.gpu_hours && !priced)) {
+    return '';
+  }
+  const parts = [`GPU-h ${run.gpu_hours.toFixed(2)}`];
+  if (run.cost !== null && run.cost !== undefined) {
+    const more = run.unpriced && run.unpriced.length ? '+' : '';
+    parts.push(`est. ${run.cost.toFixed(2)} ${run.currency ?? ''}${more}`.trim());
+  }
+  return parts.join(' · ');
 }
 
 export interface ICluster {

@@ -20,7 +20,8 @@ import {
   formatDuration,
   nextDelay,
   progressFraction,
-  progressText
+  progressText,
+  usageText
 } from './model';
 
 export interface IRunsPanelOptions {
@@ -226,6 +227,13 @@ export class RunsPanel extends Widget {
     time.dataset.finished = run.finished === null ? '' : String(run.finished);
     time.textContent = formatDuration(elapsed(run, Date.now() / 1000));
     meta.append(`${run.run_id} · ${run.cluster} · `, time);
+    const used = usageText(run);
+    if (used) {
+      const usage = document.createElement('span');
+      usage.className = 'kj-run-usage';
+      usage.textContent = ` · ${used}`;
+      meta.append(usage);
+    }
     li.append(top, meta);
 
     const progress = progressText(run);

@@ -13,7 +13,8 @@ import {
   nextDelay,
   progressFraction,
   progressText,
-  queryString
+  queryString,
+  usageText
 } from '../src/model';
 
 function run(extra: Partial<IRun> = {}): IRun {
@@ -32,6 +33,10 @@ function run(extra: Partial<IRun> = {}): IRun {
     running: 0,
     diagnosis: '',
     active: true,
+    gpu_hours: null,
+    cost: null,
+    currency: null,
+    unpriced: [],
     ...extra
   };
 }
@@ -112,4 +117,12 @@ test('LineBuffer joins chunks into lines and keeps the last N', () => {
   assert.deepEqual(buf.end(), ['five']);
   assert.deepEqual(buf.end(), []);
   assert.deepEqual(buf.lines, ['three', 'four', 'five']);
+});
+
+test('usageText shows GPU-hours and the estimated cost once recorded', () => {
+  assert.equal(usageText(run()), '');
+  assert.equal(usageText(run({ gpu_hours: 0 })), ''); // no GPU, no prices: nothing worth a word
+  assert.equal(usageText(run({ gpu_hours: 0.5 })), 'GPU-h 0.50');
+  assert.equal(usageText(run({ gpu_hours: 2, cost: 7.345, currency: 'USD' })), 'GPU-h 2.00 · est. 7.34 USD');
+  assert.equal(usageText(run({ gpu_hours: 0, cost: 1, currency: 'EUR', unpriced: ['memory_gib'] })), 'GPU-h 0.00 · est. 1.00 EUR+');
 });

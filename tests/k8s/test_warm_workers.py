@@ -269,11 +269,11 @@ def test_with_spawn_each_run_is_a_new_interpreter(make_fake_cluster: Callable[..
 
 
 def test_a_gpu_pod_spawns_its_runs() -> None:
+    import kubernetes_validate
+
     from kjupyter.backends.kubernetes.objects import Target, build
     from kjupyter.config import GpuType
     from kjupyter.spec import RunSpec
-
-    import kubernetes_validate
 
     target = Target(gpus={"A100": GpuType(name="A100", node_selector={"gpu": "a100"})})
     for gpu, spawned in ((0, False), (1, True)):

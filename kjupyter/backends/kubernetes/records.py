@@ -103,6 +103,8 @@ def job_entry(job: dict[str, Any], cluster: str, record: dict[str, Any] | None =
         info = with_item_counts(info, job, read) if read is not None else info
     elif record is not None and not info.diagnosis:
         info = replace(info, diagnosis=str(record.get("diagnosis", "")))
+    if record is not None and record.get("usage"):  # (what its pods used, recorded when the run ended)
+        info = replace(info, usage=record_info(record, cluster).usage)
     if record is not None and info.phase is Phase.RUNNING and record.get("phase") == Phase.PENDING.value:
         info = replace(info, phase=Phase.PENDING, running=0)
     return info

@@ -1,8 +1,7 @@
 """One run on Kubernetes: turns pod and job watch events into kjupyter events.
 
-Guarantees (the Backend contract): each task ends with one ``TaskFinished``
-after its retries and after its log was read to the end; the run ends with
-exactly one ``RunFinished``, after every ``TaskFinished``.
+Guarantees (the Backend contract): each task ends with one ``TaskFinished`` after its retries and after
+its log was read to the end; the run ends with exactly one ``RunFinished``, after every ``TaskFinished``.
 
 Everything here runs on the run's work lane (watch events, timers), never on a watch thread. No
 verdict rests on a view that may be stale: what watches cannot say is read first (``lookups``).
@@ -15,7 +14,7 @@ import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kjupyter import run_events as ev
 from kjupyter.backends.kubernetes import diagnosis
@@ -25,13 +24,12 @@ from kjupyter.backends.kubernetes.items import Items, claims_note
 from kjupyter.backends.kubernetes.logs import LogAccess, Outcomes, PodLog
 from kjupyter.backends.kubernetes.lookups import Lookups
 from kjupyter.backends.kubernetes.state import JobView, PodView, Verdict
+from kjupyter.backends.kubernetes.usage import run_usage
+from kjupyter.backends.kubernetes.warm_run import WarmRun
 from kjupyter.backends.kubernetes.writes import stop_run
 from kjupyter.errors import ApiError, BackendError
 from kjupyter.event_hub import EventHub, Timer, Timers
 from kjupyter.run_events import Event, EventSink, Phase
-
-if TYPE_CHECKING:
-    from kjupyter.backends.kubernetes.warm_run import WarmRun
 
 FINISH_GRACE_S = 5.0  # after the Job ended, how long pod events may lag before the pods are read
 LOG_WAIT_S = 30.0
@@ -385,6 +383,8 @@ class KubeRun:
             if p.log is not None and not p.ended:
                 p.log.stop()
         self._progress()
+        since = self.warm.since_wall if self.warm is not None else None  # (a warm pod counts this run only)
+        self.emit(run_usage(self.run_id, [p.last for p in pods], self.kube.profile, since=since))  # (in run.json)
         self.emit(ev.RunFinished(self.run_id, phase, reason, message))
         self.on_end(self.run_id)
 

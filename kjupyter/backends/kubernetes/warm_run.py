@@ -40,6 +40,7 @@ class WarmRun:
         self.reused = worker is not None
         self.seq = seq
         self.since = since  # monotonic time of the ticket: the log is read from a little before it
+        self.since_wall = time.time() if since is not None else None  # ... and the run's usage counts from then
         self.resubmit = resubmit
         self.note = note  # writes run.json in turn with the run's record (RunRecord.note)
         self.submitted = time.monotonic()

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 
 from kjupyter import credentials, run_keys
@@ -59,6 +60,7 @@ class LocalRun:
         self.threads_started = 0
         self.stopping: str | None = None  # "cancelled" or "timeout"
         self.started = False
+        self.task_seconds = 0.0  # wall time of the task processes, summed (the run's Usage)
         self.finished = False
         self.ended = threading.Event()  # every process gone and the end recorded
         self.live_workers = 0
@@ -212,6 +214,7 @@ class LocalRun:
         except OSError:
             pass
         answered = threading.Event()
+        began = time.monotonic()
 
         def read_reply() -> None:
             """The worker's lines about this item: its retries (the same loop as a pod's), then its exit code."""
@@ -231,6 +234,7 @@ class LocalRun:
             self.emit(ev.LogLine(rid, line, index=index))
         with self.lock:
             self.state["running"] -= 1
+            self.task_seconds += time.monotonic() - began
         parts = reply[0].split() if reply and reply[0] else []
         return int(parts[1]) if len(parts) == 2 else None  # None: the worker died mid-task
 
@@ -298,6 +302,9 @@ class LocalRun:
             phase, reason, message = Phase.FAILED, "Failed", f"{s['failed']} of {self.req.count} task(s) failed"
         else:
             phase, reason, message = Phase.SUCCEEDED, "Completed", f"{s['succeeded']} task(s) succeeded"
+        # Usage: the wall time of each task process, as cpu-seconds of the cpu requested (one core if none was).
+        cores = (self.req.spec.resources.cpu_millis or 1000) / 1000
+        self.emit(ev.Usage(self.req.run_id, (("cpu", round(self.task_seconds * cores, 3)),), source="local"))
         self.emit(ev.RunFinished(self.req.run_id, phase, reason, message))
         self.hub.after_delivery(self.ended.set)  # (its run.json says how it ended by then)
         self.on_end(self.req.run_id)
