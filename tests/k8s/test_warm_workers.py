@@ -317,3 +317,14 @@ def test_logs_of_a_run_on_a_warm_worker_are_its_own_lines(session: Session, clus
     backend = futures[0].backend
     for x, future in zip((1, 2, 3), futures, strict=True):  # as `kjupyter logs RUN` prints them
         assert list(backend.logs(future.run_id)) == [f"doubling {x}"], future.run_id
+
+
+def test_a_run_on_a_warm_worker_counts_its_own_usage(session: Session, cluster: FakeCluster, tmp_path: Path) -> None:
+    """The pod's earlier runs and its idle time are not the second run's: it counts from its hand-over."""
+    assert remote(sleepy, cpu=1).submit(1.0).result(30) == "woke"
+    time.sleep(2.0)  # idle, warm
+    future = remote(sleepy, cpu=1).submit(0.5)
+    assert future.result(30) == "woke" and future.wait_ended(10)
+    assert len(jobs(cluster)) == 1
+    record = st.RunStore(f"file://{tmp_path / 'store'}").run(session.user, future.run_id).read_json(st.RUN_JSON)
+    assert 0.5 <= record["usage"]["cpu"] < 2.5, record["usage"]  # from its pod's start it would be over 3.5
