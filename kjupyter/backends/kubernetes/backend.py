@@ -24,9 +24,9 @@ from typing import IO, Any
 
 from kjupyter import names, run_keys
 from kjupyter import store as st
-from kjupyter.backends.base import Backend, Check, RunList, SubmitRequest
+from kjupyter.backends.base import Backend, Check, GpuReport, RunList, SubmitRequest
+from kjupyter.backends.kubernetes import gpus, records
 from kjupyter.backends.kubernetes import objects as mf
-from kjupyter.backends.kubernetes import records
 from kjupyter.backends.kubernetes.client import Kube
 from kjupyter.backends.kubernetes.logs import LogAccess, pod_lines
 from kjupyter.backends.kubernetes.render import DEFAULT_IMAGE, render, target_for
@@ -84,13 +84,8 @@ class KubernetesBackend(Backend):
             parallelism=request.parallelism, user=request.user, session=request.session, function=request.function,
         )  # fmt: skip
         record: RunRecord | None = None
-        workers, claims, _ = mf.worker_layout(
-            request.kind,
-            request.spec,
-            request.count,
-            request.parallelism,
-            self.store.run(request.user, request.run_id).url if self.store else None,
-        )
+        workers, claims, _ = mf.worker_layout(request.kind, request.spec, request.count, request.parallelism,
+                                              self.store.run(request.user, request.run_id).url if self.store else None)  # fmt: skip
         if self.store is not None:
             run_dir = self.store.run(request.user, request.run_id)
             record = RunRecord(run_dir)
@@ -252,6 +247,14 @@ class KubernetesBackend(Backend):
         if stopped:  # recorded even when no client follows the run (its kernel is gone)
             records.record_cancel(self, run_id)
         return stopped
+
+    def move_away(self, run_id: str, sentence: str) -> bool:
+        with self._lock:
+            run = self._runs.get(run_id)
+        return run.move_away(sentence) if run is not None else self.cancel(run_id)
+
+    def gpu_report(self) -> GpuReport:
+        return gpus.safe_report(lambda: self.kube, self.profile)
 
     def run_key(self, run_id: str) -> bytes | None:
         """The run's key from its Secret (for a run started on another machine), or None if it has none."""

@@ -388,6 +388,13 @@ class KubeRun:
         for timer in timers:
             timer.cancel()
 
+    def move_away(self, sentence: str) -> bool:
+        """Stop a run to start it elsewhere (a GPU fallback list): only while none of its pods got a node."""
+        with self.lock:
+            if self.running or any((p.last.get("spec") or {}).get("nodeName") for p in self.pods.values()):
+                return False  # it found a place here: it stays
+        return self.stop(Phase.FAILED, "Moved", sentence)
+
     def stop(self, phase: Phase, reason: str, message: str) -> bool:
         """Delete the Job with its pods; False if it had already finished (see :func:`writes.stop_run`)."""
         return stop_run(self, phase, reason, message)
