@@ -128,8 +128,8 @@ def gpu_choices(value: object) -> tuple[tuple[int, str], ...] | None:
     out: list[tuple[int, str]] = []
     for item in value:
         count, kind = parse_gpu(item.strip() if isinstance(item, str) else item)
-        if not kind or not count:
-            raise SpecError("gpu", item, example, "each choice of a GPU list is TYPE or TYPE:N")
+        if not kind or not count or (isinstance(item, str) and re.search(r":\s*0+\s*$", item)):
+            raise SpecError("gpu", item, example, "each choice of a GPU list is TYPE or TYPE:N with N >= 1")
         out.append((count, kind))
     return tuple(out) if len(out) > 1 else None
 

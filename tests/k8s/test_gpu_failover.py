@@ -278,3 +278,18 @@ def test_render_of_a_list_prints_its_first_place(two: Session, capsys: pytest.Ca
     job = next(o for o in json.loads(out) if o["kind"] == "Job")
     pod = job["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"gpu": "h100"} and "then gpu-west (A100)" in err
+
+
+def test_kube_cell_magic_takes_a_fallback_list(two: Session, capsys: pytest.CaptureFixture[str]) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "kjupyter")
+    shell.user_ns["k"] = 21
+    assert shell.run_cell_magic("kube", "--gpu H100:1,A100:1", "m = k * 2\nm") == 42
+    assert shell.user_ns["m"] == 42
+    err = capsys.readouterr().err
+    assert f"kjupyter: {MOVED}" in err
+    assert err.index("submitted to gpu-east") < err.index(MOVED) < err.index("submitted to gpu-west"), err
+    shell.user_ns.pop("m")
+    shell.user_ns.pop("k")
