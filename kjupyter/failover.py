@@ -51,15 +51,19 @@ class Advisor:
     def __init__(self, reports: Callable[[], Sequence[GpuReport]]) -> None:
         self.reports = reports
         self.given: set[str] = set()
+        self.quiet = False  # the run ended, or a fatal diagnosis says why: advice would only hide it
 
     def observe(self, event: Event, place: Place, emit: EventSink) -> None:
+        if isinstance(event, RunFinished | RunLost) or (isinstance(event, Diagnosis) and event.fatal):
+            self.quiet = True
         if not isinstance(event, Diagnosis) or event.reason not in NO_ROOM or place.label in self.given:
             return
         self.given.add(place.label)
 
         def advise() -> None:  # (off the run's lane: it asks every cluster)
             text = placement.advice(self.reports(), place.gpu_type, place.count, place.profile.name)
-            emit(Diagnosis(event.run_id, "GpuAlternatives", text, event.sentence, index=event.index))
+            if not self.quiet:
+                emit(Diagnosis(event.run_id, "GpuAlternatives", text, event.sentence, index=event.index))
 
         threading.Thread(target=advise, daemon=True, name=f"kjupyter-advice-{event.run_id}").start()
 
@@ -136,7 +140,8 @@ class FailoverBackend(Backend):
                     self._attempt += 1
                     self.state = "starting"
                     threading.Thread(target=self._next, daemon=True, name=f"kjupyter-move-{event.run_id}").start()
-                return
+                if not isinstance(event, RunLost):  # (lost: its end will never be known; the future says so)
+                    return
             if (isinstance(event, PhaseChanged) and event.phase is Phase.RUNNING) or isinstance(
                 event, LogLine | TaskFinished | RunFinished | RunLost
             ):

@@ -111,3 +111,13 @@ def test_gpus_table() -> None:
         "south    L4    ?      ?            ?",
         "south: your account may not list nodes on 'south' (403), so ....",
     ]
+
+
+def test_a_record_with_moves_shows_them_before_its_diagnosis() -> None:
+    from kjupyter.backends.run_record import record_info
+
+    moved = "No H100 can be added on east: NotTriggerScaleUp; moved to west (A100)."
+    meta = {"run_id": "r-1", "phase": "Failed", "diagnosis": "The task crashed with exit code 3.",
+            "moves": [{"from": "east", "to": "west", "sentence": moved}]}  # fmt: skip
+    assert record_info(meta, "west").diagnosis == f"{moved} The task crashed with exit code 3."
+    assert record_info({"run_id": "r-2", "diagnosis": "x."}, "west").diagnosis == "x."
