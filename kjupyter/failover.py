@@ -87,7 +87,8 @@ class FailoverBackend(Backend):
         self.on_move = on_move
         self.current = backend_of(places[0].profile)
         self.position = 0
-        self.state = "here"  # "here", "leaving" (deleted, not yet gone), "starting" (asking the next place)
+        self.state = "starting"  # "starting" (a place is being asked), "here", "leaving" (deleted, not yet gone)
+        self._deferred = ""  # a verdict that came while the place was still being asked: acted on right after
         self.started = False
         self.cancelled = False
         self.moves: list[dict[str, Any]] = []
@@ -115,7 +116,9 @@ class FailoverBackend(Backend):
             self.position, self.current, self.profile = position, backend, place.profile
         backend.submit(request, lambda event: self._on_event(attempt, event))
         with self._lock:
-            self.state = "here"
+            if self.state == "starting":  # (never over "leaving": a verdict may already have moved it on)
+                self.state = "here"
+            deferred, self._deferred = self._deferred, ""
             cancelled = self.cancelled
             after = place.profile.failover_after
             if not cancelled and after and position < len(self.places) - 1 and not self.started:
@@ -124,9 +127,11 @@ class FailoverBackend(Backend):
                 self._timer.start()
         if cancelled:  # cancelled while this place was asked: stop it here (its end is the run's end)
             backend.cancel(request.run_id)
+        elif deferred:
+            self._move(attempt, deferred)
 
-    def _can_move(self) -> bool:
-        return (self.state == "here" and not self.started and not self.cancelled
+    def _can_move(self, *states: str) -> bool:
+        return (self.state in (states or ("here",)) and not self.started and not self.cancelled
                 and self.position < len(self.places) - 1)  # fmt: skip
 
     # --- events of the run where it is ---------------------------------------------------------
@@ -147,13 +152,19 @@ class FailoverBackend(Backend):
             ):
                 self.started = self.started or not isinstance(event, RunFinished | RunLost)
                 self._stop_timer()
-            elif isinstance(event, Diagnosis) and event.reason == "NotTriggerScaleUp" and self._can_move():
-                verdict = "NotTriggerScaleUp"
-            can_move = self._can_move()
+            elif (
+                isinstance(event, Diagnosis)
+                and event.reason == "NotTriggerScaleUp"
+                and self._can_move("here", "starting")
+            ):
+                verdict = f"No {self.place.gpu_type} can be added on {self.place.profile.name}: NotTriggerScaleUp"
+                if self.state == "starting":
+                    self._deferred, verdict = verdict, ""
+            stays = self.started or self.position == len(self.places) - 1
         self._sink(event)
         if verdict:
-            self._move(attempt, f"No {self.place.gpu_type} can be added on {self.place.profile.name}: {verdict}")
-        elif self.advisor is not None and not can_move:  # (the last place: say where GPUs are free)
+            self._move(attempt, verdict)
+        elif self.advisor is not None and stays:  # (it cannot move on: say where GPUs are free)
             self.advisor.observe(event, self.place, self._sink)
 
     def _waited(self, attempt: int, after: float) -> None:
@@ -194,7 +205,7 @@ class FailoverBackend(Backend):
             return
         with self._lock:
             self.moves.append({"from": here.profile.name, "from_gpu": here.gpu, "to": there.profile.name,
-                               "to_gpu": there.gpu, "reason": why.rsplit(": ", 1)[-1] if ": " in why else why,
+                               "to_gpu": there.gpu, "reason": "NotTriggerScaleUp" if why.endswith("NotTriggerScaleUp") else "failover_after",
                                "sentence": sentence})  # fmt: skip
         self._sink(Diagnosis(request.run_id, "Moved", sentence))
 

@@ -87,6 +87,12 @@ class Seen:
         return [e for e in self.events if isinstance(e, Diagnosis) and e.reason == reason]
 
 
+def gen_user() -> str:
+    from kjupyter import names
+
+    return names.current_user()
+
+
 def one_request(cluster: FakeCluster, verb: str, resource: str = "jobs") -> Any:
     found = [r for r in cluster.requests(verb, resource) if r.status < 300]
     assert len(found) == 1, found
@@ -166,6 +172,8 @@ def test_failover_after_moves_a_run_on_a_cluster_that_says_nothing(
         "No H100 started on gpu-east within 2s (failover_after); moved to gpu-west (A100)."
     ]
     assert one_request(east, "delete").time - started >= 2.0
+    record = json.loads((tmp_path / "s" / gen_user() / future.run_id / "run.json").read_text())
+    assert [(m["from"], m["to"], m["reason"]) for m in record["moves"]] == [("gpu-east", "gpu-west", "failover_after")]
     assert one_request(east, "delete").time < one_request(west, "create").time
     never_ran(east)
     gen.close()
@@ -293,3 +301,26 @@ def test_kube_cell_magic_takes_a_fallback_list(two: Session, capsys: pytest.Capt
     assert err.index("submitted to gpu-east") < err.index(MOVED) < err.index("submitted to gpu-west"), err
     shell.user_ns.pop("m")
     shell.user_ns.pop("k")
+
+
+def test_a_verdict_that_comes_before_submit_returns_still_moves_the_run(
+    two: Session, clusters: dict[str, FakeCluster], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The autoscaler's verdict can arrive while the first place's submit is still returning (a slow client)."""
+    from kjupyter.backends.kubernetes import backend as kube_backend
+
+    create = kube_backend.create
+
+    def slow_create(kube: Any, objects: Any) -> None:
+        create(kube, objects)
+        if "gpu-east" in str(kube.profile.name):  # (east only: its pods are pending, the verdict comes meanwhile)
+            clusters["east"].wait_for(lambda: clusters["east"].objects("events") and any(
+                e.get("reason") == "NotTriggerScaleUp" for e in clusters["east"].objects("events")), timeout=30)
+            time.sleep(1.0)
+
+    monkeypatch.setattr(kube_backend, "create", slow_create)
+    future = remote(double, gpu=["H100:1", "A100:1"]).submit(8)
+    seen = Seen(future)
+    assert future.result(60) == 16
+    assert [d.sentence for d in seen.diagnoses("Moved")] == [MOVED]
+    assert one_request(clusters["east"], "delete").time < one_request(clusters["west"], "create").time
