@@ -21,6 +21,7 @@ BENCHMARKS = [
     ("bench_store", "Store throughput"),
     ("bench_local_map", "Local map throughput"),
     ("bench_worker_maps", "Worker-pod maps (fake cluster)"),
+    ("bench_failover", "GPU fallbacks (two fake clusters)"),
 ]
 
 
