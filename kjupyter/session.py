@@ -248,6 +248,11 @@ class Session:
         name = cluster or self.cluster
         profile = self.config.profile(name) if name else self.default_profile()
         backend = self.backend(profile)
+        info = next((r for r in backend.list_runs(self.user) if r.run_id == run_id), None)
+        if not name and (info is None or info.extra.get("moved")):  # elsewhere (a GPU fallback list moved it)?
+            backend = self.backend_of_run(run_id)
+            profile = backend.profile
+            info = next((r for r in backend.list_runs(self.user) if r.run_id == run_id), None)
         key = run_keys.load_key(run_id) or backend.run_key(run_id)
         if not key:
             raise IntegrityError(
@@ -255,7 +260,6 @@ class Session:
                 f"{run_keys.keys_dir()} nor kept by cluster {profile.name!r}, so nothing it wrote will be "
                 "unpickled here. Attach from the machine that started it (or copy its key file here)."
             )
-        info = next((r for r in backend.list_runs(self.user) if r.run_id == run_id), None)
         if info is not None and info.kind == MAP:
             future: RunFuture = MapFuture(run_id, backend, cluster=profile.name, items=[None] * info.total,
                                           function=info.function, run_key=key)  # fmt: skip

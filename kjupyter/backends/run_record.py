@@ -85,6 +85,7 @@ def record_info(meta: dict[str, Any], cluster: str, **changes: Any) -> RunInfo:
         "succeeded": int(counts.get("succeeded", 0)), "failed": int(counts.get("failed", 0)),
         "running": int(counts.get("running", 0)) if not phase.finished else 0,
         "diagnosis": " ".join(filter(None, (moves_text(meta), str(meta.get("diagnosis", ""))))),  # (RunRecord's)
+        "extra": {"moved": True} if meta.get("reason") == "Moved" else {},  # (it went on on another cluster)
         **changes,
     })  # fmt: skip
 

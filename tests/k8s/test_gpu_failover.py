@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import kjupyter
 from kjupyter import cli, remote
 from kjupyter.config import load_config
 from kjupyter.errors import ConfigError, RunCancelled
@@ -134,6 +135,8 @@ def test_a_run_moves_to_the_next_cluster_seconds_after_not_trigger_scale_up(
     row = [line for line in capsys.readouterr().out.splitlines() if future.run_id in line]
     assert len(row) == 1 and "Succeeded" in row[0] and MOVED in row[0]
     assert cli.main(["logs", future.run_id]) == 0  # found on gpu-west under the same run id
+    assert "is on cluster 'gpu-west'" in capsys.readouterr().err
+    assert kjupyter.attach(future.run_id).result(30) == 42  # (from gpu-east, the default, it is found there)
 
 
 def test_an_absent_h100_falls_back_to_an_a100_of_the_same_cluster(
