@@ -63,9 +63,9 @@ def clusters(tmp_path: Path, make_fake_cluster: Callable[..., FakeCluster]) -> d
             "west": make_fake_cluster(nodes=[CPU_NODE, A100_NODE])}  # fmt: skip
 
 
-def install(tmp_path: Path, text: str) -> Iterator[Session]:
+def install(tmp_path: Path, text: str, default: str = "gpu-east") -> Iterator[Session]:
     path = tmp_path / "kjupyter.toml"
-    path.write_text('default = "gpu-east"\n' + text)
+    path.write_text(f'default = "{default}"\n' + text)
     with installed_session(load_config(files=[path])) as sess:
         yield sess
 
@@ -327,3 +327,26 @@ def test_a_verdict_that_comes_before_submit_returns_still_moves_the_run(
     assert future.result(60) == 16
     assert [d.sentence for d in seen.diagnoses("Moved")] == [MOVED]
     assert one_request(clusters["east"], "delete").time < one_request(clusters["west"], "create").time
+
+
+def test_the_lab_lists_a_moved_run_once_where_it_went(
+    tmp_path: Path, clusters: dict[str, FakeCluster]
+) -> None:
+    """The sidebar's service: one row, on the cluster the run moved to, with the move; found there for logs and
+    cancel. The clusters are named so that the one it left is listed last (its record must not win)."""
+    from kjupyter.server.service import RunService
+
+    text = (profile("zz-east", clusters["east"], tmp_path / "store", {"H100": "h100"})
+            + profile("aa-west", clusters["west"], tmp_path / "store2", {"A100": "a100"}))  # fmt: skip
+    gen = install(tmp_path, text, default="zz-east")
+    sess = next(gen)
+    future = remote(double, gpu=["H100:1", "A100:1"]).submit(6)
+    assert future.result(60) == 12 and future.cluster == "aa-west"
+    service = RunService(sess.config, user=sess.user)
+    rows = [r for r in service.list_runs().runs if r["run_id"] == future.run_id]
+    moved = "No H100 can be added on zz-east: NotTriggerScaleUp; moved to aa-west (A100)."
+    assert len(rows) == 1 and rows[0]["cluster"] == "aa-west" and rows[0]["phase"] == "Succeeded"
+    assert rows[0]["diagnosis"].startswith(moved)
+    assert service.find(future.run_id)[0] == "aa-west"
+    service.close()
+    gen.close()
