@@ -89,6 +89,8 @@ class FailoverBackend(Backend):
         self.position = 0
         self.state = "starting"  # "starting" (a place is being asked), "here", "leaving" (deleted, not yet gone)
         self._deferred = ""  # a verdict that came while the place was still being asked: acted on right after
+        self._announced = threading.Event()  # the move under way was said (and recorded)
+        self._announced.set()
         self.started = False
         self.cancelled = False
         self.moves: list[dict[str, Any]] = []
@@ -190,29 +192,33 @@ class FailoverBackend(Backend):
             here, there = self.place, self.places[self.position + 1]
             backend = self.current
         sentence = f"{why}; moved to {there.label}."
+        reason = "NotTriggerScaleUp" if why.endswith("NotTriggerScaleUp") else "failover_after"
+        move = {"from": here.profile.name, "from_gpu": here.gpu, "to": there.profile.name, "to_gpu": there.gpu,
+                "reason": reason, "sentence": sentence}  # fmt: skip
+        with self._lock:  # (recorded before the delete: the next place may be asked as soon as the run is gone)
+            self.moves.append(move)
+            self._announced.clear()
+        refused = ""
         try:
             stopped = backend.move_away(request.run_id, sentence)
         except KjupyterError as exc:  # it could not be deleted: it stays (a second copy must never start)
+            stopped, refused = False, str(exc).rstrip(".")
+        if not stopped:  # refused, or it ended (or got a node) meanwhile: it stays
             with self._lock:
+                self.moves.remove(move)
                 self.state = "here"
-            self._sink(Diagnosis(request.run_id, "MoveRefused",
-                                 f"The run could not be moved off {here.profile.name}, so it stays there: its "
-                                 f"deletion was refused ({str(exc).rstrip('.')}).", fatal=False))  # fmt: skip
-            return
-        if not stopped:  # it ended (or started) meanwhile: it stays
-            with self._lock:
-                self.state = "here"
-            return
-        with self._lock:
-            self.moves.append({"from": here.profile.name, "from_gpu": here.gpu, "to": there.profile.name,
-                               "to_gpu": there.gpu, "reason": "NotTriggerScaleUp" if why.endswith("NotTriggerScaleUp") else "failover_after",
-                               "sentence": sentence})  # fmt: skip
-        self._sink(Diagnosis(request.run_id, "Moved", sentence))
+        if refused:
+            self._sink(Diagnosis(request.run_id, "MoveRefused", f"The run could not be moved off {here.profile.name}, "
+                                 f"so it stays there: its deletion was refused ({refused})."))  # fmt: skip
+        elif stopped:
+            self._sink(Diagnosis(request.run_id, "Moved", sentence))
+        self._announced.set()  # (the next place is asked only after the move was said)
 
     def _next(self) -> None:
         """The run is gone from where it was: start it at the next place (or end it, if cancelled)."""
         request = self._request
         assert request is not None
+        self._announced.wait(30)
         with self._lock:
             cancelled = self.cancelled
             position = self.position + 1

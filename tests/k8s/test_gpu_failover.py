@@ -350,3 +350,22 @@ def test_the_lab_lists_a_moved_run_once_where_it_went(
     assert service.find(future.run_id)[0] == "aa-west"
     service.close()
     gen.close()
+
+
+def test_a_move_whose_delete_is_refused_keeps_the_run_where_it_is(
+    two: Session, clusters: dict[str, FakeCluster]
+) -> None:
+    east, west = clusters["east"], clusters["west"]
+    east.deny("delete", "jobs")
+    future = remote(double, gpu=["H100:1", "A100:1"]).submit(1)
+    seen = Seen(future)
+    east.wait_for(lambda: seen.diagnoses("MoveRefused"), timeout=30)
+    [refused] = seen.diagnoses("MoveRefused")
+    assert refused.sentence.startswith("The run could not be moved off gpu-east, so it stays there: its deletion "
+                                       "was refused (")  # fmt: skip
+    assert "may not delete jobs" in refused.sentence
+    assert not seen.diagnoses("Moved") and not west.requests("create", "jobs")  # never a second copy
+    east.clear_faults()
+    assert future.cancel()
+    assert future.wait_ended(30)
+    east.wait_for(lambda: not east.objects("jobs"), timeout=30)
