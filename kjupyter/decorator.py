@@ -119,8 +119,7 @@ def remote(fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
     """Decorate a function to run it on a cluster: ``@remote`` or ``@remote(gpu=1, memory="16Gi")``.
 
     Options: cluster, name, cpu, memory, gpu ("A100:2", or a fallback list ["H100:1", "A100:1"]), gpu_type,
-    image, timeout, retries,
-    env, secrets, packages, parallelism, pending_timeout.
+    image, timeout, retries, env, secrets, packages, parallelism, pending_timeout.
     """
     if fn is not None:
         return RemoteFunction(fn, options)

@@ -44,6 +44,12 @@ def slow_double(x: int) -> int:
     return 2 * x
 
 
+def slower_double(x: int) -> int:
+    print("started", flush=True)
+    time.sleep(6)
+    return 2 * x
+
+
 def cpu_autoscaler() -> Autoscaler:
     """An autoscaler whose only node group has no GPU: for a GPU pod it says NotTriggerScaleUp."""
     return Autoscaler([NodeGroup("cpu-pool", NodeSpec("cpu", cpu="4", memory="16Gi"), max_size=2)])
@@ -185,12 +191,12 @@ def test_failover_after_moves_a_run_on_a_cluster_that_says_nothing(
 def test_a_run_that_started_never_moves(tmp_path: Path, make_fake_cluster: Callable[..., FakeCluster]) -> None:
     east = make_fake_cluster(nodes=[CPU_NODE, H100_NODE])
     west = make_fake_cluster(nodes=[CPU_NODE, A100_NODE])
-    gen = install(tmp_path, profile("gpu-east", east, tmp_path / "s", {"H100": "h100"}, 'failover_after = "3s"')
+    gen = install(tmp_path, profile("gpu-east", east, tmp_path / "s", {"H100": "h100"}, 'failover_after = "4s"')
                   + profile("gpu-west", west, tmp_path / "s", {"A100": "a100"}))  # fmt: skip
     next(gen)
-    future = remote(slow_double, gpu=["H100:1", "A100:1"]).submit(3)
+    future = remote(slower_double, gpu=["H100:1", "A100:1"]).submit(3)
     seen = Seen(future)
-    assert future.result(60) == 6  # it ran 4 s on east: past failover_after, but it had started
+    assert future.result(60) == 6  # it ran 6 s on east: past failover_after, but it had started
     assert future.cluster == "gpu-east" and not seen.diagnoses("Moved")
     assert not west.requests("create", "jobs") and not east.requests("delete", "jobs")
     gen.close()
