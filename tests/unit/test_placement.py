@@ -121,3 +121,27 @@ def test_a_record_with_moves_shows_them_before_its_diagnosis() -> None:
             "moves": [{"from": "east", "to": "west", "sentence": moved}]}  # fmt: skip
     assert record_info(meta, "west").diagnosis == f"{moved} The task crashed with exit code 3."
     assert record_info({"run_id": "r-2", "diagnosis": "x."}, "west").diagnosis == "x."
+
+
+def test_gpu_counts_from_nodes_and_pods() -> None:
+    from kjupyter.backends.kubernetes.gpus import count, node_gpu_type, pod_gpus
+    from kjupyter.config import GpuType, Profile
+
+    gpus = {"A100": GpuType("A100", {"accel": "a100"}), "L4": GpuType("L4")}
+    profile = Profile("p", backend="kubernetes", gpus=gpus)
+
+    def node(name: str, labels: dict[str, str], gpu: int) -> dict:  # type: ignore[type-arg]
+        return {"metadata": {"name": name, "labels": labels}, "status": {"allocatable": {"nvidia.com/gpu": str(gpu)}}}
+
+    def pod(on: str, limit: int, init: int = 0) -> dict:  # type: ignore[type-arg]
+        res = {"limits": {"nvidia.com/gpu": str(limit)}}
+        return {"spec": {"nodeName": on, "containers": [{"resources": res}, {"resources": {}}],
+                         "initContainers": [{"resources": {"requests": {"nvidia.com/gpu": str(init)}}}]}}  # fmt: skip
+
+    nodes = [node("a1", {"accel": "a100"}, 8), node("a2", {"accel": "a100"}, 8),
+             node("l1", {"nvidia.com/gpu.product": "NVIDIA-L4"}, 4), node("c1", {}, 0)]  # fmt: skip
+    assert [node_gpu_type(n, gpus) for n in nodes] == ["A100", "A100", "L4", None]
+    assert pod_gpus(pod("a1", 2), "nvidia.com/gpu") == 2 and pod_gpus(pod("a1", 1, init=3), "nvidia.com/gpu") == 3
+    counts = count(profile, nodes, [pod("a1", 8), pod("a2", 3), pod("l1", 1), pod(on="", limit=4)])
+    assert [(c.gpu_type, c.nodes, c.allocatable, c.free) for c in counts] == [("A100", 2, 16, 5), ("L4", 1, 4, 3)]
+    assert [c.free for c in count(profile, nodes, None)] == [None, None]
