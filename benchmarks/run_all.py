@@ -22,6 +22,7 @@ BENCHMARKS = [
     ("bench_local_map", "Local map throughput"),
     ("bench_worker_maps", "Worker-pod maps (fake cluster)"),
     ("bench_warm", "Warm workers (fake cluster)"),
+    ("bench_failover", "GPU fallbacks (two fake clusters)"),
 ]
 
 

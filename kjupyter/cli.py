@@ -1,4 +1,4 @@
-"""The ``kjupyter`` command: clusters, jobs, logs, cancel, gc, render, doctor, version.
+"""The ``kjupyter`` command: clusters, gpus, jobs, logs, cancel, gc, render, doctor, version.
 
 Every subcommand is a small function ``cmd_NAME(args) -> int`` registered in
 :func:`build_parser`; errors kjupyter raises on purpose become one line on
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import json
 import os
@@ -157,6 +158,17 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gpus(args: argparse.Namespace) -> int:
+    from kjupyter.placement import gpus_table
+
+    reports = get_session().gpu_reports()
+    if args.json:
+        print(json.dumps([dataclasses.asdict(r) for r in reports], indent=1))
+    else:
+        print(gpus_table(reports))
+    return 0
+
+
 def _say(text: str) -> None:
     print(text, file=sys.stderr)
 
@@ -264,8 +276,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     options = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     if args.secret:
         options["secrets"] = args.secret
-    profile = session.profile_for(options)  # as a run picks it: named, `%kube use`, or one offering the GPU type
-    spec = session.spec_for(profile, options)
+    # As a run picks it: named, `%kube use`, or one offering the GPU type (a fallback list: its first place).
+    profile, spec, places = session.placed(options)
+    if len(places) > 1:
+        _say(f"kjupyter: the first place of the fallback list; then {', '.join(p.label for p in places[1:])}")
     objects = session.backend(profile).render(spec, count=args.map or 1, kind="map" if args.map else "call",
                                               user=session.user, session=session.session_id, function=args.name)  # fmt: skip
     print(render_text(objects, as_json=args.json))
@@ -286,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("clusters", cmd_clusters, "list the configured cluster profiles and whether they are reachable")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--no-probe", action="store_true", help="do not contact the clusters")
+    p = add("gpus", cmd_gpus, "per profile: its GPU types, and how many are allocatable and free right now")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p = add("jobs", cmd_jobs, "list your runs on a cluster")
     p.add_argument("--cluster", help="profile name (default: the default profile)")
     p.add_argument("--user", help="whose runs (default: you)")
@@ -312,7 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster", help="profile name (default: as a run picks it, e.g. one that offers --gpu's type)")
     p.add_argument("--cpu", help="CPU per task: cores or millicores, e.g. 2 or 500m")
     p.add_argument("--memory", help="memory per task, e.g. 16Gi or 512Mi")
-    p.add_argument("--gpu", help="GPUs per task: N, or TYPE:N (e.g. A100:1) for a GPU type of the profile")
+    p.add_argument(
+        "--gpu",
+        help="GPUs per task: N, TYPE:N (e.g. A100:1) for a GPU type of the profile, "
+        "or a fallback list H100:1,A100:1 (its first place is rendered)",
+    )
     p.add_argument("--image", help="container image (default: the profile's)")
     p.add_argument("--timeout", help="longest the run may take, e.g. 1h30m or 600 (seconds)")
     p.add_argument("--retries", type=int, help="retries of a failed task (default 0)")

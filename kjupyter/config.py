@@ -61,6 +61,7 @@ class Profile:
     secrets: tuple[str, ...] = ()
     gpus: Mapping[str, GpuType] = field(default_factory=dict)
     pending_timeout: float = 600.0
+    failover_after: float | None = None  # a GPU fallback list moves on from a run still pending this long here
     ttl_after_finished: float = 86400.0
     defaults: RunSpec = field(default_factory=RunSpec)
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -103,7 +104,7 @@ class Config:
 _PROFILE_KEYS = {
     "backend", "store", "store_options", "kubeconfig", "context", "in_cluster", "namespace", "image",
     "service_account", "image_pull_secrets", "secrets", "gpus", "pending_timeout",
-    "ttl_after_finished", "defaults", "labels", "keep_warm", "max_warm", "prices",
+    "failover_after", "ttl_after_finished", "defaults", "labels", "keep_warm", "max_warm", "prices",
 }  # fmt: skip
 
 
@@ -210,6 +211,11 @@ def _profile(name: str, raw: Mapping[str, Any], source: str) -> Profile:
             secrets=tuple(raw.get("secrets", ())),
             gpus=gpus,
             pending_timeout=parse_duration(raw.get("pending_timeout", 600), "pending_timeout"),
+            failover_after=(
+                parse_duration(raw["failover_after"], "failover_after")
+                if raw.get("failover_after") is not None
+                else None
+            ),
             ttl_after_finished=parse_duration(raw.get("ttl_after_finished", 86400), "ttl_after_finished"),
             defaults=defaults,
             labels=dict(raw.get("labels", {})),

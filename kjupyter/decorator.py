@@ -124,11 +124,11 @@ def remote(**options: Any) -> Callable[[Callable[P, R]], RemoteFunction[P, R]]: 
 def remote(fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
     """Decorate a function to run it on a cluster: ``@remote`` or ``@remote(gpu=1, memory="16Gi")``.
 
-    Options: cluster, name, cpu, memory, gpu ("A100:2"), gpu_type, image, timeout, retries
-    (a count, or ``Retry(2, grow_memory=2.0, max_memory="64Gi")`` to grow memory after an OOM kill),
-    env, secrets, packages, parallelism, pending_timeout, keep_warm (seconds a call's pod waits for
-    the next compatible call), cache (``True``: reuse the stored result of an identical earlier call;
-    see :mod:`kjupyter.cache`).
+    Options: cluster, name, cpu, memory, gpu ("A100:2", or a fallback list ["H100:1", "A100:1"]), gpu_type,
+    image, timeout, retries (a count, or ``Retry(2, grow_memory=2.0, max_memory="64Gi")`` to grow memory
+    after an OOM kill), env, secrets, packages, parallelism, pending_timeout, keep_warm (seconds a call's
+    pod waits for the next compatible call), cache (``True``: reuse the stored result of an identical
+    earlier call; see :mod:`kjupyter.cache`).
     """
     if fn is not None:
         return RemoteFunction(fn, options)

@@ -18,15 +18,17 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kjupyter import cache, credentials, names, reruns, resume, run_keys
+from kjupyter import cache, credentials, names, placement, reruns, resume, run_keys
 from kjupyter import payload as pl
-from kjupyter.backends.base import CALL, MAP, Backend, SubmitRequest
+from kjupyter.backends.base import CALL, MAP, Backend, GpuReport, SubmitRequest
 from kjupyter.config import Config, Profile, load_config
 from kjupyter.errors import BackendError, ConfigError, IntegrityError, KjupyterError, KjupyterWarning
+from kjupyter.failover import Advisor, FailoverBackend
 from kjupyter.futures import MapFuture, RunFuture
 from kjupyter.paths import data_home
+from kjupyter.placement import Place
 from kjupyter.run_events import EventSink
-from kjupyter.spec import RunSpec
+from kjupyter.spec import RunSpec, gpu_choices
 
 Notice = Callable[[str], None]
 F = TypeVar("F", bound=RunFuture)
@@ -81,6 +83,8 @@ class Session:
 
     def profile_for(self, options: Mapping[str, Any]) -> Profile:
         """The profile a run goes to: named, or the session's, or one offering the GPU type, or the default."""
+        if gpu_choices(options.get("gpu")):  # a GPU fallback list: its first place
+            return self.plan(options)[0].profile
         name = options.get("cluster") or self.cluster
         if name:
             return self.config.profile(name)
@@ -116,6 +120,33 @@ class Session:
                 f"[clusters.{profile.name}.gpus.{gpu_type}] (node_selector, tolerations)"
             )  # fmt: skip
         return spec
+
+    def plan(self, options: Mapping[str, Any]) -> list[Place]:
+        """The places of a GPU fallback list (``gpu=["H100:1", "A100:1"]``), each with the run's spec there."""
+        choices = gpu_choices(options.get("gpu")) or ()
+        first = self.cluster or self.default_profile().name  # (`%kube use NAME`: asked first, not alone)
+        places = placement.candidates(self.config, choices, cluster=options.get("cluster"), first=first)
+        return [Place(p.profile, p.gpu_type, p.count, self.spec_for(p.profile, {**options, "gpu": p.gpu}))
+                for p in places]  # fmt: skip
+
+    def gpu_reports(self) -> list[GpuReport]:
+        """``kjupyter gpus``: every profile's GPU types and, where nodes can be listed, how many are free."""
+        return [self.backend(p).gpu_report() for p in self.config.profiles.values()]
+
+    def placed(self, options: Mapping[str, Any]) -> tuple[Profile, RunSpec, list[Place]]:
+        """Where a run goes: one profile, or (a GPU fallback list) its places, the first one first."""
+        if gpu_choices(options.get("gpu")):
+            places = self.plan(options)
+            return places[0].profile, places[0].spec, places
+        profile = self.profile_for(options)
+        return profile, self.spec_for(profile, options), []
+
+    def _backend_for(self, profile: Profile, spec: RunSpec, places: list[Place]) -> tuple[Backend, Advisor | None]:
+        """The run's backend (one that moves it along ``places``, if any) and who advises on free GPUs."""
+        advisor = Advisor(self.gpu_reports) if spec.resources.gpu_type and profile.backend == "kubernetes" else None
+        if not places:
+            return self.backend(profile), advisor
+        return FailoverBackend(places, self.backend, advisor), None
 
     def backend_of_run(self, run_id: str, cluster: str | None = None, notice: Notice | None = None) -> Backend:
         """The backend of the cluster that has run ``run_id`` (``kjupyter logs RUN``, ``kjupyter cancel RUN``).
@@ -155,8 +186,7 @@ class Session:
 
     def submit_call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                     options: Mapping[str, Any]) -> RunFuture:  # fmt: skip
-        profile = self.profile_for(options)
-        asked = self.spec_for(profile, options)
+        profile, asked, places = self.placed(options)
         spec = reruns.first_attempt(asked, profile)  # (with grow_memory, reruns are new Jobs: kjupyter.reruns)
         plan = (
             cache.plan(CALL, fn, args, kwargs, spec, profile, self.backend(profile), self.user) if spec.cache else None
@@ -169,15 +199,14 @@ class Session:
         credentials.check_no_credentials(data, f"the call of {pl._qualname(fn)}")
         run_id = names.new_run_id(spec.name or getattr(fn, "__name__", None))
         request = self._request(run_id, CALL, spec, data, fn, key)
-        future = RunFuture(run_id, self.backend(profile), cluster=profile.name, function=request.function,
-                           run_key=key)  # fmt: skip
+        backend, advisor = self._backend_for(profile, spec, places)
+        future = RunFuture(run_id, backend, cluster=profile.name, function=request.function, run_key=key)
         reruns.arm(self, future, fn, [(args, kwargs)], asked)
-        return self._start(future, request, plan)
+        return self._start(future, request, advisor, plan)
 
     def submit_map(self, fn: Callable[..., Any], items: Iterable[Any], options: Mapping[str, Any],
                    *, return_exceptions: bool = False) -> MapFuture:  # fmt: skip
-        profile = self.profile_for(options)
-        asked = self.spec_for(profile, options)
+        profile, asked, places = self.placed(options)
         spec = reruns.first_attempt(asked, profile)
         values = list(items)
         plan = cache.plan(MAP, fn, values, {}, spec, profile, self.backend(profile), self.user) if spec.cache else None
@@ -195,10 +224,11 @@ class Session:
         credentials.check_no_credentials(packed, f"the items of the map of {pl._qualname(fn)}")
         run_id = names.new_run_id(spec.name or getattr(fn, "__name__", None))
         request = self._request(run_id, MAP, spec, data, fn, key, count=count, items=packed)
-        future = MapFuture(run_id, self.backend(profile), cluster=profile.name, items=values,
+        backend, advisor = self._backend_for(profile, spec, places)
+        future = MapFuture(run_id, backend, cluster=profile.name, items=values,
                            return_exceptions=return_exceptions, function=request.function, run_key=key)  # fmt: skip
         reruns.arm(self, future, fn, values, asked, return_exceptions)
-        return self._start(future, request, plan)
+        return self._start(future, request, advisor, plan)
 
     def resume_map(self, fn: Callable[..., Any], items: Iterable[Any], options: Mapping[str, Any], run_id: str,
                    *, return_exceptions: bool = False) -> MapFuture:  # fmt: skip
@@ -211,16 +241,22 @@ class Session:
                              user=self.user, session=self.session_id,
                              function=getattr(fn, "__qualname__", type(fn).__name__), run_key=key)  # fmt: skip
 
-    def _start(self, future: F, request: SubmitRequest, plan: cache.Plan | None = None) -> F:
+    def _start(self, future: F, request: SubmitRequest, advisor: Advisor | None = None,
+               plan: cache.Plan | None = None) -> F:  # fmt: skip
         # Saved before the run exists, so `kjupyter.attach` from another process can always authenticate it.
         run_keys.save_key(request.run_id, request.run_key)
         with self._lock:
             self._active[request.run_id] = future
+        sink: EventSink = future.handle
+        if plan is not None:  # a successful run is recorded in the cache before its future learns it ended
+            sink = plan.sink(sink, run_id=request.run_id, run_key=request.run_key, kind=request.kind,
+                             count=request.count)  # fmt: skip
+        if isinstance(future.backend, FailoverBackend):  # each move: the future (and its views) say where it is now
+            future.backend.on_move = lambda place: setattr(future, "cluster", place.profile.name)
+        elif advisor is not None:
+            sink = advisor.wrap(Place(future.backend.profile, str(request.spec.resources.gpu_type),
+                                      request.spec.resources.gpu), sink)  # fmt: skip
         try:
-            sink: EventSink = future.handle
-            if plan is not None:  # a successful run is recorded in the cache before its future learns it ended
-                sink = plan.sink(sink, run_id=request.run_id, run_key=request.run_key, kind=request.kind,
-                                 count=request.count)  # fmt: skip
             future.backend.submit(request, sink)
         except BaseException:  # nothing was started: nothing to cancel at exit, nothing left behind
             self._forget(request.run_id)
@@ -234,6 +270,11 @@ class Session:
         name = cluster or self.cluster
         profile = self.config.profile(name) if name else self.default_profile()
         backend = self.backend(profile)
+        info = next((r for r in backend.list_runs(self.user) if r.run_id == run_id), None)
+        if not name and (info is None or info.extra.get("moved")):  # elsewhere (a GPU fallback list moved it)?
+            backend = self.backend_of_run(run_id)
+            profile = backend.profile
+            info = next((r for r in backend.list_runs(self.user) if r.run_id == run_id), None)
         key = run_keys.load_key(run_id) or backend.run_key(run_id)
         if not key:
             raise IntegrityError(
@@ -241,7 +282,6 @@ class Session:
                 f"{run_keys.keys_dir()} nor kept by cluster {profile.name!r}, so nothing it wrote will be "
                 "unpickled here. Attach from the machine that started it (or copy its key file here)."
             )
-        info = next((r for r in backend.list_runs(self.user) if r.run_id == run_id), None)
         if info is not None and info.kind == MAP:
             future: RunFuture = MapFuture(run_id, backend, cluster=profile.name, items=[None] * info.total,
                                           function=info.function, run_key=key)  # fmt: skip

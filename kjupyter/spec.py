@@ -123,6 +123,28 @@ def parse_gpu(value: object, gpu_type: str | None = None) -> tuple[int, str | No
     return count, gpu_type
 
 
+def gpu_choices(value: object) -> tuple[tuple[int, str], ...] | None:
+    """An ordered GPU preference list, ``["H100:1", "A100:1"]`` or ``"H100:1,A100:1"``: ``((1, "H100"), (1, "A100"))``.
+
+    None for a single choice (``1``, ``"A100:2"``, a list of one), which means what it always meant.
+    Every choice of a list names its GPU type: a fallback is a type to fall back to.
+    """
+    if isinstance(value, str) and "," in value:
+        value = [part for part in value.split(",")]
+    if not isinstance(value, list | tuple):
+        return None
+    example = '["H100:1", "A100:1"]'
+    if not value:
+        raise SpecError("gpu", value, example, "a GPU preference list needs at least one GPU type")
+    out: list[tuple[int, str]] = []
+    for item in value:
+        count, kind = parse_gpu(item.strip() if isinstance(item, str) else item)
+        if not kind or not count or (isinstance(item, str) and re.search(r":\s*0+\s*$", item)):
+            raise SpecError("gpu", item, example, "each choice of a GPU list is TYPE or TYPE:N with N >= 1")
+        out.append((count, kind))
+    return tuple(out) if len(out) > 1 else None
+
+
 def format_cpu(millis: int) -> str:
     """Kubernetes quantity for millicores: 2000 -> "2", 500 -> "500m"."""
     return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
@@ -209,7 +231,11 @@ class RunSpec:
         if "memory" in opts:
             res = dataclasses.replace(res, memory_bytes=parse_memory(opts["memory"]))
         if "gpu" in opts or "gpu_type" in opts:
-            count, kind = parse_gpu(opts.get("gpu", res.gpu), opts.get("gpu_type"))
+            gpu = opts.get("gpu", res.gpu)
+            if isinstance(gpu, list | tuple) or (isinstance(gpu, str) and "," in gpu):
+                choices = gpu_choices(gpu)  # (the session places a list: here it is checked, and its first kept)
+                gpu = f"{choices[0][1]}:{choices[0][0]}" if choices else gpu[0]
+            count, kind = parse_gpu(gpu, opts.get("gpu_type"))
             res = dataclasses.replace(res, gpu=count, gpu_type=kind if count else None)
         changes["resources"] = res
         if "cluster" in opts:

@@ -45,6 +45,7 @@ class SubmitRequest:
     function: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     run_key: bytes = field(default=b"", repr=False)  # never in a repr, a log or an error message
+    moves: tuple[dict[str, Any], ...] = ()  # where a GPU fallback list moved the run from, and why (run.json)
 
     @property
     def parallelism(self) -> int:
@@ -89,6 +90,30 @@ class RunList(list[RunInfo]):
     def __init__(self, runs: Iterable[RunInfo] = (), problems: Iterable[str] = ()) -> None:
         super().__init__(runs)
         self.problems = list(problems)
+
+
+@dataclass(frozen=True)
+class GpuCount:
+    """GPUs of one type on a cluster right now: on how many nodes, allocatable, and free (not requested)."""
+
+    gpu_type: str
+    nodes: int
+    allocatable: int
+    free: int | None  # None: the pods holding them could not be listed
+
+
+@dataclass(frozen=True)
+class GpuReport:
+    """One profile's line of ``kjupyter gpus``: its configured GPU types and, where nodes can be listed, counts."""
+
+    cluster: str
+    configured: tuple[str, ...]
+    counts: tuple[GpuCount, ...] | None = None  # None: not counted (see ``note``)
+    note: str = ""
+
+    def free(self, gpu_type: str) -> int | None:
+        found = [c.free for c in self.counts or () if c.gpu_type == gpu_type]
+        return found[0] if found else (0 if self.counts is not None else None)
 
 
 @dataclass(frozen=True)
@@ -149,6 +174,21 @@ class Backend(abc.ABC):
     def has_run(self, run_id: str) -> bool:
         """Whether ``run_id`` is a run of this cluster (``kjupyter logs RUN`` looks for it on each cluster)."""
         return any(r.run_id == run_id for r in self.list_runs())
+
+    def move_away(self, run_id: str, sentence: str) -> bool:
+        """Stop a run that has not started, because it moves to another cluster or GPU type (``sentence``: why).
+
+        True once its deletion was accepted; its ``RunFinished`` then comes when it is gone. False if
+        it had already ended. A backend that cannot say why simply cancels it.
+        """
+        return self.cancel(run_id)
+
+    def gpu_report(self) -> GpuReport:
+        """The GPU types this profile offers and, where the backend can count them, how many are free."""
+        if not self.profile.gpus:
+            return GpuReport(self.profile.name, (), (), "no GPU types configured")
+        return GpuReport(self.profile.name, tuple(self.profile.gpus), None,
+                         f"a {self.profile.backend} profile's GPUs are not counted: only its configuration is known")  # fmt: skip
 
     def run_key(self, run_id: str) -> bytes | None:
         """The key of a run, when the backend keeps it somewhere this client can read (None: it does not)."""

@@ -64,8 +64,15 @@ def run_meta(request: SubmitRequest, *, cluster: str, backend: str, **extra: Any
         "owner_pid": os.getpid(), "spec": request.spec.summary(),
         "counts": {"succeeded": 0, "failed": 0, "running": 0, "pending": request.count},
     }  # fmt: skip
+    if request.moves:
+        meta["moves"] = [dict(m) for m in request.moves]
     meta.update(extra)
     return meta
+
+
+def moves_text(meta: dict[str, Any]) -> str:
+    """The moves of a GPU fallback run, as ``kjupyter jobs`` and the lab show them (before its diagnosis)."""
+    return " ".join(str(m.get("sentence", "")) for m in meta.get("moves") or () if isinstance(m, dict)).strip()
 
 
 def record_info(meta: dict[str, Any], cluster: str, **changes: Any) -> RunInfo:
@@ -80,7 +87,8 @@ def record_info(meta: dict[str, Any], cluster: str, **changes: Any) -> RunInfo:
         "finished": meta.get("finished"), "total": int(meta.get("count", 1)),
         "succeeded": int(counts.get("succeeded", 0)), "failed": int(counts.get("failed", 0)),
         "running": int(counts.get("running", 0)) if not phase.finished else 0,
-        "diagnosis": str(meta.get("diagnosis", "")),  # (written by RunRecord from the run's events)
+        "diagnosis": " ".join(filter(None, (moves_text(meta), str(meta.get("diagnosis", ""))))),  # (RunRecord's)
+        "extra": {"moved": True} if meta.get("reason") == "Moved" else {},  # (it went on on another cluster)
         "warm": warm_note(meta.get("warm")),
         "usage": {str(k): float(v) for k, v in (meta.get("usage") or {}).items()},
         **changes,

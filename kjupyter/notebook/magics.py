@@ -1,4 +1,4 @@
-"""``%%kube`` (run a cell remotely) and ``%kube`` (use, clusters, jobs, logs, cancel, attach, doctor, render).
+"""``%%kube`` (run a cell remotely) and ``%kube`` (use, clusters, gpus, jobs, logs, cancel, attach, doctor, render).
 
 The only module that imports IPython. A cell becomes ``CellTask(code)(**inputs)``
 (see :mod:`kjupyter.notebook.cell`), submitted like any ``@remote`` call.
@@ -46,7 +46,11 @@ class _Parser(argparse.ArgumentParser):
 def _cell_parser() -> _Parser:
     p = _Parser(prog="%%kube", description="Run this cell on a cluster.", allow_abbrev=False)
     p.add_argument("--cluster", help="cluster profile (default: %%kube use NAME, or the default profile)")
-    p.add_argument("--gpu", help="N, or TYPE:N (e.g. A100:2) for a GPU type the cluster offers")
+    p.add_argument(
+        "--gpu",
+        help="N, TYPE:N (e.g. A100:2) for a GPU type the cluster offers, or a fallback list "
+        "H100:1,A100:1 (the first that can start, on any cluster that offers it)",
+    )
     p.add_argument("--cpu", help="e.g. 2 or 500m")
     p.add_argument("--memory", help="e.g. 16Gi")
     p.add_argument("--image", help="container image")
@@ -189,7 +193,7 @@ class KubeMagics(Magics):  # type: ignore[misc]
 
     @line_magic("kube")  # type: ignore[arg-type,misc,untyped-decorator,unused-ignore]  # as cell_magic above
     def kube_line(self, line: str) -> Any:
-        """``%kube use NAME | clusters | jobs | logs RUN | cancel RUN | attach RUN | doctor | render [OPTIONS]``."""
+        """``%kube use NAME | clusters | gpus | jobs | logs RUN | cancel RUN | attach RUN | doctor | render [OPTIONS]``."""
         try:
             words = shlex.split(line)
         except ValueError as exc:
@@ -232,6 +236,9 @@ class KubeMagics(Magics):  # type: ignore[misc]
     def _cancel(self, argv: list[str]) -> Any:
         return _cli(["cancel", *self._with_cluster(argv)])
 
+    def _gpus(self, argv: list[str]) -> Any:
+        return _cli(["gpus", *argv])
+
     def _doctor(self, argv: list[str]) -> Any:
         return _cli(["doctor", *self._with_cluster(argv)])
 
@@ -251,8 +258,7 @@ class KubeMagics(Magics):  # type: ignore[misc]
             return
         from kjupyter.cli import render_text
 
-        profile = session.profile_for(options)
-        spec = session.spec_for(profile, options)
+        profile, spec, _ = session.placed(options)  # (a fallback list: its first place)
         objects = session.backend(profile).render(spec, user=session.user, session=session.session_id,
                                                   function="cell")  # fmt: skip
         print(render_text(objects, as_json=as_json))
@@ -272,6 +278,7 @@ class KubeMagics(Magics):  # type: ignore[misc]
 _COMMANDS: dict[str, Callable[[KubeMagics, list[str]], Any]] = {
     "use": KubeMagics._use,
     "clusters": KubeMagics._clusters,
+    "gpus": KubeMagics._gpus,
     "jobs": KubeMagics._jobs,
     "logs": KubeMagics._logs,
     "cancel": KubeMagics._cancel,

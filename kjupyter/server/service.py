@@ -140,7 +140,8 @@ class RunService:
                 for problem in getattr(result, "problems", ()):  # listed, but partly: said, not hidden
                     errors.append({"cluster": name, "message": f"{name}: {problem[:1].upper()}{problem[1:]}."})
                 for info in result:
-                    if info.run_id not in found or info.cluster == name:
+                    moved = info.extra.get("moved")  # (the record a GPU fallback list left: the run went on elsewhere)
+                    if info.run_id not in found or (info.cluster == name and not moved):
                         found[info.run_id] = info
                 for info in self._cancelled_on(name):
                     found.setdefault(info.run_id, info)
@@ -170,7 +171,7 @@ class RunService:
             result = self._runs_of(name)
             if isinstance(result, list):
                 for info in result:
-                    if info.run_id == run_id:
+                    if info.run_id == run_id and not info.extra.get("moved"):
                         return name, info
             with self._lock:
                 gone = self._cancelled.get((name, run_id))

@@ -23,15 +23,15 @@ from typing import IO, Any
 
 from kjupyter import names, run_keys
 from kjupyter import store as st
-from kjupyter.backends.base import Backend, Check, RunList, SubmitRequest
+from kjupyter.backends.base import Backend, Check, GpuReport, RunList, SubmitRequest
+from kjupyter.backends.kubernetes import gpus, records, warm
 from kjupyter.backends.kubernetes import objects as mf
-from kjupyter.backends.kubernetes import records, warm
 from kjupyter.backends.kubernetes.client import Kube
 from kjupyter.backends.kubernetes.logs import LogAccess, pod_lines
 from kjupyter.backends.kubernetes.render import DEFAULT_IMAGE, render, target_for
 from kjupyter.backends.kubernetes.run import KubeRun
 from kjupyter.backends.kubernetes.watch import Watcher
-from kjupyter.backends.kubernetes.writes import create, stop_job, stop_mark
+from kjupyter.backends.kubernetes.writes import create, move_away, stop_job, stop_mark
 from kjupyter.backends.run_record import RunRecord, open_result, run_meta
 from kjupyter.config import Profile
 from kjupyter.errors import ApiError, BackendError, ConfigError
@@ -263,6 +263,14 @@ class KubernetesBackend(Backend):
         if stopped:  # recorded even when no client follows the run (its kernel is gone)
             records.record_cancel(self, run_id)
         return stopped
+
+    def move_away(self, run_id: str, sentence: str) -> bool:
+        with self._lock:
+            run = self._runs.get(run_id)
+        return move_away(run, sentence) if run is not None else self.cancel(run_id)
+
+    def gpu_report(self) -> GpuReport:
+        return gpus.safe_report(lambda: self.kube, self.profile)
 
     def run_key(self, run_id: str) -> bytes | None:
         """The run's key from its Secret (for a run started on another machine), or None if it has none."""

@@ -21,7 +21,7 @@ from kjupyter import store as st
 from kjupyter.backends.base import RunInfo, RunList
 from kjupyter.backends.kubernetes import objects as mf
 from kjupyter.backends.kubernetes.items import job_info, with_item_counts
-from kjupyter.backends.run_record import record_info
+from kjupyter.backends.run_record import moves_text, record_info
 from kjupyter.errors import ApiError, BackendError, KjupyterError
 from kjupyter.run_events import Phase
 
@@ -107,6 +107,9 @@ def job_entry(job: dict[str, Any], cluster: str, record: dict[str, Any] | None =
         info = replace(info, usage=record_info(record, cluster).usage)
     if record is not None and info.phase is Phase.RUNNING and record.get("phase") == Phase.PENDING.value:
         info = replace(info, phase=Phase.PENDING, running=0)
+    moved = moves_text(record or {})
+    if moved and not info.diagnosis.startswith(moved):  # (a GPU fallback list moved it here: say from where)
+        info = replace(info, diagnosis=f"{moved} {info.diagnosis}".strip())
     return info
 
 
@@ -140,6 +143,8 @@ def has_run(backend: KubernetesBackend, run_id: str) -> bool:
         if exc.status != 404:
             raise
     found = own_record(backend, run_id)
+    if found is not None and found[1].get("reason") == "Moved":
+        return False  # a GPU fallback list moved it to another cluster (its record there says so)
     return found is not None and found[1].get("backend") == "kubernetes" and found[1].get("cluster") in (
         None, backend.profile.name)  # fmt: skip
 

@@ -137,3 +137,11 @@ def stop_run(run: KubeRun, phase: Phase, reason: str, message: str) -> bool:
         run.terminal = run.stopping
     run.lookups.confirm_gone()
     return True
+
+
+def move_away(run: KubeRun, sentence: str) -> bool:
+    """Stop a run to start it elsewhere (a GPU fallback list): only while none of its pods got a node."""
+    with run.lock:
+        if run.running or any((p.last.get("spec") or {}).get("nodeName") for p in run.pods.values()):
+            return False  # it found a place here: it stays
+    return run.stop(Phase.FAILED, "Moved", sentence)
