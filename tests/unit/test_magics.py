@@ -44,8 +44,11 @@ def test_remote_exception_renders_the_remote_traceback(ip: Any) -> None:
     with pytest.raises(ZeroDivisionError) as info:
         ip.run_cell_magic("kube", "", "x = 1\n1 / 0")
     lines = info.value._render_traceback_()  # type: ignore[attr-defined]
-    assert lines[0].startswith("Remote traceback (run cell-") and "ZeroDivisionError: division by zero" in lines
-    assert not any("kjupyter" in line for line in lines[1:])
+    assert lines[0].startswith("kjupyter: ZeroDivisionError in the %%kube cell · run cell-"), lines
+    assert "ZeroDivisionError: division by zero" in lines
+    assert not any("kjupyter" in line for line in lines[1:]) and "File" not in "".join(lines), lines
+    [frame] = [line for line in lines if line.startswith("  Cell In[")]  # the cell's own frame, its own line:
+    assert frame.endswith(", line 3, in <module>"), lines  # line 3 under "%%kube" and "x = 1"
 
 
 @pytest.mark.parametrize(
