@@ -175,7 +175,7 @@ class ConsoleView:
         counts = getattr(self.future, "counts", None) or {"total": self.future.total, "succeeded": 0, "failed": 0,
                                                           "cancelled": 0}  # fmt: skip
         settled = counts["succeeded"] + counts["failed"] + counts["cancelled"]
-        words = map_status(self.future, ended=ended, running=self._running)
+        words = map_status(self.future, ended=ended, running=self._running).split(" done · ", 1)[-1]  # (tqdm: n/N)
         if self.tty:
             if self._bar is None:
                 self._bar = tqdm(total=counts["total"], file=self.err, unit="item", desc=f"kjupyter {self.future.run_id}",
@@ -184,7 +184,7 @@ class ConsoleView:
             self._bar.set_postfix_str(words, refresh=True)
             return
         decile = settled * 10 // max(counts["total"], 1)
-        if decile != self._last_decile:  # a log file or a notebook's stream: a line every tenth
+        if decile != self._last_decile or ended:  # a log file or a notebook's stream: a line every tenth, the end
             self._last_decile = decile
             elapsed = time.time() - self.future.created
             meter = tqdm.format_meter(settled, counts["total"], elapsed, ncols=80, unit="item", postfix=words)

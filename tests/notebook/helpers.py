@@ -114,12 +114,16 @@ class Widgets:
                 found["log"] = html.unescape(re.sub(r"<[^>]+>", "", st["value"]))
             elif name == "HTMLModel":
                 found["html"].append(st.get("value", ""))
-            elif name == "IntProgressModel":
-                found["progress"] = st.get("value")
+            elif name == "HTMLModel" and "kjupyter-bar" in st.get("value", ""):
+                found["html"].append(st["value"])
+                bar = {k: int(v) for k, v in re.findall(r"data-(\w+)='(\d+)'", st["value"])}
+                found["bar"] = bar
+                found["progress"] = bar.get("done", 0) + bar.get("failed", 0) + bar.get("cancelled", 0)
         values = found["html"]
         found["status"] = next((h for h in values if "kjupyter-status" in h), "")
         found["diagnosis"] = next((h for h in values if "kjupyter-diagnosis" in h), "")
-        found["counts"] = next((h for h in values if "kjupyter-counts" in h), "")
+        found["counts"] = html.unescape(re.sub(r"<[^>]+>", "", next((h for h in values if "kjupyter-counts" in h), "")))
+        found["failed"] = next((h for h in values if "kjupyter-failed" in h or "kjupyter-traceback" in h), "")
         found["cancel_shown"] = any(
             self.state[mid]["model_name"] == "ButtonModel"
             and self.state[mid]["state"].get("description") == "Cancel"

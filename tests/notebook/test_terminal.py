@@ -40,8 +40,74 @@ def test_terminal_ipython_shows_plain_lines_and_a_text_progress_bar(tmp_path: Pa
     out, err = done.stdout, done.stderr
     assert [line for line in out.splitlines() if line.startswith("step")] == ["step 0", "step 1", "step 2"], out
     assert "answer in the shell: 42" in out and "squares: [0, 1, 4, 9, 16]" in out
-    assert sorted(line for line in out.splitlines() if line.startswith("[")) == [f"[{i}] item {i}" for i in range(5)]
+    assert sorted(line for line in out.splitlines() if line.startswith("[")) == [
+        f"[item {i}] item {i}" for i in range(5)
+    ]
     assert "Widget" not in out + err and "VBox" not in out + err  # no widget repr anywhere
-    bars = [line for line in err.splitlines() if line.startswith("kjupyter: [")]
-    assert bars and bars[-1].startswith("kjupyter: [" + "#" * 30 + "] 5/5 succeeded 5 failed 0"), err
-    assert "on local Succeeded in" in err and "(5 succeeded, 0 failed of 5)" in err, err
+    bars = [line for line in err.splitlines() if line.startswith("kjupyter sq-")]  # tqdm's format, not a pipe's \r
+    assert bars and "100%" in bars[-1] and "5/5" in bars[-1] and "5 ok" in bars[-1], err
+    assert "succeeded 5 failed 0" not in err  # (the old hand-made bar read like "5 failed")
+    assert "on local Succeeded in" in err and ": 5 ok" in err, err
+
+
+SCRIPT = """
+import sys, time
+from kjupyter import remote
+
+def check(v):
+    if v == 3:
+        raise ValueError(f"bad item {v}")
+    return v
+
+def slow(v):
+    time.sleep(30)
+
+what = sys.argv[1]
+if what == "map":
+    print(remote(check).map(range(8), return_exceptions=True))
+elif what == "failfast":
+    remote(check).map(range(8))
+elif what == "call":
+    remote(check)(3)
+elif what == "timeout":
+    remote(slow, timeout="1s")(1)
+"""
+
+
+def _script(tmp_path: Path, what: str) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "job.py"
+    path.write_text(SCRIPT)
+    return subprocess.run([sys.executable, str(path), what], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ))  # fmt: skip
+
+
+def test_a_script_shows_tqdm_progress_and_failures_in_a_few_lines(tmp_path: Path) -> None:
+    done = _script(tmp_path, "map")
+    assert done.returncode == 0, done.stderr
+    err = done.stderr
+    bars = [line for line in err.splitlines() if line.startswith("kjupyter check-")]
+    assert bars and "8/8" in bars[-1] and "7 ok · 1 raised (returned)" in bars[-1], err
+    assert "on local Succeeded in" in err and ": 7 ok · 1 raised (returned)" in err, err
+    assert "failed 0" not in err and "cancelled" not in err  # nothing was cancelled: nothing says so
+
+    done = _script(tmp_path, "failfast")
+    assert done.returncode == 1
+    err = done.stderr
+    assert "stopped at item 3: ValueError" in err, err
+    assert "Traceback" not in err.split("kjupyter: ValueError in check · item 3 (3)")[0]  # no local frames above
+    rendered = err[err.index("kjupyter: ValueError in check · item 3 (3)"):]
+    assert f'File "{tmp_path / "job.py"}", line 7, in check' in rendered and 'raise ValueError(f"bad item {v}")' in rendered
+    assert "kjupyter/" not in rendered and "concurrent/futures" not in rendered and "<dynamic-code>" not in rendered
+    assert rendered.count("ValueError: bad item 3") == 1, err  # the traceback once: not in the log too
+
+    done = _script(tmp_path, "call")
+    assert done.returncode == 1 and done.stderr.count("raise ValueError") == 1, done.stderr
+    assert "hint:" not in done.stderr and "retries=" not in done.stderr  # a deterministic error: no retry hint
+
+
+def test_a_timeout_in_a_script_ends_in_one_sentence(tmp_path: Path) -> None:
+    done = _script(tmp_path, "timeout")
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("kjupyter: run slow-") and "stopped: the run exceeded its timeout of 1s" in last, done.stderr
+    assert "Traceback" not in done.stderr and "File " not in done.stderr
