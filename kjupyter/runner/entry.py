@@ -131,14 +131,18 @@ def _report(channel: Channel, index: int, exc: BaseException, where: str, key: b
     """
     data = pl.dump_error(exc, key=key, purpose=pl.result_purpose(index), where=where)
     header = json.loads(data.split(b"\n", 2)[1])
-    if not write:
+    if not write or where != "user":  # (kjupyter's own refusals are one sentence already: the log keeps them)
         print(header["traceback"], file=sys.stderr, end="", flush=True)
+    if not write:
         return
     try:
         channel.write_outcome(index, lambda f: _write_all(f, data))
     except BaseException as write_exc:  # the store is gone: the exit code and log still tell
-        print(header["traceback"], file=sys.stderr, end="", flush=True)
+        if where == "user":
+            print(header["traceback"], file=sys.stderr, end="", flush=True)
         print(f"[kjupyter] could not write the error to the store: {write_exc}", file=sys.stderr, flush=True)
+        return
+    if where != "user":
         return
     message = str(header.get("message", "")).strip().splitlines()
     line = str(header.get("type", type(exc).__name__)).removeprefix("builtins.") + (
