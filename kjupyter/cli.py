@@ -144,12 +144,18 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([{**r.as_dict(), "duration": run_duration(r, now)} for r in runs], indent=1))
         return 0
-    rows = [[r.run_id, r.phase.value, r.kind + (f" {r.succeeded}/{r.total}" if r.kind == "map" else ""),
+    rows = [[r.run_id, r.phase.value, r.kind + (f" {map_counts(r)}" if r.kind == "map" else ""),
              r.function, r.cluster, _when(r.created), format_elapsed(run_duration(r, now)), r.diagnosis]
             for r in runs]  # fmt: skip
     header = ["RUN", "STATUS", "KIND", "FUNCTION", "CLUSTER", "CREATED", "DURATION", "DIAGNOSIS"]
     print(_table(rows, header) if rows else f"no runs on {profile.name}")
     return 0
+
+
+def map_counts(r: RunInfo) -> str:
+    """A map's items as the widget counts them: ``27/30 (3 failed)``, ``6/30 (1 failed, 23 cancelled)``."""
+    extra = [f"{n} {what}" for n, what in ((r.failed, "failed"), (r.cancelled, "cancelled")) if n]
+    return f"{r.succeeded}/{r.total}" + (f" ({', '.join(extra)})" if extra else "")
 
 
 def _say(text: str) -> None:

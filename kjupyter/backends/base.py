@@ -68,6 +68,7 @@ class RunInfo:
     failed: int = 0
     running: int = 0
     diagnosis: str = ""
+    cancelled: int = 0  # a map's items that were cancelled (never counted as failed)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -75,7 +76,7 @@ class RunInfo:
             "run_id": self.run_id, "cluster": self.cluster, "phase": self.phase.value,
             "kind": self.kind, "user": self.user, "function": self.function,
             "created": self.created, "finished": self.finished, "total": self.total,
-            "succeeded": self.succeeded, "failed": self.failed, "running": self.running,
+            "succeeded": self.succeeded, "failed": self.failed, "cancelled": self.cancelled, "running": self.running,
             "diagnosis": self.diagnosis,
         }  # fmt: skip
 

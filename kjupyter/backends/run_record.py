@@ -76,6 +76,7 @@ def record_info(meta: dict[str, Any], cluster: str, **changes: Any) -> RunInfo:
         "function": str(meta.get("function", "")), "created": float(meta.get("created", 0)),
         "finished": meta.get("finished"), "total": int(meta.get("count", 1)),
         "succeeded": int(counts.get("succeeded", 0)), "failed": int(counts.get("failed", 0)),
+        "cancelled": int(counts.get("cancelled", 0)),
         "running": int(counts.get("running", 0)) if not phase.finished else 0,
         "diagnosis": str(meta.get("diagnosis", "")),  # (written by RunRecord from the run's events)
         **changes,
