@@ -138,7 +138,7 @@ class ConsoleView:
     def __call__(self, event: Event) -> None:
         with self._lock:
             if isinstance(event, LogLine):
-                prefix = f"[item {event.index}] " if self.is_map else ""
+                prefix = f"[{event.index}] " if self.is_map else ""
                 self._print(prefix + event.text, self.out)
             elif isinstance(event, Diagnosis):
                 if event.fatal and (not self.is_map or event.reason in ft.REDUNDANT_REASONS):

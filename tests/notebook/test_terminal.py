@@ -41,7 +41,7 @@ def test_terminal_ipython_shows_plain_lines_and_a_text_progress_bar(tmp_path: Pa
     assert [line for line in out.splitlines() if line.startswith("step")] == ["step 0", "step 1", "step 2"], out
     assert "answer in the shell: 42" in out and "squares: [0, 1, 4, 9, 16]" in out
     assert sorted(line for line in out.splitlines() if line.startswith("[")) == [
-        f"[item {i}] item {i}" for i in range(5)
+        f"[{i}] item {i}" for i in range(5)
     ]
     assert "Widget" not in out + err and "VBox" not in out + err  # no widget repr anywhere
     bars = [line for line in err.splitlines() if line.startswith("kjupyter sq-")]  # tqdm's format, not a pipe's \r
