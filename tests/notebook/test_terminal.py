@@ -111,3 +111,4 @@ def test_a_timeout_in_a_script_ends_in_one_sentence(tmp_path: Path) -> None:
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("kjupyter: run slow-") and "stopped: the run exceeded its timeout of 1s" in last, done.stderr
     assert "Traceback" not in done.stderr and "File " not in done.stderr
+    assert done.stderr.count("timeout of 1s") == 1, done.stderr  # said once: not by the view, the summary and the error
