@@ -121,7 +121,7 @@ class KubeMagics(Magics):  # type: ignore[misc]
         ns = self.shell.user_ns  # type: ignore[union-attr,unused-ignore]
         wanted = [n.strip() for n in args.out.split(",") if n.strip()] if args.out else None
         count = getattr(self.shell, "execution_count", None)  # IPython counted this cell already: it is In[count - 1]
-        count = count - 1 if isinstance(count, int) else None
+        count = count - 1 if isinstance(count, int) and count > 1 else None
         task = CellTask(cell, wanted if wanted is not None else analysis.assigns, display=analysis.has_value,
                         strict=wanted is not None, deletes=analysis.deletes,
                         name=f"In[{count}]" if isinstance(count, int) else "", first_line=2)  # fmt: skip

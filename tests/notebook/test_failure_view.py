@@ -26,6 +26,8 @@ def test_a_stopped_map_a_timeout_and_a_cells_error_each_show_once(tmp_path: Path
     assert view["counts"].startswith("stopped at item 2: ValueError"), view
     assert view["bar"]["failed"] == 1 and view["bar"]["cancelled"] >= 1, view  # not one red bar
     assert "data-index='2'" in view["failed"] and "checking 2" in view["failed"], view  # the item's own log
+    # the whole remote traceback one click away, as the pod wrote it
+    assert "<summary>Full traceback</summary>" in view["failed"] and 'File &quot;/tmp/ipykernel_' in view["failed"]
     err = h.error(stopped)
     assert err is not None and err.ename == "ValueError"
     tb = "\n".join(err.traceback)

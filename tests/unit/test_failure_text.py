@@ -5,8 +5,8 @@ from __future__ import annotations
 import pickle
 
 from kjupyter import failure_text as ft
-from kjupyter.errors import RemoteError, RunCancelled, RunFailed, RunTimeout
-from kjupyter.run_events import Diagnosis
+from kjupyter.errors import BackendError, RemoteError, RunCancelled, RunFailed, RunTimeout
+from kjupyter.run_events import Diagnosis, Phase
 
 REMOTE = """\
 Traceback (most recent call last):
@@ -118,3 +118,27 @@ def test_map_words_put_failures_first() -> None:
     assert ft.map_status(running, ended=False, return_exceptions=False, running=4) == "10/30 done · 10 ok · 4 running"
     cancelled = {"total": 10, "succeeded": 4, "failed": 0, "cancelled": 6}
     assert ft.map_status(cancelled, ended=True, return_exceptions=False) == "4 ok · 6 cancelled"  # not "failed"
+
+
+def test_a_run_failed_message_says_what_happened_once_and_the_hint_on_its_own_line() -> None:
+    from kjupyter import run_events as ev
+    from kjupyter.futures import RunFuture
+
+    class NoOutcome:  # the pod was killed before it wrote one
+        def open_outcome(self, run_id: str, index: int) -> None:
+            raise BackendError(f"run {run_id} task {index} left no result")
+
+    future = RunFuture("r-1", NoOutcome(), cluster="kube")  # type: ignore[arg-type]
+    sentence = "The container ran out of memory (limit 1Gi)."
+    future.handle(ev.LogLine("r-1", "allocating"))
+    future.handle(ev.Diagnosis("r-1", "OOMKilled", sentence, "Raise memory=.", fatal=True))
+    future._on_run(ev.RunFinished("r-1", Phase.FAILED, "OOMKilled", sentence))
+    exc = future.exception(0)
+    assert isinstance(exc, RunFailed)
+    assert str(exc) == "run r-1 failed (OOMKilled): The container ran out of memory (limit 1Gi).\nhint: Raise memory=."
+    assert exc.logs == "allocating" and exc.sentence == sentence and exc.hint == "Raise memory=."  # the log is kept
+    assert exc._render_traceback_() == [  # type: ignore[attr-defined]
+        "kjupyter: RunFailed · run r-1 on kube",
+        "RunFailed: The container ran out of memory (limit 1Gi).",
+        "  hint: Raise memory=.",
+    ]
