@@ -1,4 +1,4 @@
-"""Plain-text view of a run: log lines, diagnosis, a text progress bar, a summary.
+"""Plain-text view of a run: log lines, diagnosis, a tqdm progress bar (a map), a summary.
 
 Used in scripts, terminals and the CLI; notebooks get the widget view, which
 prints the same :func:`summary` at the end, and whose display output carries

@@ -1,9 +1,13 @@
 """The live run view in a notebook (ipywidgets only: JupyterLab, Notebook 7, VS Code).
 
 A header on one line (status, elapsed time, run, cluster, pod/node; cut with an ellipsis when
-the output is narrow), a Cancel button while the run goes on, a diagnosis line when something
-is wrong, for a map a progress bar with counts and a viewer for one item's log, and the live
-log. Events arrive on backend threads; log lines are batched and shown a few times a second by
+the output is narrow; a map names its pods' count), a Cancel button while the run goes on, a
+diagnosis when something is wrong (its sentence, and its hint on a line below), for a map the
+failure-first view of :mod:`kjupyter.notebook.map_view` (its words, a bar split by outcome, the
+failed items with their own logs) and a viewer for any item's log, the live log, and at the end of
+a failure the whole remote traceback under "Full traceback". A blocking run that failed leaves
+the failure to the exception its cell raises (shown once, by :mod:`kjupyter.failure_text`): the
+widget then hides its diagnosis and prints no summary. Colours are JupyterLab's theme variables. Events arrive on backend threads; log lines are batched and shown a few times a second by
 one flusher thread (widget traits only, never ``with out:`` from a thread). The header is sent
 only when its text changes: its elapsed time ticks once a second. The widget keeps the last
 lines; :meth:`RunWidget.log` has them all.
