@@ -25,8 +25,8 @@ rendered (GitHub, nbviewer, nbconvert, untrusted notebooks). The bundle is updat
 display handle when the run ends, and, while it goes on, when its phase changes, a diagnosis
 comes or a first item fails, at most once per :data:`FALLBACK_INTERVAL`: a front end re-creates
 the widget's view on every update (JupyterLab does), which would lose the place of a user
-reading the log, so there is no periodic update. When a blocking run ends, the plain-text
-:func:`kjupyter.notebook.text_view.summary` is printed too.
+reading the log, so there is no periodic update. When a blocking run ends well, the plain-text
+:func:`kjupyter.notebook.text_view.summary` is printed too (a failure: the cell's error says it).
 
 The Cancel button works while a blocking call holds the kernel through
 :mod:`kjupyter.notebook.comm_pump`.
