@@ -22,6 +22,7 @@ from kjupyter import __version__
 from kjupyter.backends.base import Backend, Check, RunInfo
 from kjupyter.errors import KjupyterError
 from kjupyter.session import Session, get_session
+from kjupyter.stored_failure import failure_lines
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -167,6 +168,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
     backend = _session(args).backend_of_run(args.run, args.cluster, notice=_say)
     for line in backend.logs(args.run, args.index, follow=args.follow):
         print(line, flush=args.follow)  # (followed: each line as it comes)
+    for line in failure_lines(backend, args.run, args.index or 0, backend.profile.name, item=args.index):
+        _say(line)  # the task's traceback, from its error envelope (the log has one line for it)
     return 0
 
 

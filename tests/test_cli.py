@@ -280,3 +280,18 @@ def test_jobs_counts_a_maps_items_as_its_widget_does(local_session: Session,
     table = capsys.readouterr().out
     assert "map 4/5 (1 failed)" in table
     assert f"map 2/40 (1 failed, {stopped.counts['cancelled']} cancelled)" in table, table
+
+
+def test_logs_of_a_failed_run_end_with_its_traceback_once(local_session: Session,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    failed = remote(boom).submit()
+    with pytest.raises(ValueError):
+        failed.result(60)
+    assert failed.wait_ended(30)
+    capsys.readouterr()
+    assert main(["logs", failed.run_id]) == 0
+    out, err = capsys.readouterr()
+    assert "[kjupyter] raised ValueError: no (its traceback went back with the result)" in out, out
+    assert "Traceback" not in out  # the log has one line for it ...
+    assert err.startswith(f"kjupyter: ValueError · run {failed.run_id} on local\n"), err  # ... and then the failure
+    assert 'raise ValueError("no")' in err and err.count("ValueError: no") == 1 and "kjupyter/" not in err, err
