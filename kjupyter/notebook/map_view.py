@@ -3,7 +3,8 @@
 Pure HTML (no front-end code): it renders the same in a live notebook and in a saved one. The status
 reads "27 ok · 3 raised (returned)" or "stopped at item 7: ValueError"; the bar has one segment each
 for done, failed, cancelled and running items; the failed items are listed (index, a short summary of
-the input, the exception line), each a ``<details>`` that opens on that item's own log lines.
+the input, the exception line), each a ``<details>`` that opens on that item's own log lines and
+its traceback (the user's frames).
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ def failed_html(future: RunFuture, item_log: Callable[[int], Iterable[str]]) -> 
     for index, exc in failures[:FAILED_SHOWN]:
         lines = list(item_log(index))[-ITEM_LOG_LINES:]
         log = html.escape("\n".join(lines)) if lines else "(no log lines from this item)"
+        remote = str(getattr(exc, "remote_traceback", "") or "")
+        if remote:  # the item's own frames (the log has one line for its exception)
+            log += "\n" + html.escape("\n".join(ft.clean_traceback(remote, ft.ipython_name)))
         rows.append(
             f"<details class='kjupyter-failed-item' data-index='{index}'><summary>"
             f"<b>item {index}</b> ({html.escape(future.describe(index))}): "

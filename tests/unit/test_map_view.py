@@ -34,12 +34,21 @@ def test_the_bar_is_split_by_outcome_and_failed_items_do_not_turn_it_red() -> No
 
 def test_failed_items_are_listed_with_their_input_exception_and_own_log() -> None:
     future = map_future()
-    settle(future, {0: 0, 1: ValueError("bad row 17\nmore"), 2: RunCancelled("x"), 3: KeyError("k")})
+    bad = ValueError("bad row 17\nmore")
+    bad.remote_traceback = (  # type: ignore[attr-defined]
+        'Traceback (most recent call last):\n  File "/x/kjupyter/runner/entry.py", line 9, in run\n    task()\n'
+        '  File "/home/me/etl.py", line 4, in parse\n    raise ValueError(row)\nValueError: bad row 17\n'
+    )
+    settle(future, {0: 0, 1: bad, 2: RunCancelled("x"), 3: KeyError("k")})
     logs = {1: ["reading file-1.csv", "row 17 is bad"], 3: []}
     html = mv.failed_html(future, lambda i: logs.get(i, []))
     assert html.count("<details class='kjupyter-failed-item'") == 2  # the cancelled item is no failure
     assert "<b>item 1</b> (&#x27;file-1.csv&#x27;): " in html and "ValueError: bad row 17<" in html
-    assert "reading file-1.csv\nrow 17 is bad" in html and "(no log lines from this item)" in html
+    assert (
+        "reading file-1.csv\nrow 17 is bad\nTraceback (most recent call last):\n  File &quot;/home/me/etl.py&quot;, line 4"
+        in html
+    )
+    assert "entry.py" not in html and "(no log lines from this item)" in html  # the item's own frames only
     assert "Failed items (2):" in html
 
 
