@@ -131,6 +131,7 @@ class ConsoleView:
         self.is_map = future.kind == "map"
         self.tty = bool(getattr(self.err, "isatty", lambda: False)())
         self._last_decile = -1
+        self._last_words = ""
         self._bar: tqdm | None = None
         self._running = 0
         self._lock = threading.Lock()
@@ -184,8 +185,10 @@ class ConsoleView:
             self._bar.set_postfix_str(words, refresh=True)
             return
         decile = settled * 10 // max(counts["total"], 1)
-        if decile != self._last_decile or ended:  # a log file or a notebook's stream: a line every tenth, the end
-            self._last_decile = decile
+        if decile != self._last_decile or (ended and words != self._last_words):  # a line every tenth, the end
+            self._last_decile, self._last_words = decile, words
             elapsed = time.time() - self.future.created
-            meter = tqdm.format_meter(settled, counts["total"], elapsed, ncols=80, unit="item", postfix=words)
+            meter = tqdm.format_meter(
+                settled, counts["total"], elapsed, unit="item", postfix=words
+            )  # (no width: whole words)
             print(f"kjupyter {self.future.run_id}: {meter}", file=self.err, flush=True)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -71,6 +74,11 @@ elif what == "call":
     remote(check)(3)
 elif what == "timeout":
     remote(slow, timeout="1s")(1)
+elif what == "interrupt":
+    def started_then_slow(path):
+        open(path, "w").close()
+        time.sleep(60)
+    remote(started_then_slow)(sys.argv[2])
 """
 
 
@@ -112,3 +120,24 @@ def test_a_timeout_in_a_script_ends_in_one_sentence(tmp_path: Path) -> None:
     assert last.startswith("kjupyter: run slow-") and "stopped: the run exceeded its timeout of 1s" in last, done.stderr
     assert "Traceback" not in done.stderr and "File " not in done.stderr
     assert done.stderr.count("timeout of 1s") == 1, done.stderr  # said once: not by the view, the summary and the error
+
+
+def test_ctrl_c_in_a_script_cancels_the_run_in_one_sentence(tmp_path: Path) -> None:
+    path = tmp_path / "job.py"
+    path.write_text(SCRIPT)
+    marker = tmp_path / "started"
+    proc = subprocess.Popen([sys.executable, str(path), "interrupt", str(marker)], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ))  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.02)  # polling for the remote code's marker file, not a timing assert
+        assert marker.exists(), proc.communicate(timeout=10)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    last = err.strip().splitlines()[-1]
+    assert re.fullmatch(r"kjupyter: run started-then-slow-\w+ was cancelled \(interrupted\)\.", last), err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
