@@ -134,7 +134,7 @@ def test_ctrl_c_in_a_script_cancels_the_run_in_one_sentence(tmp_path: Path) -> N
             time.sleep(0.02)  # polling for the remote code's marker file, not a timing assert
         assert marker.exists(), proc.communicate(timeout=10)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
     assert proc.returncode != 0
