@@ -43,6 +43,7 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         self.function = function
         self.phase = Phase.PENDING
         self.diagnosis: ev.Diagnosis | None = None
+        self.cause: ev.Diagnosis | None = None  # why the run failed, when a diagnosis said it
         self.nodes: dict[int | None, str] = {}  # the node each task ran on (None: the run's own pod)
         self.created = time.time()
         self.finished_at: float | None = None
@@ -81,6 +82,8 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
                 self.nodes[event.index] = event.node  # (a map item's node under its index)
         elif isinstance(event, ev.Diagnosis):
             self.diagnosis = event
+            if event.fatal and event.reason not in ft.REDUNDANT_REASONS and self.cause is None:
+                self.cause = event  # the first fatal diagnosis that says why (not only "it failed")
         elif isinstance(event, ev.LogLine):
             self._tails.setdefault(event.index, collections.deque(maxlen=_TAIL_LINES)).append(event.text)
         elif isinstance(event, ev.RunFinished):
@@ -119,8 +122,8 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         The message is ``run X failed (reason): sentence`` and, on a line of its own, the hint. The last
         log lines are kept on the exception (``logs``), not in its message: every view shows the log.
         """
-        d = self.diagnosis if self.diagnosis is not None and self.diagnosis.fatal else None
-        sentence = (d.sentence if d is not None else "") or event.message or "it ended without a result"
+        d = self.cause
+        sentence = event.message or (d.sentence if d is not None else "") or "it ended without a result"
         hint = d.hint if d is not None else ""
         reason = event.reason or (d.reason if d is not None else "")
         text = f"run {self.run_id} failed" + (f" ({reason})" if reason else "") + f": {sentence.rstrip('.')}."
@@ -185,7 +188,7 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         """Settle with ``exception``, which then shows as kjupyter's one rendering of a failure (see failure_text)."""
         if exception is not None:
             index = getattr(self, "_failed_index", None)
-            ft.attach(exception, ft.render(exception, self.where(index), self.diagnosis, name_file=ft.ipython_name))
+            ft.attach(exception, ft.render(exception, self.where(index), self.cause, name_file=ft.ipython_name))
         super().set_exception(exception)
 
     def where(self, index: int | None = None) -> ft.Where:
