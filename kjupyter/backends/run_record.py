@@ -37,6 +37,7 @@ from typing import IO, Any
 from kjupyter import store as st
 from kjupyter.backends.base import RunInfo, SubmitRequest
 from kjupyter.errors import BackendError
+from kjupyter.failure_text import REDUNDANT_REASONS
 from kjupyter.run_events import (
     Diagnosis,
     Event,
@@ -172,6 +173,8 @@ class RunRecord:
             self._write(phase=phase.value, finished=time.time(), reason=reason)
 
     def _diagnosis(self, d: Diagnosis) -> None:
+        if d.fatal and d.reason in REDUNDANT_REASONS:
+            return  # "the Job failed" says nothing: the run's end message names the cause (or the failed items)
         with self.lock:
             if self.closed or self.fatal or d.sentence == self.diagnosis:  # the first fatal one is the cause
                 return
