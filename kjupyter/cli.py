@@ -23,6 +23,7 @@ from kjupyter import __version__, usage
 from kjupyter.backends.base import Backend, Check, RunInfo
 from kjupyter.errors import KjupyterError
 from kjupyter.session import Session, get_session
+from kjupyter.stored_failure import failure_lines
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -147,7 +148,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         print(json.dumps([{**r.as_dict(), "duration": run_duration(r, now), **used[r.run_id]} for r in runs],
                          indent=1))  # fmt: skip
         return 0
-    rows = [[r.run_id, r.phase.value, r.kind + (f" {r.succeeded}/{r.total}" if r.kind == "map" else "")
+    rows = [[r.run_id, r.phase.value, r.kind + (f" {map_counts(r)}" if r.kind == "map" else "")
              + (f" ({r.warm})" if r.warm else ""),
              r.function, r.cluster, _when(r.created), format_elapsed(run_duration(r, now)),
              *usage.table_cells(used[r.run_id]), r.diagnosis]
@@ -169,6 +170,12 @@ def cmd_gpus(args: argparse.Namespace) -> int:
     return 0
 
 
+def map_counts(r: RunInfo) -> str:
+    """A map's items as the widget counts them: ``27/30 (3 failed)``, ``6/30 (1 failed, 23 cancelled)``."""
+    extra = [f"{n} {what}" for n, what in ((r.failed, "failed"), (r.cancelled, "cancelled")) if n]
+    return f"{r.succeeded}/{r.total}" + (f" ({', '.join(extra)})" if extra else "")
+
+
 def _say(text: str) -> None:
     print(text, file=sys.stderr)
 
@@ -178,6 +185,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
     backend = _session(args).backend_of_run(args.run, args.cluster, notice=_say)
     for line in backend.logs(args.run, args.index, follow=args.follow):
         print(line, flush=args.follow)  # (followed: each line as it comes)
+    for line in failure_lines(backend, args.run, args.index or 0, backend.profile.name, item=args.index):
+        _say(line)  # the task's traceback, from its error envelope (the log has one line for it)
     return 0
 
 

@@ -99,10 +99,13 @@ class RunFailed(KjupyterError):
     deadline, eviction), could not start, or exited without a result.
     """
 
-    def __init__(self, message: str, *, run_id: str = "", reason: str = "", logs: str = "") -> None:
+    def __init__(self, message: str, *, run_id: str = "", reason: str = "", logs: str = "", sentence: str = "",
+                 hint: str = "") -> None:  # fmt: skip
         self.run_id = run_id
         self.reason = reason
-        self.logs = logs
+        self.logs = logs  # the last log lines of the failed task (the views show the log; the message does not)
+        self.sentence = sentence  # what happened, one sentence (the diagnosis when there is one)
+        self.hint = hint  # what to do about it ("" when nothing helps)
         super().__init__(message)
 
     def __reduce__(self) -> tuple[object, ...]:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from kjupyter import failure_text as ft
 from kjupyter import payload as pl
 from kjupyter import run_events as ev
 from kjupyter.backends.base import Backend
@@ -43,6 +44,8 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         self.phase = Phase.PENDING
         self.diagnosis: ev.Diagnosis | None = None
         self.usage: ev.Usage | None = None  # what the run used (kjupyter.usage), known just before it ends
+        self.cause: ev.Diagnosis | None = None  # why the run failed, when a diagnosis said it
+        self.nodes: dict[int | None, str] = {}  # the node each task ran on (None: the run's own pod)
         self.created = time.time()
         self.finished_at: float | None = None
         self.detached = False
@@ -86,10 +89,15 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
             self.hub.after_delivery(self._ended.set)
 
     def _track(self, event: Event) -> None:
-        if isinstance(event, ev.PhaseChanged) and event.index is None:
-            self.phase = event.phase
+        if isinstance(event, ev.PhaseChanged):
+            if event.index is None:
+                self.phase = event.phase
+            if event.node:
+                self.nodes[event.index] = event.node  # (a map item's node under its index)
         elif isinstance(event, ev.Diagnosis):
             self.diagnosis = event
+            if event.fatal and event.reason not in ft.REDUNDANT_REASONS and self.cause is None:
+                self.cause = event  # the first fatal diagnosis that says why (not only "it failed")
         elif isinstance(event, ev.Usage):
             self.usage = event
         elif isinstance(event, ev.LogLine):
@@ -128,20 +136,21 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
             return False, (exc.with_traceback(None) if succeeded else None)
 
     def _failure(self, event: ev.TaskFinished | ev.RunFinished, index: int = 0) -> BaseException:
-        """Why a task failed, when it left no exception of its own."""
-        parts = [f"run {self.run_id} failed"]
-        if event.reason:
-            parts.append(f"({event.reason})")
-        text = " ".join(parts) + (f": {event.message}" if event.message else "")
-        d = self.diagnosis
-        if d and d.fatal:  # the diagnosis once: its sentence may be the message already, its hint is not
-            text = text.rstrip(".") + "."
-            text += "".join(f" {part}" for part in (d.sentence, d.hint) if part and part not in text)
+        """Why a task failed, when it left no exception of its own: one sentence (and a hint), said once.
+
+        The message is ``run X failed (reason): sentence`` and, on a line of its own, the hint. The last
+        log lines are kept on the exception (``logs``), not in its message: every view shows the log.
+        """
+        d = self.cause
+        sentence = event.message or (d.sentence if d is not None else "") or "it ended without a result"
+        hint = d.hint if d is not None else ""
+        reason = event.reason or (d.reason if d is not None else "")
+        text = f"run {self.run_id} failed" + (f" ({reason})" if reason else "") + f": {sentence.rstrip('.')}."
+        if hint:
+            text += f"\nhint: {hint}"
         tail = "\n".join(self._tails.get(index, ()))
-        if tail:
-            text += f"\nLast log lines:\n{tail}"
-        cls = RunTimeout if event.reason == "DeadlineExceeded" else RunFailed
-        return cls(text, run_id=self.run_id, reason=event.reason, logs=tail)
+        cls = RunTimeout if reason == "DeadlineExceeded" else RunFailed
+        return cls(text, run_id=self.run_id, reason=reason, logs=tail, sentence=sentence, hint=hint)
 
     def _on_task(self, event: ev.TaskFinished) -> None:
         self._tails.pop(event.index, None) if event.phase is Phase.SUCCEEDED else None
@@ -193,7 +202,21 @@ class RunFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         except RunCancelled:
             raise
         except concurrent.futures.CancelledError:
-            raise RunCancelled(f"run {self.run_id} was cancelled", run_id=self.run_id) from None
+            cancelled = RunCancelled(f"run {self.run_id} was cancelled", run_id=self.run_id)
+            raise ft.attach(cancelled, ft.render(cancelled, self.where())) from None
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        """Settle with ``exception``, which then shows as kjupyter's one rendering of a failure (see failure_text)."""
+        if exception is not None:
+            index = getattr(self, "_failed_index", None)
+            ft.attach(exception, ft.render(exception, self.where(index), self.cause, name_file=ft.ipython_name))
+        super().set_exception(exception)
+
+    def where(self, index: int | None = None) -> ft.Where:
+        """Where task ``index`` (a map's item; None: the run) ran, for the header of its failure."""
+        item = index if self.kind == "map" else None
+        summary = self.describe(item) if item is not None else ""
+        return ft.Where(self.run_id, self.cluster, self.function, node_of(self, index), item, summary)
 
     def detach(self) -> RunFuture:
         """Let the run outlive this interpreter (it is not cancelled at exit); ``kjupyter.attach`` finds it."""
@@ -237,6 +260,7 @@ class MapFuture(RunFuture):
         self._describe: Callable[[int], str] = lambda i: _short(items[i])
         self._results: list[Any] = [None] * len(items)
         self._have = [False] * len(items)
+        self.stopped_at: int | None = None  # the item whose failure stopped the map (without return_exceptions)
 
     def _on_task(self, event: ev.TaskFinished) -> None:
         super()._on_task(event)
@@ -254,6 +278,8 @@ class MapFuture(RunFuture):
                 value.add_note(f"kjupyter: raised by item {i} of run {self.run_id}: {self._describe(i)}")
         self._results[i], self._have[i] = value, True
         if not ok and not self.return_exceptions and not self.done() and event.phase is not Phase.CANCELLED:
+            self._failed_index = i
+            self.stopped_at = i  # fail-fast: the map stopped at this item
             self.set_exception(value)
             with contextlib.suppress(KjupyterError):
                 self.backend.cancel(self.live_run_id)  # first failure: stop the rest
@@ -324,3 +350,9 @@ class MapFuture(RunFuture):
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+def node_of(future: RunFuture, index: int | None) -> str:
+    """The node task ``index`` ran on, else the run's (as far as the events told)."""
+    nodes = future.nodes
+    return nodes.get(index) or nodes.get(0 if index is None else None) or nodes.get(None) or ""

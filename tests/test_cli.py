@@ -252,3 +252,48 @@ def test_kubernetes_jobs_say_why_from_the_job_alone() -> None:
     assert (cancelled.phase, cancelled.diagnosis) == (Phase.CANCELLED, "The run was cancelled by ada.")
     running = info(job("r-5", status={"active": 1}))
     assert (running.phase, running.diagnosis, running.finished) == (Phase.RUNNING, "", None)
+
+
+def odd_one_out(x: int) -> int:
+    if x == 2:
+        raise ValueError(f"item {x} is odd")
+    return x
+
+
+def test_jobs_counts_a_maps_items_as_its_widget_does(local_session: Session,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    returned = remote(odd_one_out).submit_map(range(5), return_exceptions=True)
+    assert [type(v).__name__ for v in returned.result(60)] == ["int", "int", "ValueError", "int", "int"]
+    stopped = remote(odd_one_out).submit_map(range(40), parallelism=1)
+    with pytest.raises(ValueError):
+        stopped.result(60)
+    assert returned.wait_ended(30) and stopped.wait_ended(30)
+    capsys.readouterr()
+    assert main(["jobs", "--json"]) == 0
+    listed = {r["run_id"]: r for r in json.loads(capsys.readouterr().out)}
+    for future in (returned, stopped):
+        row = listed[future.run_id]
+        counts = future.counts  # what the widget and the terminal count
+        assert {k: row[k] for k in ("succeeded", "failed", "cancelled")} == {
+            k: counts[k] for k in ("succeeded", "failed", "cancelled")}, (row, counts)  # fmt: skip
+    assert listed[returned.run_id]["failed"] == 1 and listed[returned.run_id]["cancelled"] == 0
+    assert listed[stopped.run_id]["failed"] == 1 and listed[stopped.run_id]["cancelled"] > 0  # not counted as failed
+    assert main(["jobs"]) == 0
+    table = capsys.readouterr().out
+    assert "map 4/5 (1 failed)" in table
+    assert f"map 2/40 (1 failed, {stopped.counts['cancelled']} cancelled)" in table, table
+
+
+def test_logs_of_a_failed_run_end_with_its_traceback_once(local_session: Session,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    failed = remote(boom).submit()
+    with pytest.raises(ValueError):
+        failed.result(60)
+    assert failed.wait_ended(30)
+    capsys.readouterr()
+    assert main(["logs", failed.run_id]) == 0
+    out, err = capsys.readouterr()
+    assert "[kjupyter] raised ValueError: no (its traceback went back with the result)" in out, out
+    assert "Traceback" not in out  # the log has one line for it ...
+    assert err.startswith(f"kjupyter: ValueError · run {failed.run_id} on local\n"), err  # ... and then the failure
+    assert 'raise ValueError("no")' in err and err.count("ValueError: no") == 1 and "kjupyter/" not in err, err

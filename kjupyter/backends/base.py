@@ -70,6 +70,7 @@ class RunInfo:
     running: int = 0
     diagnosis: str = ""
     warm: str = ""  # a run handed to a warm worker: "warm worker POD, started 0.05s after submit"
+    cancelled: int = 0  # a map's items that were cancelled (never counted as failed)
     extra: dict[str, Any] = field(default_factory=dict)
     usage: dict[str, float] = field(default_factory=dict)  # resource-seconds (kjupyter.usage), once recorded
 
@@ -78,7 +79,7 @@ class RunInfo:
             "run_id": self.run_id, "cluster": self.cluster, "phase": self.phase.value,
             "kind": self.kind, "user": self.user, "function": self.function,
             "created": self.created, "finished": self.finished, "total": self.total,
-            "succeeded": self.succeeded, "failed": self.failed, "running": self.running,
+            "succeeded": self.succeeded, "failed": self.failed, "cancelled": self.cancelled, "running": self.running,
             "diagnosis": self.diagnosis, "warm": self.warm, "usage": dict(self.usage),
         }  # fmt: skip
 

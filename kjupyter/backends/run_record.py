@@ -39,6 +39,7 @@ from typing import IO, Any
 from kjupyter import store as st
 from kjupyter.backends.base import RunInfo, SubmitRequest
 from kjupyter.errors import BackendError
+from kjupyter.failure_text import REDUNDANT_REASONS
 from kjupyter.run_events import (
     Diagnosis,
     Event,
@@ -86,6 +87,7 @@ def record_info(meta: dict[str, Any], cluster: str, **changes: Any) -> RunInfo:
         "function": str(meta.get("function", "")), "created": float(meta.get("created", 0)),
         "finished": meta.get("finished"), "total": int(meta.get("count", 1)),
         "succeeded": int(counts.get("succeeded", 0)), "failed": int(counts.get("failed", 0)),
+        "cancelled": int(counts.get("cancelled", 0)),
         "running": int(counts.get("running", 0)) if not phase.finished else 0,
         "diagnosis": " ".join(filter(None, (moves_text(meta), str(meta.get("diagnosis", ""))))),  # (RunRecord's)
         "extra": {"moved": True} if meta.get("reason") == "Moved" else {},  # (it went on on another cluster)
@@ -205,6 +207,8 @@ class RunRecord:
             self._write(phase=phase.value, finished=time.time(), reason=reason, **used)
 
     def _diagnosis(self, d: Diagnosis) -> None:
+        if d.fatal and d.reason in REDUNDANT_REASONS:
+            return  # "the Job failed" says nothing: the run's end message names the cause (or the failed items)
         with self.lock:
             if self.closed or self.fatal or d.sentence == self.diagnosis:  # the first fatal one is the cause
                 return

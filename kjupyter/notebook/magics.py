@@ -12,7 +12,6 @@ import html
 import io
 import shlex
 import sys
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +19,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.display import display
 
+from kjupyter import failure_text as ft
 from kjupyter.errors import ConfigError, KjupyterError, SerializationError, SpecError
 from kjupyter.futures import RunFuture
 from kjupyter.notebook import cell as cl
@@ -101,37 +101,10 @@ def parse_cell_options(line: str, session: Session) -> tuple[dict[str, Any], arg
     return options, args
 
 
-def _one_line(exc: BaseException) -> Callable[[], list[str]]:
-    return lambda: [f"kjupyter: {type(exc).__name__}: {exc}"]
-
-
-def _remote_traceback(exc: BaseException, future: RunFuture) -> list[str]:
-    text = str(getattr(exc, "remote_traceback", "") or "")
-    kept: list[str] = []
-    skipping = False
-    for line in text.splitlines():  # drop kjupyter's own frames (the cell runner)
-        if line.startswith('  File "'):
-            skipping = "kjupyter" in line.split('"')[1].replace("\\", "/").split("/")[-2:-1]
-        elif not line.startswith("    "):
-            skipping = False
-        if not skipping:
-            kept.append(line)
-    head = f"Remote traceback (run {future.run_id} on {future.cluster}):"
-    return [head, *kept] if kept else [head, *traceback.format_exception_only(type(exc), exc)]
-
-
-def _present(exc: BaseException, future: RunFuture) -> BaseException:
-    """Make IPython show the remote traceback (or one line), not kjupyter's frames."""
-    if hasattr(exc, "remote_traceback"):
-        render = lambda: _remote_traceback(exc, future)  # noqa: E731
-    elif isinstance(exc, KjupyterError):
-        render = lambda: [f"kjupyter: {exc}"]  # noqa: E731
-    else:
-        return exc
-    try:
-        exc._render_traceback_ = render  # type: ignore[attr-defined]
-    except AttributeError:
-        pass
+def _present(exc: BaseException) -> BaseException:
+    """A kjupyter error that has no rendering of its own yet shows as one line, not kjupyter's frames."""
+    if isinstance(exc, KjupyterError) and not hasattr(exc, "_render_traceback_"):
+        ft.attach(exc, [f"kjupyter: {exc}"])
     return exc
 
 
@@ -159,8 +132,11 @@ class KubeMagics(Magics):  # type: ignore[misc]
             raise UsageError(f"%%kube: the cell has a syntax error (line {exc.lineno}): {exc.msg}") from None
         ns = self.shell.user_ns  # type: ignore[union-attr,unused-ignore]
         wanted = [n.strip() for n in args.out.split(",") if n.strip()] if args.out else None
+        count = getattr(self.shell, "execution_count", None)  # IPython counted this cell already: it is In[count - 1]
+        count = count - 1 if isinstance(count, int) and count > 1 else None
         task = CellTask(cell, wanted if wanted is not None else analysis.assigns, display=analysis.has_value,
-                           strict=wanted is not None, deletes=analysis.deletes)  # fmt: skip
+                        strict=wanted is not None, deletes=analysis.deletes,
+                        name=f"In[{count}]" if isinstance(count, int) else "", first_line=2)  # fmt: skip
         inputs = cl.shippable(analysis.reads, ns)
         try:
             future = session.submit_call(task, (), inputs, options)
@@ -180,8 +156,8 @@ class KubeMagics(Magics):  # type: ignore[misc]
             result = wait.wait(future)
         except KeyboardInterrupt:
             raise
-        except BaseException as exc:
-            raise _present(exc, future) from None
+        except Exception as exc:
+            raise _present(exc) from None
         if not isinstance(result, CellResult):
             return result  # attached to a run that was not a cell
         ns = self.shell.user_ns  # type: ignore[union-attr,unused-ignore]
@@ -193,7 +169,7 @@ class KubeMagics(Magics):  # type: ignore[misc]
 
     @line_magic("kube")  # type: ignore[arg-type,misc,untyped-decorator,unused-ignore]  # as cell_magic above
     def kube_line(self, line: str) -> Any:
-        """``%kube use NAME | clusters | gpus | jobs | logs RUN | cancel RUN | attach RUN | doctor | render [OPTIONS]``."""
+        """``%kube use NAME | clusters | gpus | jobs | logs RUN | cancel RUN | attach RUN | doctor | render [OPTIONS] | tb``."""
         try:
             words = shlex.split(line)
         except ValueError as exc:
@@ -263,6 +239,15 @@ class KubeMagics(Magics):  # type: ignore[misc]
                                                   function="cell")  # fmt: skip
         print(render_text(objects, as_json=as_json))
 
+    def _tb(self, argv: list[str]) -> None:
+        """The full remote traceback of the last failure (kjupyter's own frames included)."""
+        exc = getattr(sys, "last_value", None)
+        text = str(getattr(exc, "remote_traceback", "") or "")
+        if not text:
+            what = f"{type(exc).__name__}, which has no remote traceback" if exc is not None else "nothing yet"
+            raise UsageError(f"%kube tb: the last failure was {what}; %tb shows its local traceback")
+        print(text.rstrip("\n"))
+
     def _attach(self, argv: list[str]) -> Any:
         if not argv or len(argv) > 2:
             raise UsageError("%kube attach RUN [CLUSTER]")
@@ -285,6 +270,7 @@ _COMMANDS: dict[str, Callable[[KubeMagics, list[str]], Any]] = {
     "attach": KubeMagics._attach,
     "doctor": KubeMagics._doctor,
     "render": KubeMagics._render,
+    "tb": KubeMagics._tb,
 }
 
 

@@ -6,6 +6,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from kjupyter import failure_text as ft
 from kjupyter.futures import RunFuture
 from kjupyter.run_events import EventSink
 
@@ -41,6 +42,8 @@ def show_live(future: RunFuture) -> EventSink | None:
 
     A plain Python process or a terminal IPython shows nothing (the run goes on; the future has it all).
     """
+    if not in_ipython():
+        ft.install_excepthook()  # (its future's failure, raised by result() in a script, shows as one rendering)
     if not in_notebook():
         return None
     try:
@@ -69,7 +72,14 @@ def _block(future: RunFuture) -> None:
 
 
 def wait(future: RunFuture, *, show: bool = True) -> Any:
-    """Block until the run ends, showing it; Ctrl-C (or a kernel interrupt) or the Cancel button cancels it."""
+    """Block until the run ends, showing it; Ctrl-C (or a kernel interrupt) or the Cancel button cancels it.
+
+    A failure is raised as it is (the remote exception, RunFailed, RunCancelled), and shows as kjupyter's one
+    rendering of it (:mod:`kjupyter.failure_text`): in IPython and Jupyter, and, in a script, through the
+    hook installed here. An interrupt cancels the run and ends in one sentence.
+    """
+    if not in_ipython():
+        ft.install_excepthook()
     view: EventSink | None = None
     try:  # an interrupt may come at any point, even while the view is being built: it always cancels
         view = make_view(future) if show else None
@@ -77,18 +87,19 @@ def wait(future: RunFuture, *, show: bool = True) -> Any:
             future.subscribe(view)
         try:
             _block(future)
-            result = future.result_or_raise()
+            result = future.result()
         except Exception:  # not KeyboardInterrupt: that one must cancel first, below
             future.wait_ended(10)  # let a failing map's cancellation finish and the summary print
             raise
         future.wait_ended(10)
         return result
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         future.cancel()
         future.wait_ended(10)
-        if show and view is None:  # interrupted before the view could say how the run ended
-            from kjupyter.notebook.text_view import summary
+        raise ft.attach(exc, [ft.sentence(exc, future.run_id) or ""]) from None
 
-            print(summary(future), flush=True)
-        print(f"kjupyter: run {future.run_id} cancelled (interrupted)", file=sys.stderr, flush=True)
-        raise
+
+def in_ipython() -> bool:
+    """True in any IPython (a kernel or a terminal): it shows exceptions through ``_render_traceback_``."""
+    ipython = sys.modules.get("IPython")
+    return ipython is not None and ipython.get_ipython() is not None  # type: ignore[attr-defined]

@@ -1,9 +1,13 @@
 """The live run view in a notebook (ipywidgets only: JupyterLab, Notebook 7, VS Code).
 
 A header on one line (status, elapsed time, run, cluster, pod/node; cut with an ellipsis when
-the output is narrow), a Cancel button while the run goes on, a diagnosis line when something
-is wrong, for a map a progress bar with counts and a viewer for one item's log, and the live
-log. Events arrive on backend threads; log lines are batched and shown a few times a second by
+the output is narrow; a map names its pods' count), a Cancel button while the run goes on, a
+diagnosis when something is wrong (its sentence, and its hint on a line below), for a map the
+failure-first view of :mod:`kjupyter.notebook.map_view` (its words, a bar split by outcome, the
+failed items with their own logs) and a viewer for any item's log, the live log, and at the end of
+a failure the whole remote traceback under "Full traceback". A blocking run that failed leaves
+the failure to the exception its cell raises (shown once, by :mod:`kjupyter.failure_text`): the
+widget then hides its diagnosis and prints no summary. Colours are JupyterLab's theme variables. Events arrive on backend threads; log lines are batched and shown a few times a second by
 one flusher thread (widget traits only, never ``with out:`` from a thread). The header is sent
 only when its text changes: its elapsed time ticks once a second. The widget keeps the last
 lines; :meth:`RunWidget.log` has them all.
@@ -21,8 +25,8 @@ rendered (GitHub, nbviewer, nbconvert, untrusted notebooks). The bundle is updat
 display handle when the run ends, and, while it goes on, when its phase changes, a diagnosis
 comes or a first item fails, at most once per :data:`FALLBACK_INTERVAL`: a front end re-creates
 the widget's view on every update (JupyterLab does), which would lose the place of a user
-reading the log, so there is no periodic update. When a blocking run ends, the plain-text
-:func:`kjupyter.notebook.text_view.summary` is printed too.
+reading the log, so there is no periodic update. When a blocking run ends well, the plain-text
+:func:`kjupyter.notebook.text_view.summary` is printed too (a failure: the cell's error says it).
 
 The Cancel button works while a blocking call holds the kernel through
 :mod:`kjupyter.notebook.comm_pump`.
@@ -41,9 +45,19 @@ from typing import Any
 import ipywidgets as w
 from IPython.display import display
 
+from kjupyter import failure_text as ft
 from kjupyter.futures import RunFuture
+from kjupyter.notebook import map_view as mv
 from kjupyter.notebook.comm_pump import after_comm
-from kjupyter.notebook.text_view import REPORT_LOG_LINES, report, report_html, summary, terminal_line, usage_line
+from kjupyter.notebook.text_view import (
+    REPORT_LOG_LINES,
+    report,
+    report_html,
+    shown_phase,
+    summary,
+    terminal_line,
+    usage_line,
+)
 from kjupyter.run_events import Diagnosis, Event, LogLine, Phase, PhaseChanged, Progress, RunFinished, TaskFinished
 from kjupyter.spec import format_duration
 
@@ -55,12 +69,13 @@ HISTORY_LINES = (
 )
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
+# JupyterLab's theme variables, readable in its light and dark themes (with fallbacks for other front ends).
 _COLOURS = {
-    Phase.PENDING: "#b58900",
-    Phase.RUNNING: "#268bd2",
-    Phase.SUCCEEDED: "#2e7d32",
-    Phase.FAILED: "#c62828",
-    Phase.CANCELLED: "#6c757d",
+    Phase.PENDING: "var(--jp-warn-color1, #b58900)",
+    Phase.RUNNING: "var(--jp-brand-color1, #1976d2)",
+    Phase.SUCCEEDED: "var(--jp-success-color1, #2e7d32)",
+    Phase.FAILED: "var(--jp-error-color1, #d32f2f)",
+    Phase.CANCELLED: "var(--jp-ui-font-color2, #757575)",
 }
 _ONE_LINE = "white-space:nowrap;overflow:hidden;text-overflow:ellipsis"
 _LOG_STYLE = ("margin:0;white-space:pre-wrap;overflow-wrap:anywhere;font-family:var(--jp-code-font-family,monospace);"
@@ -114,17 +129,18 @@ class RunWidget:
         self.out.add_class("kjupyter-log")
         children: list[Any] = [w.HBox([self.header, self.cancel_button], layout=w.Layout(width="100%")),
                                self.diagnosis]  # fmt: skip
+        self.failed = w.HTML(layout=w.Layout(display="none"))  # failed items (a map), the full traceback
+        self.pods: set[str] = set()
+        self.running = 0
         if self.is_map:
-            self.progress = w.IntProgress(value=0, min=0, max=max(future.total, 1), bar_style="info",
-                                          layout=w.Layout(width="40%"))  # fmt: skip
-            self.counts = w.HTML(self._counts_html(Progress(future.run_id, future.total, pending=future.total)))
+            self.counts = w.HTML(mv.counts_html(future, ended=False))
             self.index = w.BoundedIntText(value=0, min=0, max=max(future.total - 1, 0), description="item",
                                           layout=w.Layout(width="10em"))  # fmt: skip
             self.index_button = w.Button(description="Show its log", layout=w.Layout(width="auto"))
             self.index_button.on_click(lambda _: self.show_index(int(self.index.value)))
             self.index_out = w.Output(layout=w.Layout(max_height="16em", overflow="auto"))
-            children += [w.HBox([self.progress, self.counts]), w.HBox([self.index, self.index_button]), self.index_out]
-        children.append(self.out)
+            children += [self.counts, w.HBox([self.index, self.index_button]), self.index_out]
+        children += [self.failed, self.out]
         self.box = w.VBox(children)
         self._render_header()
         self._thread = threading.Thread(target=self._flusher, name=f"kjupyter-widget-{future.run_id}", daemon=True)
@@ -142,7 +158,8 @@ class RunWidget:
         """The display's data: the widget view, and the run as text for where the widget cannot be shown."""
         with self._lock:
             tail = list(itertools.islice(reversed(self.lines), REPORT_LOG_LINES))[::-1]
-            text = report(self.future, tail, self.total_lines)
+            raised = self.blocking and self._finished and self.future.done() and not self._succeeded()
+            text = report(self.future, tail, self.total_lines, raised=raised)
         view = {"version_major": 2, "version_minor": 0, "model_id": self.box.model_id}
         return {WIDGET_VIEW: view, "text/plain": text, "text/html": report_html(text)}
 
@@ -158,27 +175,28 @@ class RunWidget:
                 self._pending.append(text)
             elif isinstance(event, PhaseChanged):
                 self._phase(event)
-            elif isinstance(event, Diagnosis):
-                where = f" (item {event.index})" if self.is_map and event.index is not None else ""
-                level = "error" if event.fatal else "warning"
-                self.diagnosis.value = (
-                    f"<div class='kjupyter-diagnosis kjupyter-{level}' style='color:{_COLOURS[Phase.FAILED] if event.fatal else _COLOURS[Phase.PENDING]}'>"
-                    f"⚠ {html.escape(str(event))}{where}</div>"
-                )  # fmt: skip
-                self.diagnosis.layout.display = None
+            elif isinstance(event, Diagnosis) and not (event.fatal and event.reason in ft.REDUNDANT_REASONS):
+                self.diagnosis.value = diagnosis_html(event, self.is_map)  # (one that only says "it failed": the
+                self.diagnosis.layout.display = None  # failure itself, or the failed items, say more)
                 self._due = True
             elif isinstance(event, Progress) and self.is_map:
-                self.progress.value = event.succeeded + event.failed
-                self.progress.bar_style = "danger" if event.failed else "info"
-                self.counts.value = self._counts_html(event)
-            elif isinstance(event, TaskFinished) and event.phase is Phase.FAILED and not self._failure_seen:
-                self._failure_seen = self._due = True  # the first failure of a map is worth a saved word
+                self.running = event.running
+                self.counts.value = mv.counts_html(self.future, ended=False, running=event.running)
+            elif isinstance(event, TaskFinished) and self.is_map:
+                self.counts.value = mv.counts_html(self.future, ended=False, running=self.running)
+                if event.phase is Phase.FAILED:
+                    self._show_failed()
+                    self._due = self._due or not self._failure_seen  # the first failure is worth a saved word
+                    self._failure_seen = True
             elif isinstance(event, RunFinished):
                 self._finish(event)
 
     def _phase(self, event: PhaseChanged) -> None:
         if event.message.startswith("on warm worker"):  # (which warm pod, and how soon it started the run)
             self.where = event.message
+        elif self.is_map and event.pod:
+            self.pods.add(event.pod)  # a map names its pods' count, not one pod of many
+            self.where = f"{len(self.pods)} pod{'s' if len(self.pods) > 1 else ''}"
         elif event.pod or event.node:
             if event.index is None or not self.is_map:
                 self.where = " / ".join(x for x in (event.pod, event.node) if x)
@@ -199,16 +217,33 @@ class RunWidget:
         self._flush()
         self.cancel_button.disabled = True
         self.cancel_button.layout.display = "none"  # nothing left to cancel
+        raised = self.blocking and self.future.done() and not self._succeeded()
         if self.is_map:
-            self.progress.bar_style = {"Succeeded": "success", "Failed": "danger"}.get(event.phase.value, "warning")
+            self.phase = shown_phase(self.future, event.phase)
+            self.counts.value = mv.counts_html(self.future, ended=True)
+        if raised:
+            self.diagnosis.layout.display = "none"  # the error the cell raises, right below, says it (once)
+        self._show_failed(ended=True)
         self._render_header(ended=event.time)
         self._update_display()
-        if not self.blocking:
-            return  # no cell waits for it: a print would land in whatever cell runs now
-        text = summary(self.future)
-        if event.message and event.phase is Phase.FAILED and event.message not in text:
-            text += f"\n  {event.message}"
-        print(text, flush=True)
+        if self.blocking and not raised:  # a failure is told by the exception the cell raises, once
+            print(summary(self.future), flush=True)
+
+    def _succeeded(self) -> bool:
+        return not self.future.cancelled() and self.future.exception(0) is None
+
+    def _show_failed(self, ended: bool = False) -> None:
+        """The failed items (a map), and at the end the full remote traceback, one click away."""
+        parts = [mv.failed_html(self.future, lambda i: self.by_index.get(i, ()))]
+        exc = self.future.exception(0) if ended and self.future.done() and not self.future.cancelled() else None
+        full = str(getattr(exc, "remote_traceback", "") or "")
+        if full:
+            parts.append(f"<details class='kjupyter-traceback'><summary>Full traceback</summary>"
+                         f"<pre style='{_LOG_STYLE}'>{html.escape(full)}</pre></details>")  # fmt: skip
+        value = "".join(parts)
+        if value:
+            self.failed.value = value
+            self.failed.layout.display = None
 
     def _update_display(self) -> None:
         """Send the display's bundle again (its text is what a saved notebook keeps)."""
@@ -242,13 +277,6 @@ class RunWidget:
         value = f"<div class='kjupyter-header' title='{title}' style='{_ONE_LINE}'>{' · '.join(parts)}</div>"
         if value != self.header.value:  # nothing is sent when nothing changed
             self.header.value = value
-
-    @staticmethod
-    def _counts_html(p: Progress) -> str:
-        return (
-            f"<span class='kjupyter-counts'>{p.succeeded + p.failed}/{p.total}: succeeded {p.succeeded}, "
-            f"failed {p.failed}, running {p.running}, pending {p.pending}</span>"
-        )
 
     def _flusher(self) -> None:
         while not self._stop.wait(FLUSH_INTERVAL):
@@ -287,3 +315,17 @@ class RunWidget:
         """The log (or one item's), its last HISTORY_LINES lines (`kjupyter logs RUN` has every line)."""
         with self._lock:
             return "\n".join(self.lines if index is None else self.by_index.get(index, ()))
+
+
+def diagnosis_html(d: Diagnosis, is_map: bool = False) -> str:
+    """A diagnosis as two lines: what is wrong, then what to do (theme colours, readable in dark themes)."""
+    where = f" (item {d.index})" if is_map and d.index is not None else ""
+    level = "error" if d.fatal else "warning"
+    colour = _COLOURS[Phase.FAILED] if d.fatal else _COLOURS[Phase.PENDING]
+    hint = (
+        f"<div class='kjupyter-hint' style='color:var(--jp-ui-font-color1, inherit)'>hint: {html.escape(d.hint)}</div>"
+        if d.hint
+        else ""
+    )
+    return (f"<div class='kjupyter-diagnosis kjupyter-{level}'><div style='color:{colour}'>⚠ "
+            f"{html.escape(d.sentence)}{where}</div>{hint}</div>")  # fmt: skip

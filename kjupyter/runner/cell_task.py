@@ -33,8 +33,12 @@ class CellTask:
     """
 
     def __init__(self, code: str, outputs: Iterable[str], *, display: bool, strict: bool = False,
-                 deletes: Iterable[str] = ()) -> None:  # fmt: skip
+                 deletes: Iterable[str] = (), name: str = "", first_line: int = 1) -> None:  # fmt: skip
         self.code = code
+        # A traceback names the cell "<kube-cell In[5]>" (shown as "Cell In[5]") with the notebook cell's own
+        # line numbers: its code starts on ``first_line`` (2: below the %%kube line).
+        self.filename = f"<kube-cell {name}>" if name else CELL_FILENAME
+        self.first_line = max(1, first_line)
         self.outputs = tuple(outputs)
         self.display = display
         self.strict = strict
@@ -43,16 +47,18 @@ class CellTask:
 
     def __call__(self, **inputs: Any) -> CellResult:
         namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins, **inputs}
-        tree = ast.parse(self.code, CELL_FILENAME, "exec")
+        filename = getattr(self, "filename", CELL_FILENAME)
+        offset = getattr(self, "first_line", 1) - 1
+        tree = ast.increment_lineno(ast.parse(self.code, filename, "exec"), offset)
         last: ast.expr | None = None
         final = tree.body[-1] if tree.body else None
         if self.display and isinstance(final, ast.Expr):
             tree.body.pop()
             last = final.value
-        lines = self.code.splitlines(True)
-        linecache.cache[CELL_FILENAME] = (len(self.code), None, lines, CELL_FILENAME)
-        exec(compile(tree, CELL_FILENAME, "exec"), namespace)
-        value = eval(compile(ast.Expression(last), CELL_FILENAME, "eval"), namespace) if last is not None else None
+        lines = ["\n"] * offset + self.code.splitlines(True)
+        linecache.cache[filename] = (len(self.code), None, lines, filename)
+        exec(compile(tree, filename, "exec"), namespace)
+        value = eval(compile(ast.Expression(last), filename, "eval"), namespace) if last is not None else None
         return CellResult(self._collect(namespace), value, tuple(n for n in self.deletes if n not in namespace))
 
     def _collect(self, namespace: dict[str, Any]) -> dict[str, Any]:

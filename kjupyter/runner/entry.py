@@ -123,16 +123,32 @@ def _explain_result_error(value: Any, exc: BaseException) -> BaseException:
 
 
 def _report(channel: Channel, index: int, exc: BaseException, where: str, key: bytes, write: bool = True) -> None:
-    """Write the signed error envelope; print the traceback too, so it is in the pod's log."""
+    """Write the signed error envelope; the log gets the traceback only where the envelope cannot carry it.
+
+    The client shows the envelope's traceback (once, the user's frames): a copy in the log would show it twice.
+    The log has one line instead; a failure that will be retried (``write`` False), or whose envelope cannot
+    be written, prints the whole traceback, since nothing else will carry it.
+    """
     data = pl.dump_error(exc, key=key, purpose=pl.result_purpose(index), where=where)
     header = json.loads(data.split(b"\n", 2)[1])
-    print(header["traceback"], file=sys.stderr, end="", flush=True)
+    if not write or where != "user":  # (kjupyter's own refusals are one sentence already: the log keeps them)
+        print(header["traceback"], file=sys.stderr, end="", flush=True)
     if not write:
         return
     try:
         channel.write_outcome(index, lambda f: _write_all(f, data))
     except BaseException as write_exc:  # the store is gone: the exit code and log still tell
+        if where == "user":
+            print(header["traceback"], file=sys.stderr, end="", flush=True)
         print(f"[kjupyter] could not write the error to the store: {write_exc}", file=sys.stderr, flush=True)
+        return
+    if where != "user":
+        return
+    message = str(header.get("message", "")).strip().splitlines()
+    line = str(header.get("type", type(exc).__name__)).removeprefix("builtins.") + (
+        f": {message[0]}" if message else ""
+    )
+    print(f"[kjupyter] raised {line} (its traceback went back with the result)", file=sys.stderr, flush=True)
 
 
 def _write_all(f: IO[bytes], data: bytes) -> None:

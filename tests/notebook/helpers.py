@@ -114,16 +114,23 @@ class Widgets:
                 found["log"] = html.unescape(re.sub(r"<[^>]+>", "", st["value"]))
             elif name == "HTMLModel":
                 found["html"].append(st.get("value", ""))
-            elif name == "IntProgressModel":
-                found["progress"] = st.get("value")
         values = found["html"]
+        for value in values:
+            if "kjupyter-bar" in value:  # a map's bar: its segments' counts
+                bar = {k: int(v) for k, v in re.findall(r"data-(\w+)='(\d+)'", value)}
+                found["bar"] = bar
+                found["progress"] = bar.get("done", 0) + bar.get("failed", 0) + bar.get("cancelled", 0)
         found["status"] = next((h for h in values if "kjupyter-status" in h), "")
         found["diagnosis"] = next((h for h in values if "kjupyter-diagnosis" in h), "")
-        found["counts"] = next((h for h in values if "kjupyter-counts" in h), "")
+        found["counts"] = html.unescape(
+            re.sub(r"<[^>]+>", "", next((h for h in values if "kjupyter-counts" in h), ""))
+        ).strip()
+        found["failed"] = next((h for h in values if "kjupyter-failed" in h or "kjupyter-traceback" in h), "")
         found["cancel_shown"] = any(
             self.state[mid]["model_name"] == "ButtonModel"
             and self.state[mid]["state"].get("description") == "Cancel"
-            and self.model(self.state[mid]["state"]["layout"].removeprefix("IPY_MODEL_"))["state"].get("display") != "none"
+            and self.model(self.state[mid]["state"]["layout"].removeprefix("IPY_MODEL_"))["state"].get("display")
+            != "none"
             for mid in self.descendants(model_id)
         )
         return found

@@ -87,8 +87,9 @@ def assert_cancelled_by_the_button(nb: Any, clicked: list[str]) -> None:
     assert err is not None and err.ename == "RunCancelled", h.dump(nb)
     shown = h.text(cell)
     assert "was cancelled" in shown and "interrupted" not in shown, shown  # the button, not a kernel interrupt
-    assert " Cancelled in " in shown, shown  # the plain-text summary
+    assert " Cancelled in " in shown, shown  # the saved text of the widget's display
     assert "Traceback" not in shown
+    assert err.traceback == [f"kjupyter: run {err.evalue.split()[1]} was cancelled."], err  # one sentence
     [view] = h.Widgets(nb).run_views(cell)
     assert "Cancelled" in view["status"], view
 

@@ -42,6 +42,7 @@ def test_round_trip_on_the_fake_cluster(tmp_path: Path, make_fake_cluster: Calla
         "from kjupyter import remote\n@remote\ndef sq(x):\n    print(f'item {x}', flush=True)\n    return x * x\n"
         "sq.map(range(3))",
         "%%kube\ndef inner(v):\n    raise ValueError(f'bad value {v}')\n\ninner(41)",
+        "@remote\ndef odd(x):\n    if x == 1:\n        raise ValueError('one')\n    return x\nodd.map(range(3), return_exceptions=True)",
     )
     nb = h.run(nb, tmp_path, allow_errors=True)
     cells = nb.cells
@@ -55,12 +56,18 @@ def test_round_trip_on_the_fake_cluster(tmp_path: Path, make_fake_cluster: Calla
     assert "in the pod" in view["log"]
     assert "on kube Succeeded" in h.text(cells[2])  # the plain-text summary
     [mapview] = widgets.run_views(cells[6])
-    assert mapview["progress"] == 3 and "succeeded 3, failed 0" in mapview["counts"], mapview
+    assert mapview["progress"] == 3 and mapview["counts"] == "3 ok", mapview
+    assert re.search(r"on <b>kube</b> · \d pods?<", mapview["status"]), mapview  # the map's pods, not one of them
     assert "[2] item 2" in mapview["log"] and "Succeeded" in mapview["status"]
     err = h.error(cells[7])
     assert err is not None and err.ename == "ValueError", h.dump(nb)
     tb = "\n".join(err.traceback)
-    assert "Remote traceback (run cell-" in tb and "on kube" in tb and "bad value 41" in tb and "in inner" in tb
+    assert re.match(r"kjupyter: ValueError in the %%kube cell · run cell-\w+ on kube · node \S+\n", tb), tb
+    assert "Cell In[8], line 5, in <module>" in tb and "Cell In[8], line 3, in inner" in tb and "kjupyter/" not in tb
+    [failing] = widgets.run_views(cells[8])
+    assert failing["counts"] == "2 ok · 1 raised (returned)" and "item 1</b>" in failing["failed"], failing
+    shown = h.text(cells[8]) + failing["diagnosis"] + failing["failed"]
+    assert "failed indexes" not in shown and "retries=" not in shown, shown  # the item's own error says it all
 
 
 def test_detached_run_is_collected_from_a_fresh_kernel(tmp_path: Path, make_fake_cluster: Callable[..., Any]) -> None:
@@ -126,6 +133,11 @@ def test_unschedulable_run_shows_the_diagnosis_while_pending(
     assert "nodes are available" in view["diagnosis"] and "Failed" in view["status"], view
     err = h.error(nb.cells[1])
     assert err is not None and "pending after 4s" in h.text(nb.cells[1]), h.text(nb.cells[1])
+    [line] = err.traceback  # one sentence: what happened, why, what to do; no traceback
+    assert line.startswith("kjupyter: run ") and "stopped: the run was still pending after 4s" in line, line
+    assert h.text(nb.cells[1]).count("Insufficient nvidia.com/gpu") == 1, h.text(nb.cells[1])  # the diagnosis once
+    assert diagnosis.count("<div class='kjupyter-hint'") == 1, diagnosis  # live: the sentence, then the hint below
+    assert diagnosis.index("Insufficient nvidia.com/gpu") < diagnosis.index("kjupyter-hint"), diagnosis
 
 
 @pytest.mark.parametrize("keep_warm", ["0", "default"])

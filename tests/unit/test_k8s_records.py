@@ -124,6 +124,9 @@ def test_the_diagnosis_jobs_shows_is_recorded_at_the_pace_of_the_counts(run_dir:
          "No GPUs here."),
         ([RunFinished("r-1", Phase.SUCCEEDED, "Completed", "1 task(s) succeeded")], None),
         ([RunFinished("r-1", Phase.CANCELLED, "Cancelled", "the run was cancelled")], None),
+        # "the Job failed" only restates that items failed: the end names them (as the widget does)
+        ([Diagnosis("r-1", "FailedIndexes", "The Job failed: Job has failed indexes.", fatal=True),
+          RunFinished("r-1", Phase.FAILED, "Failed", "3 of 30 item(s) failed")], "3 of 30 item(s) failed."),
     ],
 )
 def test_how_a_run_ended_is_its_diagnosis_when_nothing_else_said(

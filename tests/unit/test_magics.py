@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,8 +45,27 @@ def test_remote_exception_renders_the_remote_traceback(ip: Any) -> None:
     with pytest.raises(ZeroDivisionError) as info:
         ip.run_cell_magic("kube", "", "x = 1\n1 / 0")
     lines = info.value._render_traceback_()  # type: ignore[attr-defined]
-    assert lines[0].startswith("Remote traceback (run cell-") and "ZeroDivisionError: division by zero" in lines
-    assert not any("kjupyter" in line for line in lines[1:])
+    assert lines[0].startswith("kjupyter: ZeroDivisionError in the %%kube cell · run cell-"), lines
+    assert "ZeroDivisionError: division by zero" in lines
+    assert not any("kjupyter" in line for line in lines[1:]) and "File" not in "".join(lines), lines
+    # the cell's own frame and line (this shell has run no cell: the notebook tests check "Cell In[N]")
+    [frame] = [line for line in lines if line.startswith("  %%kube cell")]
+    assert frame.endswith(", line 3, in <module>"), lines  # line 3 under "%%kube" and "x = 1"
+
+
+def test_kube_tb_prints_the_whole_remote_traceback_of_the_last_failure(ip: Any, capsys: pytest.CaptureFixture[str],
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    with pytest.raises(ZeroDivisionError) as info:
+        ip.run_cell_magic("kube", "", "1 / 0")
+    monkeypatch.setattr(sys, "last_value", info.value, raising=False)  # (IPython sets it when it shows an error)
+    capsys.readouterr()
+    ip.run_line_magic("kube", "tb")
+    out = capsys.readouterr().out
+    assert out.startswith("Traceback (most recent call last):") and '  File "<kube-cell' in out, out  # as the pod wrote it
+    assert out.rstrip().endswith("ZeroDivisionError: division by zero")
+    monkeypatch.setattr(sys, "last_value", KeyError("k"), raising=False)
+    with pytest.raises(UsageError, match="the last failure was KeyError, which has no remote traceback; %tb shows"):
+        ip.run_line_magic("kube", "tb")
 
 
 @pytest.mark.parametrize(

@@ -78,7 +78,8 @@ def test_the_report_says_how_the_run_ended_what_failed_and_the_last_log_lines() 
     tail = [f"[{i % 3}] line {i}" for i in range(25, 45)]
     text = text_view.report(future, tail, total_lines=45)
     first = text.splitlines()[0]
-    assert first == "kjupyter: run sq-cd34 (sq) on local Failed in 2.5s (2 succeeded, 1 failed of 3)", text
+    # a map that returned its items' exceptions did what was asked: its words say what raised
+    assert first == "kjupyter: run sq-cd34 (sq) on local Succeeded in 2.5s: 2 ok · 1 raised (returned)", text
     assert "Failed items (1):\n  item 1 (20): KeyError: 'twenty'" in text
     assert "Log (last 20 lines; 25 earlier lines: kjupyter logs sq-cd34):\n[1] line 25\n" in text
     assert text.endswith("[2] line 44")
@@ -87,7 +88,8 @@ def test_the_report_says_how_the_run_ended_what_failed_and_the_last_log_lines() 
     call = call_future()
     call.set_exception(ValueError("bad input 7\nsecond line"))
     call.phase, call.finished_at = Phase.FAILED, call.created + 1
-    assert "Failed:\n  ValueError: bad input 7 …" in text_view.report(call, [], 0)
+    assert text_view.report(call, [], 0).endswith("Failed:\n  ValueError: bad input 7")
+    assert "Failed:" not in text_view.report(call, [], 0, raised=True)  # the cell's error output says it, once
     running = text_view.report(call_future(), ["one"], 1)
     assert "(saved while the run went on: `kjupyter logs train-ab12` has its log)" in running
     assert "Log (last 1 lines):\none" in running

@@ -150,6 +150,7 @@ def with_item_counts(
         phase = Phase.FAILED
     return replace(
         info, phase=phase, succeeded=int(counts.get("succeeded", 0)), failed=int(counts.get("failed", 0)),
+        cancelled=int(counts.get("cancelled", 0)),
         running=0 if phase.finished else int(counts.get("running", 0)),
         diagnosis=str(record.get("diagnosis", "")) or info.diagnosis,
     )  # fmt: skip
