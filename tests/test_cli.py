@@ -22,7 +22,8 @@ from kjupyter.backends.base import Check, RunInfo
 from kjupyter.backends.kubernetes import records
 from kjupyter.backends.kubernetes.render import render
 from kjupyter.backends.local.backend import LocalBackend
-from kjupyter.cli import build_parser, format_elapsed, main, run_duration
+from kjupyter.cli import build_parser, main
+from kjupyter.cli_format import format_elapsed, run_duration
 from kjupyter.config import Profile, load_config
 from kjupyter.run_events import Phase
 from kjupyter.session import Session

@@ -232,7 +232,7 @@ class KubeMagics(Magics):  # type: ignore[misc]
             options, _ = parse_cell_options(" ".join(shlex.quote(a) for a in argv), session)  # same errors as %%kube
         except _HelpShown:
             return
-        from kjupyter.cli import render_text
+        from kjupyter.cli_format import render_text
 
         profile, spec, _ = session.placed(options)  # (a fallback list: its first place)
         objects = session.backend(profile).render(spec, user=session.user, session=session.session_id,
