@@ -15,6 +15,8 @@ backend is given), so both backends record the same thing the same way:
 - once at the end (phase, ``finished``, reason, final counts), before the
   run's ``RunFinished`` reaches anyone, so a finished future implies a
   finished record;
+- ``failed_items``: the indexes of the first :data:`MAX_FAILED_ITEMS` failed tasks, riding on
+  the counts' writes (the lab reads their exception lines from the error envelopes on demand);
 - ``diagnosis``, the one sentence ``kjupyter jobs`` shows: the run's fatal
   (first) :class:`~kjupyter.run_events.Diagnosis`, else (a failed run) how it ended,
   else its latest warning. A fatal one is written at once; a warning rides
@@ -49,6 +51,7 @@ from kjupyter.run_events import (
 )
 
 PROGRESS_INTERVAL_S = 1.0  # at most one counts write per run and interval
+MAX_FAILED_ITEMS = 50  # failed task indexes kept in run.json (the first ones), for the lab's list of failures
 Schedule = Callable[[float, Callable[[], None]], Any]
 
 
@@ -74,12 +77,18 @@ def record_info(meta: dict[str, Any], cluster: str, **changes: Any) -> RunInfo:
         "run_id": str(meta["run_id"]), "cluster": str(meta.get("cluster", cluster)), "phase": phase,
         "kind": str(meta.get("kind", "call")), "user": str(meta.get("user", "")),
         "function": str(meta.get("function", "")), "created": float(meta.get("created", 0)),
-        "finished": meta.get("finished"), "total": int(meta.get("count", 1)),
+        "finished": meta.get("finished"), "total": int(meta.get("count", 1)), "extra": failed_items(meta),
         "succeeded": int(counts.get("succeeded", 0)), "failed": int(counts.get("failed", 0)),
         "running": int(counts.get("running", 0)) if not phase.finished else 0,
         "diagnosis": str(meta.get("diagnosis", "")),  # (written by RunRecord from the run's events)
         **changes,
     })  # fmt: skip
+
+
+def failed_items(meta: dict[str, Any]) -> dict[str, Any]:
+    """``{"failed_items": [...]}``: the indexes of the failed tasks a ``run.json`` lists (RunInfo.extra)."""
+    items = meta.get("failed_items") or []
+    return {"failed_items": [int(i) for i in items if isinstance(i, int)]} if isinstance(items, list) else {}
 
 
 @contextlib.contextmanager
@@ -119,6 +128,7 @@ class RunRecord:
         self.progress_writes = 0
         self.diagnosis = ""  # what run.json says went wrong (see the module docstring)
         self.fatal = False
+        self.failed_items: list[int] = []  # the first MAX_FAILED_ITEMS failed tasks, written with the counts
 
     def create(self, meta: dict[str, Any]) -> None:
         with self.lock:
@@ -151,6 +161,8 @@ class RunRecord:
             key = {Phase.SUCCEEDED: "succeeded", Phase.CANCELLED: "cancelled"}.get(event.phase, "failed")
             with self.lock:
                 self.tally[key] += 1
+                if key == "failed" and len(self.failed_items) < MAX_FAILED_ITEMS:
+                    self.failed_items.append(event.index)
         elif isinstance(event, Diagnosis):
             self._diagnosis(event)
         elif isinstance(event, RunFinished):
@@ -217,4 +229,6 @@ class RunRecord:
         self.last = self.clock()
         if self.diagnosis:
             changes["diagnosis"] = self.diagnosis
+        if self.failed_items:
+            changes["failed_items"] = sorted(self.failed_items)
         self.run_dir.update_meta(counts=dict(self.counts), **changes)
