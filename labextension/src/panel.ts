@@ -205,7 +205,7 @@ export class RunsPanel extends Widget {
   }
 
   /**
-   * One compact row: badge, name, elapsed time and buttons on one line; the run id and cluster;
+   * One compact row: badge, name and elapsed time on one line; the run id, cluster and buttons;
    * its diagnosis or error in one sentence; for a map, a bar split into done / failed / cancelled /
    * running with its counts, and the failed items (index and exception line) in its details.
    */
@@ -229,12 +229,16 @@ export class RunsPanel extends Widget {
     time.dataset.created = String(run.created);
     time.dataset.finished = run.finished === null ? '' : String(run.finished);
     time.textContent = formatDuration(elapsed(run, Date.now() / 1000));
-    top.append(badge, name, time, this._actions(run));
+    top.append(badge, name, time);
 
-    const meta = document.createElement('div');
+    const second = document.createElement('div');
+    second.className = 'kj-run-second';
+    const meta = document.createElement('span');
     meta.className = 'kj-run-meta';
     meta.textContent = `${run.run_id} · ${run.cluster}`;
-    li.append(top, meta);
+    meta.title = meta.textContent;
+    second.append(meta, this._actions(run));
+    li.append(top, second);
 
     const sentence = runSentence(run);
     if (sentence) {

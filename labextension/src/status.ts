@@ -9,7 +9,7 @@ export class ClusterStatus extends Widget {
   constructor(onClick: () => void) {
     super();
     this.addClass('kj-status');
-    this.node.title = 'Kubernetes cluster for new runs (click to switch)';
+    this.node.title = "Cluster of this lab's kernels, for runs that name none (click to switch)";
     this._label = document.createElement('span');
     this._label.className = 'kj-status-label';
     this.node.append('☸ ', this._label);
