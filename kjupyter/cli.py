@@ -287,7 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     add("version", cmd_version, "print kjupyter's version")
-    p = add("clusters", cmd_clusters, "list the configured cluster profiles and whether they are reachable")
+    p = add(
+        "clusters",
+        cmd_clusters,
+        "list the configured cluster profiles, whether they are reachable, and which one "
+        "runs that name no cluster go to (starred), with what chose it",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--no-probe", action="store_true", help="do not contact the clusters")
     p = add("jobs", cmd_jobs, "list your runs on a cluster")

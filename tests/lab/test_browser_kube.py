@@ -84,9 +84,9 @@ def _scenario(page: Any, tmp_path: Path, isolated_home: Path, cluster: Any, lab_
                            Path(cluster.kubeconfig_path).read_text()))  # fmt: skip
     (config_dir / "config.toml").write_text(
         'default = "local"\n\n[clusters.local]\nbackend = "local"\n\n'
-        f'[clusters.fake]\nbackend = "kubernetes"\nkubeconfig = "{cluster.kubeconfig_path}"\nnamespace = "team-a"\n'
+        f'[clusters.fake]\nbackend = "kubernetes"\nkubeconfig = "{cluster.kubeconfig_path}"\nnamespace = "default"\n'
         f'image = "python:3.11"\npending_timeout = "60s"\nstore = "file://{tmp_path / "store"}"\n\n'
-        f'[clusters.down]\nbackend = "kubernetes"\nkubeconfig = "{down}"\nimage = "python:3.11"\n'
+        f'[clusters.down]\nbackend = "kubernetes"\nkubeconfig = "{down}"\nnamespace = "team-b"\nimage = "python:3.11"\n'
     )
     # The lab server and its kernels see the same home, configuration and cluster.
     env = {"KJUPYTER_HOME": str(isolated_home), "XDG_CONFIG_HOME": str(tmp_path / "xdgconfig"),
@@ -118,11 +118,11 @@ def _scenario(page: Any, tmp_path: Path, isolated_home: Path, cluster: Any, lab_
         dialog.filter(has_text="Kubernetes cluster for this lab's kernels").wait_for()
         fake = dialog.locator(".kj-picker-row[data-cluster='fake']")
         fake.and_(page.locator("[data-reachable='reachable']")).wait_for()
-        assert fake.locator(".kj-picker-label").inner_text() == "fake · namespace team-a · reachable"
-        assert "namespace team-a" in (fake.get_attribute("title") or "")
+        assert fake.locator(".kj-picker-label").inner_text() == "fake · namespace default · reachable"
+        assert "namespace default" in (fake.get_attribute("title") or "")  # (what the API server said)
         gone = dialog.locator(".kj-picker-row[data-cluster='down']")
         gone.and_(page.locator("[data-reachable='unreachable']")).wait_for()
-        assert gone.locator(".kj-picker-label").inner_text() == "down · namespace default · not reachable"
+        assert gone.locator(".kj-picker-label").inner_text() == "down · namespace team-b · not reachable"
         why = gone.locator(".kj-picker-why").inner_text()
         assert why and why in (gone.get_attribute("title") or ""), why
         assert dialog.locator(".kj-picker-row[data-cluster='local'] input").is_checked()
