@@ -10,7 +10,9 @@ Read from TOML files, merged in this order (later wins):
 then ``KJUPYTER_CLUSTER`` picks the default profile and ``KJUPYTER_STORE``,
 ``KJUPYTER_NAMESPACE``, ``KJUPYTER_IMAGE``, ``KJUPYTER_CONTEXT`` override that
 field of the default profile. With no configuration at all, the built-in
-``local`` profile is used, so a fresh install runs.
+``local`` profile is used, so a fresh install runs. :attr:`Config.default_source`
+says which of these chose the default; :mod:`kjupyter.lab_choice` has the whole order
+(``cluster=``, ``%kube use`` and the lab's status bar come first).
 """
 
 from __future__ import annotations

@@ -104,9 +104,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const status = new ClusterStatus(() => void app.commands.execute(CommandIDs.switchCluster));
     const showCurrent = async () => {
       try {
-        status.cluster = (await api.clusters()).current;
-      } catch {
+        const data = await api.clusters();
+        status.cluster = data.current;
+        status.source = data.chosen_by ?? '';
+      } catch (error) {
         status.cluster = '?';
+        status.source = `the server cannot say (${error})`;
       }
     };
     void showCurrent();
@@ -148,6 +151,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         }
         try {
           status.cluster = await api.setCluster(result.value);
+          status.source = "chosen in this lab's status bar";
           Notification.info(
             `Runs of this lab's kernels that name no cluster now go to ${result.value} (cluster= and %kube use still win).`,
             { autoClose: 3000 }

@@ -21,4 +21,10 @@ export class ClusterStatus extends Widget {
     this._label.textContent = name;
     this.node.dataset.cluster = name;
   }
+
+  /** What chose the cluster (the lab's status bar, KJUPYTER_CLUSTER, the configuration), in the tooltip. */
+  set source(text: string) {
+    this.node.title =
+      "Cluster of this lab's kernels, for runs that name none" + (text ? `: ${text}` : '') + ' (click to switch)';
+  }
 }

@@ -113,6 +113,7 @@ def _scenario(page: Any, tmp_path: Path, isolated_home: Path, cluster: Any, lab_
         # picker shows each cluster's namespace and whether it answers; the one that does not says why.
         status = page.locator(".kj-status")
         status.and_(page.locator("[data-cluster='local']")).wait_for()
+        assert f"`default` in {config_dir / 'config.toml'}" in (status.get_attribute("title") or "")
         status.click()
         dialog = page.locator(".jp-Dialog")
         dialog.filter(has_text="Kubernetes cluster for this lab's kernels").wait_for()
@@ -130,6 +131,7 @@ def _scenario(page: Any, tmp_path: Path, isolated_home: Path, cluster: Any, lab_
         fake.locator("input").check()
         dialog.locator("button.jp-mod-accept").click()
         status.and_(page.locator("[data-cluster='fake']")).wait_for()
+        assert "chosen in this lab's status bar" in (status.get_attribute("title") or "")
         # The choice is this lab's: a file of its server's, named to its kernels, not one every process reads.
         (choice,) = Path(lab.env["JUPYTER_RUNTIME_DIR"]).glob("kjupyter-cluster-*")
         assert choice.read_text().strip() == "fake"
