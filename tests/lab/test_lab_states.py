@@ -167,7 +167,7 @@ class Visible:
                              clip={"x": box["x"], "y": top, "width": box["width"], "height": bottom - top})  # fmt: skip
 
 
-def cell(page: Any, index: int) -> Visible:
+def cell_region(page: Any, index: int) -> Visible:
     return Visible(page, page.locator(".jp-Cell").nth(index))
 
 
@@ -267,7 +267,7 @@ def test_a_map_with_failures_shows_its_split_bar_and_failed_items(page: Any, lab
     check.locator(".kj-failure-list[data-state='loaded']").wait_for()
     assert check.locator(".kj-failure-index").all_inner_texts() == ["item 1", "item 5", "item 9"]
     assert check.locator(".kj-failure-error").all_inner_texts() == [f"ValueError: item {i} is odd" for i in (1, 5, 9)]
-    shoot(page, "map-with-failures", cell(page, 0))
+    shoot(page, "map-with-failures", cell_region(page, 0))
     shoot(page, "map-with-failures-sidebar", SidebarList(page))
 
 
@@ -286,7 +286,7 @@ def test_a_remote_exception_reads_as_what_it_raised(page: Any, lab: Lab) -> None
     load = row(page, "load")
     load.and_(page.locator("[data-phase='Failed']")).wait_for()
     assert load.locator(".kj-diagnosis").inner_text() == "KeyError: 'b'"
-    shoot(page, "remote-exception", cell(page, 0))
+    shoot(page, "remote-exception", cell_region(page, 0))
 
 
 def test_a_saved_run_reads_as_saved_after_a_kernel_restart(page: Any, lab: Lab) -> None:
@@ -335,7 +335,7 @@ def test_a_saved_run_reads_as_saved_after_a_kernel_restart(page: Any, lab: Lab) 
     page.wait_for_timeout(1500)  # (the widget manager has had its chance to say "model not found")
     assert MODEL_NOT_FOUND not in page.locator(".jp-Notebook").inner_text()
     assert saved_run.is_visible()
-    shoot(page, "reopened-after-restart", cell(page, 0))
+    shoot(page, "reopened-after-restart", cell_region(page, 0))
 
 
 def test_a_running_map_in_the_sidebar_and_the_notebook(page: Any, lab: Lab) -> None:
