@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from kjupyter import __version__, usage
+from kjupyter import __version__, lab_choice, usage
 from kjupyter.backends.base import Backend, Check
 from kjupyter.cli_format import _table, _when, format_elapsed, map_counts, render_text, run_duration
 from kjupyter.errors import KjupyterError
@@ -50,10 +50,13 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 def clusters_rows(session: Session, probe: bool) -> list[dict[str, Any]]:
-    """One row per profile: name, backend, where, GPU types, and (if ``probe``) reachability."""
+    """One row per profile: name, backend, where, GPU types, whether runs from here go there
+    (``current``, and ``chosen_by`` what), and (if ``probe``) reachability."""
+    choice = session.choice()
     rows = []
     for name, p in sorted(session.config.profiles.items()):
-        row = {"name": name, "default": name == session.config.default, "backend": p.backend, "where": p.where,
+        row = {"name": name, "default": name == session.config.default, "current": name == choice.name,
+               "chosen_by": choice.source if name == choice.name else "", "backend": p.backend, "where": p.where,
                "gpus": sorted(p.gpus), "store": p.store or "(default)", "reachable": None, "detail": ""}  # fmt: skip
         if probe:
             try:
@@ -72,11 +75,17 @@ def cmd_clusters(args: argparse.Namespace) -> int:
         return 0
     reach = {True: "yes", False: "NO", None: "?"}
     table = [
-        [("* " if r["default"] else "  ") + r["name"], r["backend"], r["where"], ",".join(r["gpus"]) or "-",
+        [("* " if r["current"] else "  ") + r["name"], r["backend"], r["where"], ",".join(r["gpus"]) or "-",
          reach[r["reachable"]] + (f" ({r['detail']})" if r["detail"] else "")]
         for r in rows
     ]  # fmt: skip
     print(_table(table, ["  PROFILE", "BACKEND", "CONTEXT/NAMESPACE", "GPUS", "REACHABLE"]))
+    (current,) = [r for r in rows if r["current"]]
+    print(f"\n(*) runs that name no cluster go to {current['name']!r}; what chose it: {current['chosen_by']}.")
+    print("Which cluster a run goes to, the first that applies: " + " > ".join(lab_choice.PRECEDENCE) + ".")
+    lab = lab_choice.read_lab_choice(lab_choice.lab_file())
+    if lab is not None and not lab_choice.in_kernel():
+        print(f"(The JupyterLab this runs in chose {lab!r} in its status bar: that applies to its kernels, not here.)")
     return 0
 
 
@@ -245,7 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     add("version", cmd_version, "print kjupyter's version")
-    p = add("clusters", cmd_clusters, "list the configured cluster profiles and whether they are reachable")
+    p = add(
+        "clusters",
+        cmd_clusters,
+        "list the configured cluster profiles, whether they are reachable, and which one "
+        "runs that name no cluster go to (starred), with what chose it",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--no-probe", action="store_true", help="do not contact the clusters")
     p = add("gpus", cmd_gpus, "per profile: its GPU types, and how many are allocatable and free right now")

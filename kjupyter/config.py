@@ -10,7 +10,9 @@ Read from TOML files, merged in this order (later wins):
 then ``KJUPYTER_CLUSTER`` picks the default profile and ``KJUPYTER_STORE``,
 ``KJUPYTER_NAMESPACE``, ``KJUPYTER_IMAGE``, ``KJUPYTER_CONTEXT`` override that
 field of the default profile. With no configuration at all, the built-in
-``local`` profile is used, so a fresh install runs.
+``local`` profile is used, so a fresh install runs. :attr:`Config.default_source`
+says which of these chose the default; :mod:`kjupyter.lab_choice` has the whole order
+(``cluster=``, ``%kube use`` and the lab's status bar come first).
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ class Config:
     default: str
     profiles: Mapping[str, Profile]
     sources: tuple[str, ...] = ()
+    default_source: str = "the built-in default"  # what picked ``default``: KJUPYTER_CLUSTER=..., a file, built in
 
     def profile(self, name: str | None = None) -> Profile:
         """The named profile (or the default); an unknown name lists the known ones."""
@@ -128,12 +131,15 @@ def load_config(files: list[Path] | None = None, env: Mapping[str, str] | None =
     merged: dict[str, Any] = {}
     sources: list[str] = []
     origin: dict[str, str] = {}
+    default_file = ""
     for path in config_files(env=env) if files is None else files:
         data = _read_toml(path)
         if data:
             sources.append(str(path))
             for name in data.get("clusters", {}):
                 origin[name] = str(path)
+            if "default" in data:
+                default_file = str(path)
             _deep_merge(merged, data)
     unknown = set(merged) - {"default", "clusters"}
     if unknown:
@@ -143,6 +149,8 @@ def load_config(files: list[Path] | None = None, env: Mapping[str, str] | None =
     raw_profiles: dict[str, Any] = {LOCAL: {"backend": "local"}}
     _deep_merge(raw_profiles, merged.get("clusters", {}))
     default = env.get("KJUPYTER_CLUSTER") or merged.get("default") or LOCAL
+    default_source = (f"KJUPYTER_CLUSTER={default}" if env.get("KJUPYTER_CLUSTER")
+                      else f"`default` in {default_file}" if merged.get("default") else "the built-in default")  # fmt: skip
     if default in raw_profiles:
         for var, key in _ENV_OVERRIDES.items():
             if env.get(var):
@@ -154,7 +162,7 @@ def load_config(files: list[Path] | None = None, env: Mapping[str, str] | None =
             if isinstance(raw, dict) and raw.get("backend") == "kubernetes" and not raw.get("image"):
                 raw["image"] = hub_image
     profiles = {name: _profile(name, raw, origin.get(name, "built-in")) for name, raw in raw_profiles.items()}
-    config = Config(default=default, profiles=profiles, sources=tuple(sources))
+    config = Config(default=default, profiles=profiles, sources=tuple(sources), default_source=default_source)
     config.profile(default)  # an unknown default is an error now, not at the first run
     return config
 

@@ -1,8 +1,8 @@
 """Where kjupyter keeps files on this machine: one root, ``$KJUPYTER_HOME``.
 
 Default ``$XDG_DATA_HOME/kjupyter`` (``~/.local/share/kjupyter``). Below it: ``runs/`` (the local
-store), ``local/<run-id>/`` (the local backend's worker files) and ``current-cluster`` (the
-cluster chosen in JupyterLab's status bar).
+store) and ``local/<run-id>/`` (the local backend's worker files). The cluster chosen in JupyterLab's
+status bar is not here: it belongs to one Jupyter server (:mod:`kjupyter.lab_choice`).
 """
 
 from __future__ import annotations

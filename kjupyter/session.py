@@ -15,17 +15,15 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import Any, TypeVar
 
-from kjupyter import cache, credentials, names, placement, reruns, resume, run_keys
+from kjupyter import cache, credentials, lab_choice, names, placement, reruns, resume, run_keys
 from kjupyter import payload as pl
 from kjupyter.backends.base import CALL, MAP, Backend, GpuReport, SubmitRequest
 from kjupyter.config import Config, Profile, load_config
 from kjupyter.errors import BackendError, ConfigError, IntegrityError, KjupyterError, KjupyterWarning
 from kjupyter.failover import Advisor, FailoverBackend
 from kjupyter.futures import MapFuture, RunFuture
-from kjupyter.paths import data_home
 from kjupyter.placement import Place
 from kjupyter.run_events import EventSink
 from kjupyter.spec import RunSpec, gpu_choices
@@ -58,28 +56,29 @@ class Session:
 
     # --- resolution -------------------------------------------------------------------------
 
-    def default_profile(self) -> Profile:
-        """Where a run goes when it names no cluster and no ``%kube use`` was done.
+    def choice(self) -> lab_choice.Choice:
+        """Where a run that names no cluster goes, and what chose it (:mod:`kjupyter.lab_choice`).
 
-        The cluster chosen in JupyterLab's status bar (``$KJUPYTER_HOME/current-cluster``), read
-        at each run so a switch in the lab applies to running kernels, if it names a configured
-        profile; otherwise (with a :class:`KjupyterWarning` for an unknown name) the
-        configuration's ``default``.
+        In a kernel of JupyterLab the lab's status-bar choice is read at each run, so a switch in the
+        lab applies to kernels already open; a choice that names no configured profile is ignored with
+        one :class:`KjupyterWarning` (once per name).
         """
-        chosen = read_lab_cluster()
-        if chosen is not None:
-            if chosen in self.config.profiles:
-                return self.config.profiles[chosen]
-            if chosen != self._ignored_lab_choice:
-                self._ignored_lab_choice = chosen
-                warnings.warn(
-                    f"the cluster {chosen!r} chosen in JupyterLab ({lab_cluster_file()}) is not configured "
-                    f"here; using the default cluster {self.config.default!r}. Configured clusters: "
-                    f"{', '.join(sorted(self.config.profiles))}.",
-                    KjupyterWarning,
-                    stacklevel=3,
-                )
-        return self.config.profile()
+        chosen = lab_choice.choose(self.config, kube_use=self.cluster)
+        ignored = chosen.ignored_lab_choice
+        if ignored is not None and ignored != self._ignored_lab_choice:
+            self._ignored_lab_choice = ignored
+            warnings.warn(
+                f"the cluster {ignored!r} chosen in JupyterLab ({lab_choice.lab_file()}) is not configured "
+                f"here; using {chosen.name!r} ({chosen.source}). Configured clusters: "
+                f"{', '.join(sorted(self.config.profiles))}.",
+                KjupyterWarning,
+                stacklevel=4,
+            )
+        return chosen
+
+    def default_profile(self) -> Profile:
+        """The profile of :meth:`choice`: where a run goes when it names no cluster."""
+        return self.config.profile(self.choice().name)
 
     def profile_for(self, options: Mapping[str, Any]) -> Profile:
         """The profile a run goes to: named, or the session's, or one offering the GPU type, or the default."""
@@ -315,20 +314,6 @@ class Session:
         for backend in backends:
             with contextlib.suppress(Exception):
                 backend.close()
-
-
-def lab_cluster_file() -> Path:
-    """``$KJUPYTER_HOME/current-cluster``: the cluster chosen in JupyterLab's status bar, one name."""
-    return data_home() / "current-cluster"
-
-
-def read_lab_cluster() -> str | None:
-    """The cluster chosen in JupyterLab, or None when none was (or the file cannot be read)."""
-    try:
-        name = lab_cluster_file().read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return name or None
 
 
 def make_backend(profile: Profile) -> Backend:

@@ -23,7 +23,7 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "kjhome"
     monkeypatch.setenv("KJUPYTER_HOME", str(home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdgconfig"))
-    for var in ("KJUPYTER_CONFIG", "KJUPYTER_CLUSTER", "KJUPYTER_STORE", "KJUPYTER_NAMESPACE",
+    for var in ("KJUPYTER_CONFIG", "KJUPYTER_CLUSTER", "KJUPYTER_STORE", "KJUPYTER_NAMESPACE", "KJUPYTER_LAB_CLUSTER_FILE",
                 "KJUPYTER_IMAGE", "KJUPYTER_CONTEXT", "KUBECONFIG"):  # fmt: skip
         if var != "KUBECONFIG" or os.environ.get("KJUPYTER_TEST_KEEP_KUBECONFIG") != "1":
             monkeypatch.delenv(var, raising=False)

@@ -17,6 +17,8 @@ backend is given), so both backends record the same thing the same way:
   finished record;
 - ``usage``, the run's resource-seconds (:mod:`kjupyter.usage`, from its ``Usage`` event), and
   ``usage_source``, how they were measured, with the final write;
+- ``failed_items``: the indexes of the first :data:`MAX_FAILED_ITEMS` failed tasks, riding on
+  the counts' writes (the lab reads their exception lines from the error envelopes on demand);
 - ``diagnosis``, the one sentence ``kjupyter jobs`` shows: the run's fatal
   (first) :class:`~kjupyter.run_events.Diagnosis`, else (a failed run) how it ended,
   else its latest warning. A fatal one is written at once; a warning rides
@@ -53,6 +55,7 @@ from kjupyter.run_events import (
 )
 
 PROGRESS_INTERVAL_S = 1.0  # at most one counts write per run and interval
+MAX_FAILED_ITEMS = 50  # failed task indexes kept in run.json (the first ones), for the lab's list of failures
 Schedule = Callable[[float, Callable[[], None]], Any]
 
 
@@ -90,7 +93,8 @@ def record_info(meta: dict[str, Any], cluster: str, **changes: Any) -> RunInfo:
         "cancelled": int(counts.get("cancelled", 0)),
         "running": int(counts.get("running", 0)) if not phase.finished else 0,
         "diagnosis": " ".join(filter(None, (moves_text(meta), str(meta.get("diagnosis", ""))))),  # (RunRecord's)
-        "extra": {"moved": True} if meta.get("reason") == "Moved" else {},  # (it went on on another cluster)
+        # failed_items: for the lab; moved: the run went on on another cluster (a GPU fallback list)
+        "extra": {**failed_items(meta), **({"moved": True} if meta.get("reason") == "Moved" else {})},
         "warm": warm_note(meta.get("warm")),
         "usage": {str(k): float(v) for k, v in (meta.get("usage") or {}).items()},
         **changes,
@@ -105,6 +109,12 @@ def warm_note(warm: Any) -> str:
     return f"warm worker {warm['worker']}" + (
         f", started {float(waited):.2f}s after submit" if waited is not None else ""
     )
+
+
+def failed_items(meta: dict[str, Any]) -> dict[str, Any]:
+    """``{"failed_items": [...]}``: the indexes of the failed tasks a ``run.json`` lists (RunInfo.extra)."""
+    items = meta.get("failed_items") or []
+    return {"failed_items": [int(i) for i in items if isinstance(i, int)]} if isinstance(items, list) else {}
 
 
 @contextlib.contextmanager
@@ -145,6 +155,7 @@ class RunRecord:
         self.diagnosis = ""  # what run.json says went wrong (see the module docstring)
         self.fatal = False
         self.usage: Usage | None = None
+        self.failed_items: list[int] = []  # the first MAX_FAILED_ITEMS failed tasks, written with the counts
 
     def create(self, meta: dict[str, Any]) -> None:
         with self.lock:
@@ -177,6 +188,8 @@ class RunRecord:
             key = {Phase.SUCCEEDED: "succeeded", Phase.CANCELLED: "cancelled"}.get(event.phase, "failed")
             with self.lock:
                 self.tally[key] += 1
+                if key == "failed" and len(self.failed_items) < MAX_FAILED_ITEMS:
+                    self.failed_items.append(event.index)
         elif isinstance(event, Diagnosis):
             self._diagnosis(event)
         elif isinstance(event, Usage):
@@ -255,4 +268,6 @@ class RunRecord:
         self.last = self.clock()
         if self.diagnosis:
             changes["diagnosis"] = self.diagnosis
+        if self.failed_items:
+            changes["failed_items"] = sorted(self.failed_items)
         self.run_dir.update_meta(counts=dict(self.counts), **changes)

@@ -18,7 +18,10 @@ def _jupyter_server_extension_points() -> list[dict[str, str]]:
 def _load_jupyter_server_extension(server_app: Any) -> None:
     from kjupyter.server.handlers import setup_handlers
     from kjupyter.server.service import RunService
+    from kjupyter.server.state import LabChoice, pass_to_kernels
 
-    service = RunService()
+    choice = LabChoice.for_server(server_app)
+    pass_to_kernels(server_app.session_manager, choice)
+    service = RunService(choice=choice)
     setup_handlers(server_app.web_app, service)
     server_app.log.info("kjupyter: routes registered under %s", server_app.web_app.settings["base_url"] + "kjupyter/")

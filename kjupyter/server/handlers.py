@@ -11,10 +11,11 @@ chunked ``text/plain``.
 
     GET  /kjupyter/clusters[?probe=1]          read   profiles, the current one, reachability
     GET  /kjupyter/cluster                      read   the current cluster
-    PUT  /kjupyter/cluster   {"cluster": NAME}  write  switch it (kernels read it as their default)
+    PUT  /kjupyter/cluster   {"cluster": NAME}  write  switch it (this lab's kernels read it as their default)
     GET  /kjupyter/runs[?cluster=&status=]      read   the user's runs (ETag; If-None-Match -> 304)
     GET  /kjupyter/runs/ID[?cluster=]           read   one run
     GET  /kjupyter/runs/ID/logs[?cluster=&index=&follow=1]   read   its log, streamed while it runs
+    GET  /kjupyter/runs/ID/failures[?cluster=]  read   a map's failed items: index and exception line
     POST /kjupyter/runs/ID/cancel[?cluster=]    write  cancel it
 """
 
@@ -34,7 +35,7 @@ from jupyter_server.utils import url_path_join
 from tornado.iostream import StreamClosedError
 
 from kjupyter.errors import KjupyterError
-from kjupyter.server.service import BadRequest, NotFound, RunService, run_row
+from kjupyter.server.service import BadRequest, NotFound, RunService
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -153,8 +154,17 @@ class RunHandler(BaseHandler):
     @tornado.web.authenticated
     @authorized("read", message=_NO_READ)
     async def get(self, run_id: str) -> None:
-        _, info = await self.blocking(self.service.find, run_id, self.arg("cluster"))
-        self.send_json(run_row(info, self.service.prices(info.cluster)))
+        cluster, info = await self.blocking(self.service.find, run_id, self.arg("cluster"))
+        self.send_json(await self.blocking(self.service.row, cluster, info))
+
+
+class FailuresHandler(BaseHandler):
+    @tornado.web.authenticated
+    @authorized("read", message=_NO_READ)
+    async def get(self, run_id: str) -> None:
+        cluster, info = await self.blocking(self.service.find, run_id, self.arg("cluster"))
+        failures = await self.blocking(self.service.failures, cluster, info)
+        self.send_json({"run_id": run_id, "cluster": cluster, "failed": info.failed, "failures": failures})
 
 
 class CancelHandler(BaseHandler):
@@ -164,8 +174,8 @@ class CancelHandler(BaseHandler):
         cluster, info = await self.blocking(self.service.find, run_id, self.arg("cluster"))
         cancelled = await self.blocking(self.service.cancel, cluster, info)
         _, after = await self.blocking(self.service.find, run_id, cluster)
-        self.send_json({"run_id": run_id, "cluster": cluster, "cancelled": cancelled,
-                        "run": run_row(after, self.service.prices(after.cluster))})  # fmt: skip
+        row = await self.blocking(self.service.row, cluster, after)
+        self.send_json({"run_id": run_id, "cluster": cluster, "cancelled": cancelled, "run": row})
 
 
 class LogsHandler(BaseHandler):
@@ -243,6 +253,7 @@ ROUTES: list[tuple[str, type[BaseHandler]]] = [
     ("runs", RunsHandler),
     (f"runs/{_RUN}", RunHandler),
     (f"runs/{_RUN}/logs", LogsHandler),
+    (f"runs/{_RUN}/failures", FailuresHandler),
     (f"runs/{_RUN}/cancel", CancelHandler),
 ]
 

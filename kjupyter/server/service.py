@@ -20,7 +20,9 @@ from kjupyter.backends.base import Backend, RunInfo
 from kjupyter.config import Config, Profile, load_config
 from kjupyter.errors import ConfigError, KjupyterError
 from kjupyter.run_events import Phase
-from kjupyter.server import state
+from kjupyter.server.failures import RunErrors, failure_rows
+from kjupyter.server.probes import ProbeCache
+from kjupyter.server.state import LabChoice
 from kjupyter.session import make_backend
 from kjupyter.usage import Prices
 
@@ -52,13 +54,19 @@ class RunService:
 
     KEEP_CANCELLED = 200
     FOLLOW_INTERVAL = 1.0  # seconds between re-reads of a log the backend stopped following
+    PROBE_WAIT = 3.0  # seconds a cluster probe may take before its row says "no answer yet"
+    PROBE_TTL = 30.0  # seconds a probe's answer is reused
 
-    def __init__(self, config: Config | None = None, user: str | None = None) -> None:
+    def __init__(self, config: Config | None = None, user: str | None = None,
+                 choice: LabChoice | None = None) -> None:  # fmt: skip
         self._config = config
         self.user = user or names.current_user()
+        self.choice = choice  # None: a service that is no lab's (no status-bar choice to keep)
         self._backends: dict[str, Backend] = {}
         self._lock = threading.Lock()
         self._cancelled: OrderedDict[tuple[str, str], RunInfo] = OrderedDict()
+        self._probes = ProbeCache(self._describe, self.PROBE_WAIT, self.PROBE_TTL)
+        self.errors = RunErrors()
 
     @property
     def config(self) -> Config:
@@ -81,6 +89,7 @@ class RunService:
             return backend
 
     def close(self) -> None:
+        self._probes.close()
         with self._lock:
             backends, self._backends = list(self._backends.values()), {}
         for backend in backends:
@@ -92,29 +101,43 @@ class RunService:
     # --- clusters ----------------------------------------------------------------------
 
     def current(self) -> str:
-        """The cluster chosen in the lab if it is still configured, else the configuration's default."""
-        chosen = state.read_current()
+        """The cluster this lab's kernels use: the lab's choice if it is still configured, else the default."""
+        chosen = self.choice.read() if self.choice is not None else None
         return chosen if chosen is not None and chosen in self.config.profiles else self.config.default
+
+    def chosen_by(self) -> str:
+        """What picked :meth:`current`: the lab's status bar, or the default's own source."""
+        chosen = self.choice.read() if self.choice is not None else None
+        if chosen is not None and chosen in self.config.profiles:
+            return "chosen in this lab's status bar"
+        return self.config.default_source
 
     def choose(self, name: str) -> str:
         if name not in self.config.profiles:
             known = ", ".join(sorted(self.config.profiles))
             raise BadRequest(f"There is no cluster {name!r}; the configured clusters are: {known}.")
-        state.write_current(name)
+        if self.choice is None:
+            raise BadRequest("This server keeps no cluster choice (it was not started as a Jupyter server extension).")
+        self.choice.write(name)
         return name
 
     def clusters(self, probe: bool = False) -> dict[str, Any]:
+        """The profiles (name, backend, namespace, where), the current one and why; ``probe``: reachability.
+
+        A probe asks every cluster at once; a cluster that does not answer within ``PROBE_WAIT`` is a
+        row that says so, and its answer, when it comes, is kept ``PROBE_TTL`` like every other.
+        """
         current = self.current()
         rows = [self._cluster_row(p, current) for _, p in sorted(self.config.profiles.items())]
         if probe:
-            with ThreadPoolExecutor(max_workers=max(1, min(8, len(rows)))) as pool:
-                for row, result in zip(rows, pool.map(self._describe, [r["name"] for r in rows]), strict=True):
-                    row.update(result)
-        return {"clusters": rows, "current": current, "default": self.config.default}
+            for row, result in zip(rows, self._probes.get([r["name"] for r in rows]), strict=True):
+                row.update(result)
+        return {"clusters": rows, "current": current, "default": self.config.default, "chosen_by": self.chosen_by()}
 
     def _cluster_row(self, p: Profile, current: str) -> dict[str, Any]:
-        return {"name": p.name, "backend": p.backend, "where": p.where, "gpus": sorted(p.gpus),
-                "default": p.name == self.config.default, "current": p.name == current,
+        namespace = p.namespace or ("default" if p.backend == "kubernetes" else "")
+        return {"name": p.name, "backend": p.backend, "where": p.where, "namespace": namespace,
+                "gpus": sorted(p.gpus), "default": p.name == self.config.default, "current": p.name == current,
                 "reachable": None, "detail": ""}  # fmt: skip
 
     def _describe(self, name: str) -> dict[str, Any]:
@@ -131,6 +154,7 @@ class RunService:
         names_ = [self.profile(cluster).name] if cluster else sorted(self.config.profiles)
         wanted = {s.strip().lower() for s in status.split(",")} if status else None
         found: dict[str, RunInfo] = {}  # two profiles may share one store: show each run once
+        listed_on: dict[str, str] = {}  # run id -> the profile that listed it (whose backend reads its errors)
         errors: list[dict[str, str]] = []
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(names_)))) as pool:
             for name, result in zip(names_, pool.map(self._runs_of, names_), strict=True):
@@ -142,11 +166,13 @@ class RunService:
                 for info in result:
                     moved = info.extra.get("moved")  # (the record a GPU fallback list left: the run went on elsewhere)
                     if info.run_id not in found or (info.cluster == name and not moved):
-                        found[info.run_id] = info
+                        found[info.run_id], listed_on[info.run_id] = info, name
                 for info in self._cancelled_on(name):
-                    found.setdefault(info.run_id, info)
+                    if info.run_id not in found:
+                        found[info.run_id], listed_on[info.run_id] = info, name
         runs = sorted(found.values(), key=lambda r: r.created, reverse=True)
         rows = [run_row(r, self.prices(r.cluster)) for r in runs if wanted is None or r.phase.value.lower() in wanted]
+        self.errors.fill(rows, lambda row: self.backend(listed_on[row["run_id"]]))
         return Listing(rows, errors)
 
     def prices(self, name: str) -> Prices:
@@ -235,6 +261,16 @@ class RunService:
         except NotFound:
             return True
 
+    def row(self, cluster: str, info: RunInfo) -> dict[str, Any]:
+        """One run as the listing shows it (with its error line)."""
+        row = run_row(info, self.prices(info.cluster))
+        self.errors.fill([row], lambda _: self.backend(cluster))
+        return row
+
+    def failures(self, cluster: str, info: RunInfo) -> list[dict[str, Any]]:
+        """The run's failed items, each with its exception line (:mod:`kjupyter.server.failures`)."""
+        return failure_rows(self.backend(cluster), info.run_id, list(info.extra.get("failed_items", [])))
+
     def cancel(self, cluster: str, info: RunInfo) -> bool:
         """Cancel the run; once cancelled here it is listed as Cancelled even after its backend forgets it."""
         run_id = info.run_id
@@ -249,7 +285,16 @@ class RunService:
 
 
 def run_row(info: RunInfo, prices: Prices | None = None) -> dict[str, Any]:
-    """A run as JSON: RunInfo's fields, whether it is still going, its GPU-hours and estimated cost."""
+    """A run as JSON: RunInfo's fields, whether it is still going, its GPU-hours and estimated cost, a map's
+    cancelled items and failed items.
+
+    ``error`` (added by :class:`~kjupyter.server.failures.RunErrors`): what its first failed task raised.
+    ``cancelled``: a finished run's tasks that neither succeeded nor failed. ``failed_items``: the
+    indexes of the failed tasks its record lists (the first 50); ``GET runs/ID/failures`` reads
+    their exception lines.
+    """
     row = {**info.as_dict(), **usage.summary(info.usage, prices or Prices())}
     row["active"] = not info.phase.finished
+    row["cancelled"] = max(0, info.total - info.succeeded - info.failed) if info.phase.finished else 0
+    row["failed_items"] = list(info.extra.get("failed_items", []))
     return row

@@ -5,12 +5,13 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-import { ICluster, IRun, queryString } from './model';
+import { ICluster, IFailure, IRun, queryString } from './model';
 
 export interface IClusters {
   clusters: ICluster[];
   current: string;
   default: string;
+  chosen_by?: string;
 }
 
 export interface IRunsListing {
@@ -63,6 +64,12 @@ export class KjupyterAPI {
       return null;
     }
     return { listing: await response.json(), etag: response.headers.get('Etag') ?? '' };
+  }
+
+  /** A map's failed items with their exception lines (the first 20). */
+  async failures(run: IRun): Promise<IFailure[]> {
+    const query = queryString({ cluster: run.cluster });
+    return (await (await this.fetch(['runs', run.run_id, 'failures'], {}, query)).json()).failures;
   }
 
   async cancel(run: IRun): Promise<{ cancelled: boolean; run: IRun }> {

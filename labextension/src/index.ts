@@ -7,21 +7,16 @@ import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import {
-  Dialog,
-  ICommandPalette,
-  InputDialog,
-  MainAreaWidget,
-  Notification,
-  showDialog
-} from '@jupyterlab/apputils';
+import { Dialog, ICommandPalette, MainAreaWidget, Notification, showDialog } from '@jupyterlab/apputils';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { LabIcon } from '@jupyterlab/ui-components';
 
 import { KjupyterAPI } from './api';
+import { registerFallback } from './fallback';
 import { LogViewer } from './logs';
 import { IRun, launchesRuns } from './model';
 import { RunsPanel } from './panel';
+import { ClusterPicker } from './picker';
 import { ClusterStatus } from './status';
 
 const runsIcon = new LabIcon({
@@ -44,7 +39,9 @@ namespace CommandIDs {
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'kjupyter:plugin',
-  description: 'Kubernetes runs of kjupyter: status, logs, cancel, and the current cluster.',
+  description:
+    "Kubernetes runs of kjupyter: status, logs, cancel, the cluster of this lab's kernels, and saved runs " +
+    'shown when their widget is gone.',
   autoStart: true,
   optional: [ICommandPalette, IStatusBar, ILayoutRestorer],
   activate: (
@@ -54,6 +51,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     restorer: ILayoutRestorer | null
   ) => {
     const api = new KjupyterAPI();
+    registerFallback(app);
     const logViews = new Map<string, MainAreaWidget<LogViewer>>();
 
     const openLogs = (run: IRun) => {
@@ -106,9 +104,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const status = new ClusterStatus(() => void app.commands.execute(CommandIDs.switchCluster));
     const showCurrent = async () => {
       try {
-        status.cluster = (await api.clusters()).current;
-      } catch {
+        const data = await api.clusters();
+        status.cluster = data.current;
+        status.source = data.chosen_by ?? '';
+      } catch (error) {
         status.cluster = '?';
+        status.source = `the server cannot say (${error})`;
       }
     };
     void showCurrent();
@@ -135,20 +136,26 @@ const plugin: JupyterFrontEndPlugin<void> = {
           Notification.error(`Cannot list the clusters: ${error}`);
           return;
         }
-        const names = data.clusters.map(c => c.name);
-        const result = await InputDialog.getItem({
-          title: 'Kubernetes cluster for new runs',
-          items: names,
-          current: Math.max(0, names.indexOf(data.current))
+        const picker = new ClusterPicker(data);
+        api.clusters(true).then(
+          probed => picker.probed(probed),
+          error => picker.probeFailed(String(error))
+        );
+        const result = await showDialog({
+          title: "Kubernetes cluster for this lab's kernels",
+          body: picker,
+          buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Use this cluster' })]
         });
         if (!result.button.accept || !result.value) {
           return;
         }
         try {
           status.cluster = await api.setCluster(result.value);
-          Notification.info(`New runs go to ${result.value} (kernels started before keep their %kube use choice).`, {
-            autoClose: 3000
-          });
+          status.source = "chosen in this lab's status bar";
+          Notification.info(
+            `Runs of this lab's kernels that name no cluster now go to ${result.value} (cluster= and %kube use still win).`,
+            { autoClose: 3000 }
+          );
         } catch (error) {
           Notification.error(String(error));
         }

@@ -26,6 +26,10 @@ export interface IRun {
   cost: number | null; // estimated from its cluster's declared prices (null: no prices)
   currency: string | null;
   unpriced: string[]; // resources it used that have no price
+  cancelled?: number; // a finished run's tasks that neither succeeded nor failed
+  failed_items?: number[]; // the failed tasks' indexes (the first 50): GET runs/ID/failures has their errors
+  error?: string; // what its first failed task raised ("ValueError: bad 3"), '' when unknown
+  warm?: string; // a run handed to a warm worker: "warm worker POD, started 0.07s after submit"
 }
 
 /** `GPU-h 0.52 · est. 1.93 USD` for a run that recorded its usage and used GPUs or has a cost; '' otherwise. */
@@ -42,6 +46,12 @@ export function usageText(run: IRun): string {
   return parts.join(' · ');
 }
 
+/** A failed item as GET /kjupyter/runs/ID/failures returns it. */
+export interface IFailure {
+  index: number;
+  error: string;
+}
+
 export interface ICluster {
   name: string;
   backend: string;
@@ -51,6 +61,7 @@ export interface ICluster {
   current: boolean;
   reachable: boolean | null;
   detail: string;
+  namespace?: string;
 }
 
 export interface IRunsFilter {
@@ -101,12 +112,76 @@ export function progressText(run: IRun): string {
   return parts.join(' · ');
 }
 
-/** Fraction of a map's tasks that ended (succeeded or failed), 0..1. */
-export function progressFraction(run: IRun): number {
+export type SegmentKind = 'done' | 'failed' | 'cancelled' | 'running';
+
+/** One part of a map's bar: its kind, how many tasks, and its width in percent (the widths sum to <= 100). */
+export interface ISegment {
+  kind: SegmentKind;
+  count: number;
+  percent: number;
+}
+
+/** A map's bar split into done / failed / cancelled / running, in that order; parts with no task are left out. */
+export function progressSegments(run: IRun): ISegment[] {
   if (run.total <= 0) {
-    return 0;
+    return [];
   }
-  return Math.min(1, (run.succeeded + run.failed) / run.total);
+  const counts: [SegmentKind, number][] = [
+    ['done', run.succeeded],
+    ['failed', run.failed],
+    ['cancelled', run.cancelled ?? 0],
+    ['running', run.active ? run.running : 0]
+  ];
+  return counts
+    .filter(([, n]) => n > 0)
+    .map(([kind, count]) => ({ kind, count, percent: Math.round((Math.min(count, run.total) / run.total) * 1000) / 10 }));
+}
+
+/**
+ * The one sentence under a run's name: what it raised (a failed call or map), else its diagnosis (why
+ * it waits, why it was stopped), else ''.
+ */
+export function runSentence(run: IRun): string {
+  return (run.error || run.diagnosis).trim();
+}
+
+/** "3 failed items: 1, 4, 7" (at most `shown` indexes, then "…"), '' when none failed. */
+export function failedItemsText(run: IRun, shown = 8): string {
+  const items = run.failed_items ?? [];
+  if (!run.failed || run.kind !== 'map') {
+    return '';
+  }
+  const listed = items.slice(0, shown).join(', ');
+  const more = run.failed > Math.min(items.length, shown) ? ', …' : '';
+  return `${run.failed} failed item${run.failed === 1 ? '' : 's'}` + (listed ? `: ${listed}${more}` : '');
+}
+
+/** A cluster in the picker: "gpu · team-a (kubernetes) · reachable" and the tooltip that says why not. */
+export function clusterLabel(cluster: ICluster): { label: string; title: string; state: string } {
+  const where = cluster.namespace ? `namespace ${cluster.namespace}` : cluster.backend;
+  const state = cluster.reachable === true ? 'reachable' : cluster.reachable === false ? 'unreachable' : 'unknown';
+  const shown = { reachable: 'reachable', unreachable: 'not reachable', unknown: 'not checked yet' }[state];
+  const title = cluster.detail ? `${cluster.name}: ${cluster.detail}` : `${cluster.name} (${cluster.where})`;
+  return { label: `${cluster.name} · ${where} · ${shown}`, title, state };
+}
+
+export const WIDGET_VIEW = 'application/vnd.jupyter.widget-view+json';
+export const FALLBACK_CLASS = 'kj-saved-run';
+
+/**
+ * The saved HTML of a kjupyter run widget's output (its `text/html`, which the kernel marks with a
+ * `kjupyter-` class), or null for any other output: only kjupyter's widgets get the fallback.
+ */
+export function fallbackHtml(data: Record<string, unknown>): string | null {
+  if (!(WIDGET_VIEW in data)) {
+    return null;
+  }
+  const raw = data['text/html'];
+  const html = Array.isArray(raw) ? raw.join('') : raw;
+  if (typeof html !== 'string' || !/class=["'][^"']*\bkjupyter-/.test(html)) {
+    return null;
+  }
+  return html;
 }
 
 /** Runs that pass the panel's cluster and status filters, in the order given. */

@@ -16,11 +16,13 @@ import {
   badgeClass,
   clustersOf,
   elapsed,
+  failedItemsText,
   filterRuns,
   formatDuration,
   nextDelay,
-  progressFraction,
+  progressSegments,
   progressText,
+  runSentence,
   usageText
 } from './model';
 
@@ -44,6 +46,7 @@ export class RunsPanel extends Widget {
   private _clusterSelect: HTMLSelectElement;
   private _statusSelect: HTMLSelectElement;
   private _message: HTMLElement;
+  private _openDetails = new Set<string>(); // rows whose failed items are shown stay open across refreshes
 
   constructor(api: KjupyterAPI, options: IRunsPanelOptions) {
     super();
@@ -202,6 +205,11 @@ export class RunsPanel extends Widget {
     }
   }
 
+  /**
+   * One compact row: badge, name and elapsed time on one line; the run id, cluster and buttons;
+   * its diagnosis or error in one sentence; for a map, a bar split into done / failed / cancelled /
+   * running with its counts, and the failed items (index and exception line) in its details.
+   */
   private _item(run: IRun): HTMLElement {
     const li = document.createElement('li');
     li.className = 'kj-run';
@@ -217,56 +225,73 @@ export class RunsPanel extends Widget {
     name.className = 'kj-run-name';
     name.textContent = run.function || run.run_id;
     name.title = `${run.run_id} on ${run.cluster}`;
-    top.append(badge, name);
-
-    const meta = document.createElement('div');
-    meta.className = 'kj-run-meta';
     const time = document.createElement('span');
     time.className = 'kj-run-elapsed';
     time.dataset.created = String(run.created);
     time.dataset.finished = run.finished === null ? '' : String(run.finished);
     time.textContent = formatDuration(elapsed(run, Date.now() / 1000));
-    meta.append(`${run.run_id} · ${run.cluster} · `, time);
+    top.append(badge, name, time);
+
+    const second = document.createElement('div');
+    second.className = 'kj-run-second';
+    const meta = document.createElement('span');
+    meta.className = 'kj-run-meta';
     const used = usageText(run);
-    if (used) {
-      const usage = document.createElement('span');
-      usage.className = 'kj-run-usage';
-      usage.textContent = ` · ${used}`;
-      meta.append(usage);
+    meta.textContent = `${run.run_id} · ${run.cluster}` + (used ? ` · ${used}` : '') + (run.warm ? ` · ${run.warm}` : '');
+    meta.title = meta.textContent;
+    second.append(meta, this._actions(run));
+    li.append(top, second);
+
+    const sentence = runSentence(run);
+    if (sentence) {
+      const diag = document.createElement('div');
+      diag.className = 'kj-diagnosis';
+      diag.dataset.phase = run.phase;
+      diag.textContent = sentence;
+      diag.title = sentence;
+      li.appendChild(diag);
     }
-    li.append(top, meta);
 
     const progress = progressText(run);
     if (progress) {
       const bar = document.createElement('div');
       bar.className = 'kj-progress';
-      const fill = document.createElement('div');
-      fill.className = 'kj-progress-fill';
-      fill.style.width = `${Math.round(progressFraction(run) * 100)}%`;
-      bar.appendChild(fill);
+      for (const part of progressSegments(run)) {
+        const seg = document.createElement('div');
+        seg.className = `kj-progress-seg kj-seg-${part.kind}`;
+        seg.dataset.kind = part.kind;
+        seg.dataset.count = String(part.count);
+        seg.style.width = `${part.percent}%`;
+        seg.title = `${part.count} ${part.kind}`;
+        bar.appendChild(seg);
+      }
       const text = document.createElement('div');
       text.className = 'kj-progress-text';
-      text.textContent = progress;
+      text.textContent = progress + (run.cancelled ? ` · ${run.cancelled} cancelled` : '');
       li.append(bar, text);
     }
-    if (run.diagnosis) {
-      const diag = document.createElement('div');
-      diag.className = 'kj-diagnosis';
-      diag.textContent = run.diagnosis;
-      li.appendChild(diag);
-    }
 
-    const actions = document.createElement('div');
+    const failed = failedItemsText(run);
+    if (failed) {
+      li.appendChild(this._failures(run, failed));
+    }
+    return li;
+  }
+
+  private _actions(run: IRun): HTMLElement {
+    const actions = document.createElement('span');
     actions.className = 'kj-run-actions';
     const logs = document.createElement('button');
-    logs.className = 'jp-Button jp-mod-styled jp-mod-reject kj-logs-button';
+    logs.className = 'jp-Button jp-mod-minimal kj-logs-button';
     logs.textContent = 'Log';
+    logs.title = 'Open the log';
     logs.onclick = () => this._options.onLogs(run);
     actions.appendChild(logs);
     if (run.active) {
       const cancel = document.createElement('button');
-      cancel.className = 'jp-Button jp-mod-styled jp-mod-warn kj-cancel-button';
+      cancel.className = 'jp-Button jp-mod-minimal kj-cancel-button';
       cancel.textContent = 'Cancel';
+      cancel.title = 'Cancel this run';
       cancel.onclick = async () => {
         cancel.disabled = true;
         try {
@@ -278,8 +303,56 @@ export class RunsPanel extends Widget {
       };
       actions.appendChild(cancel);
     }
-    li.appendChild(actions);
-    return li;
+    return actions;
+  }
+
+  /** The failed items of a map, read from the server (their exception lines) when the details open. */
+  private _failures(run: IRun, summaryText: string): HTMLElement {
+    const details = document.createElement('details');
+    details.className = 'kj-failures';
+    const key = `${run.cluster}/${run.run_id}`;
+    details.open = this._openDetails.has(key);
+    const summary = document.createElement('summary');
+    summary.textContent = summaryText;
+    const list = document.createElement('ol');
+    list.className = 'kj-failure-list';
+    details.append(summary, list);
+    const load = async () => {
+      list.replaceChildren();
+      list.dataset.state = 'loading';
+      try {
+        for (const f of await this._api.failures(run)) {
+          const item = document.createElement('li');
+          item.className = 'kj-failure';
+          item.dataset.index = String(f.index);
+          const index = document.createElement('span');
+          index.className = 'kj-failure-index';
+          index.textContent = `item ${f.index}`;
+          const error = document.createElement('span');
+          error.className = 'kj-failure-error';
+          error.textContent = f.error;
+          error.title = f.error;
+          item.append(index, error);
+          list.appendChild(item);
+        }
+        list.dataset.state = 'loaded';
+      } catch (error) {
+        const item = document.createElement('li');
+        item.className = 'kj-failure kj-failure-unreadable';
+        item.textContent = `The failed items cannot be read: ${error}`;
+        list.appendChild(item);
+        list.dataset.state = 'error';
+      }
+    };
+    details.ontoggle = () => {
+      if (details.open) {
+        this._openDetails.add(key);
+        void load();
+      } else {
+        this._openDetails.delete(key);
+      }
+    };
+    return details;
   }
 
   private _tick(): void {

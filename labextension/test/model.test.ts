@@ -5,15 +5,19 @@ import {
   IRun,
   LineBuffer,
   badgeClass,
+  clusterLabel,
   clustersOf,
   elapsed,
+  failedItemsText,
+  fallbackHtml,
   filterRuns,
   formatDuration,
   launchesRuns,
   nextDelay,
-  progressFraction,
+  progressSegments,
   progressText,
   queryString,
+  runSentence,
   usageText
 } from '../src/model';
 
@@ -64,9 +68,71 @@ test('badgeClass', () => {
 test('progress of a map, nothing for a call', () => {
   const m = run({ kind: 'map', total: 10, succeeded: 3, failed: 1, running: 2 });
   assert.equal(progressText(m), '3/10 done · 2 running · 1 failed');
-  assert.equal(progressFraction(m), 0.4);
   assert.equal(progressText(run()), '');
-  assert.equal(progressFraction(run({ total: 0 })), 0);
+});
+
+test('a map bar is split into done, failed, cancelled and running', () => {
+  const going = run({ kind: 'map', total: 10, succeeded: 3, failed: 1, running: 2 });
+  assert.deepEqual(progressSegments(going), [
+    { kind: 'done', count: 3, percent: 30 },
+    { kind: 'failed', count: 1, percent: 10 },
+    { kind: 'running', count: 2, percent: 20 }
+  ]);
+  // A fail-fast map that stopped: its untouched items are cancelled, none is running any more.
+  const stopped = run({ kind: 'map', total: 30, succeeded: 6, failed: 1, cancelled: 23, running: 4, active: false,
+                        phase: 'Failed' });
+  assert.deepEqual(progressSegments(stopped).map(s => [s.kind, s.count, s.percent]), [
+    ['done', 6, 20],
+    ['failed', 1, 3.3],
+    ['cancelled', 23, 76.7]
+  ]);
+  assert.deepEqual(progressSegments(run({ kind: 'map', total: 0 })), []);
+});
+
+test('the sentence under a run is what it raised, else its diagnosis', () => {
+  assert.equal(runSentence(run({ diagnosis: '  No node has a free A100 GPU.  ' })), 'No node has a free A100 GPU.');
+  assert.equal(runSentence(run({ phase: 'Failed', diagnosis: '1 of 1 task(s) failed.', error: "KeyError: 'k'" })),
+               "KeyError: 'k'");
+  assert.equal(runSentence(run({ phase: 'Failed', diagnosis: 'Out of memory.', error: '' })), 'Out of memory.');
+  assert.equal(runSentence(run()), '');
+});
+
+test('failedItemsText lists the first failed indexes of a map', () => {
+  assert.equal(failedItemsText(run({ kind: 'map', total: 30, failed: 3, failed_items: [4, 9, 17] })),
+               '3 failed items: 4, 9, 17');
+  assert.equal(failedItemsText(run({ kind: 'map', total: 30, failed: 1, failed_items: [2] })), '1 failed item: 2');
+  assert.equal(failedItemsText(run({ kind: 'map', total: 99, failed: 60, failed_items: [0, 1, 2, 3] }), 3),
+               '60 failed items: 0, 1, 2, …');
+  assert.equal(failedItemsText(run({ kind: 'map', total: 5, failed: 2 })), '2 failed items');
+  assert.equal(failedItemsText(run({ kind: 'call', failed: 1, failed_items: [0] })), '');
+  assert.equal(failedItemsText(run({ kind: 'map', total: 5 })), '');
+});
+
+test('clusterLabel shows the namespace and reachability, and the tooltip says why', () => {
+  const base = { name: 'gpu', backend: 'kubernetes', where: 'ctx/team-a', gpus: [], default: false, current: false,
+                 namespace: 'team-a' };
+  assert.deepEqual(clusterLabel({ ...base, reachable: true, detail: 'Kubernetes v1.30, namespace team-a' }), {
+    label: 'gpu · namespace team-a · reachable', title: 'gpu: Kubernetes v1.30, namespace team-a', state: 'reachable'
+  });
+  const down = clusterLabel({ ...base, reachable: false, detail: 'cannot reach the API server: connection refused' });
+  assert.equal(down.label, 'gpu · namespace team-a · not reachable');
+  assert.equal(down.title, 'gpu: cannot reach the API server: connection refused');
+  assert.equal(down.state, 'unreachable');
+  const local = clusterLabel({ ...base, name: 'local', backend: 'local', where: 'this machine', namespace: '',
+                               reachable: null, detail: '' });
+  assert.deepEqual(local, { label: 'local · local · not checked yet', title: 'local (this machine)', state: 'unknown' });
+});
+
+test('fallbackHtml: the saved HTML of kjupyter widget outputs only', () => {
+  const view = { 'application/vnd.jupyter.widget-view+json': { model_id: 'abc' } };
+  const html = "<pre class='kjupyter-report'><b>square: Succeeded</b>\nitem 0 done</pre>";
+  assert.equal(fallbackHtml({ ...view, 'text/html': html, 'text/plain': 'x' }), html);
+  assert.equal(fallbackHtml({ ...view, 'text/html': ['<pre class="a kjupyter-report">', 'x</pre>'] }),
+               '<pre class="a kjupyter-report">x</pre>');
+  assert.equal(fallbackHtml({ ...view, 'text/html': '<div class="other">x</div>' }), null); // another widget
+  assert.equal(fallbackHtml({ ...view, 'text/html': '<div class="notkjupyter-x">x</div>' }), null);
+  assert.equal(fallbackHtml({ ...view }), null);
+  assert.equal(fallbackHtml({ 'text/html': html }), null); // not a widget output: JupyterLab shows its HTML itself
 });
 
 test('filterRuns and clustersOf', () => {

@@ -242,6 +242,7 @@ def test_a_job_takes_the_records_diagnosis_only_when_it_has_none() -> None:
            "spec": {"completions": 1}, "status": {}}  # fmt: skip
     record = {"diagnosis": "Waiting for the cluster autoscaler to add a node (scale-up triggered)."}
     assert records.job_entry(job, "kube", record).diagnosis == record["diagnosis"]
+    assert records.job_entry(job, "kube", {**record, "failed_items": [3, 8]}).extra == {"failed_items": [3, 8]}
     marked = {**job, "metadata": {**job["metadata"], "deletionTimestamp": "2026-01-01T10:01:00Z",
                                   "annotations": {"kjupyter.io/cancelled-by": "ada"}}}  # fmt: skip
     assert records.job_entry(marked, "kube", record).diagnosis == "The run was cancelled by ada."

@@ -16,7 +16,7 @@ import tornado.httpclient
 from jupyter_server.auth.authorizer import Authorizer
 from traitlets import List, Unicode
 
-from kjupyter.server import handlers, state
+from kjupyter.server import handlers
 
 from .conftest import wait_for
 from .test_routes import _route_requests, fetch_json
@@ -112,7 +112,7 @@ async def test_a_read_only_identity_reads_but_cannot_cancel_or_switch(
     # Switching the current cluster is refused, and the choice is unchanged.
     message = await expect_forbidden(jp_fetch, "cluster", method="PUT", body=json.dumps({"cluster": "other"}))
     assert "switch the cluster" in message
-    assert state.read_current() is None
+    assert jp_serverapp.web_app.settings["kjupyter_service"].choice.read() is None
     assert (await fetch_json(jp_fetch, "cluster"))["current"] == "local"
 
     asked = {(method, action) for method, _, action in jp_serverapp.authorizer.asked}

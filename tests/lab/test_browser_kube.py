@@ -11,6 +11,7 @@ light and dark theme go to ``tests/artifacts/``.
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -77,10 +78,15 @@ def _scenario(page: Any, tmp_path: Path, isolated_home: Path, cluster: Any, lab_
     gates.mkdir()
     config_dir = tmp_path / "xdgconfig" / "kjupyter"
     config_dir.mkdir(parents=True)
+    # A third cluster whose API server does not answer (the fake's kubeconfig, pointed at a closed port).
+    down = tmp_path / "down-kubeconfig"
+    down.write_text(re.sub(r"server: http(s?)://127\.0\.0\.1:\d+", f"server: http\\1://127.0.0.1:{_closed_port()}",
+                           Path(cluster.kubeconfig_path).read_text()))  # fmt: skip
     (config_dir / "config.toml").write_text(
         'default = "local"\n\n[clusters.local]\nbackend = "local"\n\n'
-        f'[clusters.fake]\nbackend = "kubernetes"\nkubeconfig = "{cluster.kubeconfig_path}"\n'
-        f'image = "python:3.11"\npending_timeout = "60s"\nstore = "file://{tmp_path / "store"}"\n'
+        f'[clusters.fake]\nbackend = "kubernetes"\nkubeconfig = "{cluster.kubeconfig_path}"\nnamespace = "default"\n'
+        f'image = "python:3.11"\npending_timeout = "60s"\nstore = "file://{tmp_path / "store"}"\n\n'
+        f'[clusters.down]\nbackend = "kubernetes"\nkubeconfig = "{down}"\nnamespace = "team-b"\nimage = "python:3.11"\n'
     )
     # The lab server and its kernels see the same home, configuration and cluster.
     env = {"KJUPYTER_HOME": str(isolated_home), "XDG_CONFIG_HOME": str(tmp_path / "xdgconfig"),
@@ -103,16 +109,33 @@ def _scenario(page: Any, tmp_path: Path, isolated_home: Path, cluster: Any, lab_
             assert any(label in text for text in labels), labels
         page.keyboard.press("Escape")
 
-        # The status bar shows the configured default; the user switches to the fake cluster there.
+        # The status bar shows the configured default; the user switches to the fake cluster there. The
+        # picker shows each cluster's namespace and whether it answers; the one that does not says why.
         status = page.locator(".kj-status")
         status.and_(page.locator("[data-cluster='local']")).wait_for()
+        assert f"`default` in {config_dir / 'config.toml'}" in (status.get_attribute("title") or "")
         status.click()
         dialog = page.locator(".jp-Dialog")
-        dialog.filter(has_text="Kubernetes cluster for new runs").wait_for()
-        dialog.locator("select").select_option("fake")
+        dialog.filter(has_text="Kubernetes cluster for this lab's kernels").wait_for()
+        fake = dialog.locator(".kj-picker-row[data-cluster='fake']")
+        fake.and_(page.locator("[data-reachable='reachable']")).wait_for()
+        assert fake.locator(".kj-picker-label").inner_text() == "fake · namespace default · reachable"
+        assert "namespace default" in (fake.get_attribute("title") or "")  # (what the API server said)
+        gone = dialog.locator(".kj-picker-row[data-cluster='down']")
+        gone.and_(page.locator("[data-reachable='unreachable']")).wait_for()
+        assert gone.locator(".kj-picker-label").inner_text() == "down · namespace team-b · not reachable"
+        why = gone.locator(".kj-picker-why").inner_text()
+        assert why and why in (gone.get_attribute("title") or ""), why
+        assert dialog.locator(".kj-picker-row[data-cluster='local'] input").is_checked()
+        save_screenshot(page, "lab-kube-picker-light.png")
+        fake.locator("input").check()
         dialog.locator("button.jp-mod-accept").click()
         status.and_(page.locator("[data-cluster='fake']")).wait_for()
-        assert (isolated_home / "current-cluster").read_text().strip() == "fake"
+        assert "chosen in this lab's status bar" in (status.get_attribute("title") or "")
+        # The choice is this lab's: a file of its server's, named to its kernels, not one every process reads.
+        (choice,) = Path(lab.env["JUPYTER_RUNTIME_DIR"]).glob("kjupyter-cluster-*")
+        assert choice.read_text().strip() == "fake"
+        assert not (isolated_home / "current-cluster").exists()
 
         # The kernel (started before the switch) sends the map to the chosen cluster: one Indexed Job.
         run_cell(page, 0, "launched map on fake")
@@ -120,7 +143,7 @@ def _scenario(page: Any, tmp_path: Path, isolated_home: Path, cluster: Any, lab_
         square = page.locator(".kj-run", has=page.locator(".kj-run-name", has_text="square"))
         square.and_(page.locator("[data-phase='Running']")).wait_for()
         map_id = square.get_attribute("data-run-id")
-        assert map_id and f"{map_id} · fake" in square.locator(".kj-run-meta").inner_text()
+        assert map_id and square.locator(".kj-run-meta").inner_text() == f"{map_id} · fake"
         job = cluster.get("Job", map_id)
         assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 1  # one worker pod
         square.locator(".kj-progress-text", has_text="0/3 done · 1 running").wait_for()
@@ -194,6 +217,12 @@ def _scenario(page: Any, tmp_path: Path, isolated_home: Path, cluster: Any, lab_
         )
         assert _luminance(colours[0]) < 0.3, colours
         save_screenshot(page, "lab-kube-runs-dark.png")
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # (closed again when this returns: nothing listens there)
 
 
 def _pod_of(cluster: Any, run_id: str) -> str:

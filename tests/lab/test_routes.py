@@ -7,13 +7,15 @@ import inspect
 import json
 import pickle
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 import tornado.httpclient
 import tornado.web
 
-from kjupyter.server import handlers, state
+from kjupyter import lab_choice
+from kjupyter.server import handlers
 
 from .conftest import wait_for
 
@@ -117,27 +119,105 @@ async def test_clusters_lists_the_profiles_and_the_current_one(jp_fetch: Any) ->
     assert row["reachable"] is True
 
 
-async def test_switching_the_current_cluster_is_kept_per_user(jp_fetch: Any, isolated_home: Any) -> None:
+async def test_switching_the_cluster_applies_to_this_servers_kernels_only(
+    jp_fetch: Any, jp_serverapp: Any, isolated_home: Any
+) -> None:
+    """The choice goes to a file of this server's, named in the environment of the kernels it starts
+    (and only theirs: not in the server's own environment, which terminals and other processes inherit)."""
+    import os
+
     (isolated_home.parent / "xdgconfig" / "kjupyter").mkdir(parents=True)
     # The server loaded its configuration at the first request; this one has two profiles from the start.
     (isolated_home.parent / "xdgconfig" / "kjupyter" / "config.toml").write_text(
         '[clusters.other]\nbackend = "local"\n'
     )
     assert (await fetch_json(jp_fetch, "cluster"))["current"] == "local"
+    assert (await fetch_json(jp_fetch, "clusters"))["chosen_by"] == "the built-in default"
     data = await fetch_json(jp_fetch, "cluster", method="PUT", body=json.dumps({"cluster": "other"}))
     assert data == {"current": "other"}
-    assert state.read_current() == "other"
+    choice = jp_serverapp.web_app.settings["kjupyter_service"].choice
+    assert choice.path == Path(jp_serverapp.runtime_dir) / f"kjupyter-cluster-{jp_serverapp.port}"
+    assert lab_choice.read_lab_choice(choice.path) == "other"
+    assert not (isolated_home / "current-cluster").exists()  # no file every process reads
+    env = jp_serverapp.session_manager.get_kernel_env("nb.ipynb", "nb.ipynb")
+    assert env[lab_choice.ENV] == str(choice.path) and env["JPY_SESSION_NAME"].endswith("nb.ipynb")
+    assert lab_choice.ENV not in os.environ
     assert (await fetch_json(jp_fetch, "cluster"))["current"] == "other"
     clusters = await fetch_json(jp_fetch, "clusters")
     assert [c["name"] for c in clusters["clusters"] if c["current"]] == ["other"]
+    assert clusters["chosen_by"] == "chosen in this lab's status bar"
 
 
-async def test_switching_to_an_unknown_cluster_says_which_exist(jp_fetch: Any) -> None:
+async def test_switching_to_an_unknown_cluster_says_which_exist(jp_fetch: Any, jp_serverapp: Any) -> None:
     body = await expect_error(jp_fetch, 400, "cluster", method="PUT", body=json.dumps({"cluster": "nope"}))
     assert "There is no cluster 'nope'" in body["message"] and "local" in body["message"]
     body = await expect_error(jp_fetch, 400, "cluster", method="PUT", body="not json")
     assert "JSON" in body["message"]
-    assert state.read_current() is None
+    assert jp_serverapp.web_app.settings["kjupyter_service"].choice.read() is None
+
+
+async def test_a_maps_failed_items_are_listed_with_their_exception_lines(
+    jp_fetch: Any, local_session: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Their exception lines come from the error envelopes' headers: nothing is unpickled for them."""
+    import cloudpickle
+
+    def check(i: int) -> int:
+        if i % 3 == 1:
+            raise ValueError(f"bad item {i}\nsecond line")
+        return i
+
+    future = local_session.submit_map(check, range(8), {}, return_exceptions=True)
+    results = future.result(timeout=60)
+    assert [type(r).__name__ for r in results].count("ValueError") == 3
+    row = await fetch_json(jp_fetch, "runs", future.run_id)
+    assert (row["phase"], row["succeeded"], row["failed"], row["cancelled"]) == ("Failed", 5, 3, 0)
+    assert row["failed_items"] == [1, 4, 7]
+    assert row["error"] == "item 1: ValueError: bad item 1 (+2 more)"  # the sentence under the run in the sidebar
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the server extension unpickled something")
+
+    for module in (pickle, cloudpickle):
+        monkeypatch.setattr(module, "loads", refuse)
+        monkeypatch.setattr(module, "load", refuse)
+    monkeypatch.setattr(pickle, "Unpickler", refuse)
+    data = await fetch_json(jp_fetch, "runs", future.run_id, "failures")
+    assert data == {"run_id": future.run_id, "cluster": "local", "failed": 3, "failures": [
+        {"index": 1, "error": "ValueError: bad item 1"}, {"index": 4, "error": "ValueError: bad item 4"},
+        {"index": 7, "error": "ValueError: bad item 7"}]}  # fmt: skip
+
+
+async def test_a_failed_runs_error_line_is_read_once(jp_fetch: Any, jp_serverapp: Any, local_session: Any) -> None:
+    def boom() -> None:
+        raise KeyError("missing-key")
+
+    future = local_session.submit_call(boom, (), {}, {})
+    with pytest.raises(KeyError):
+        future.result(timeout=60)
+    service = jp_serverapp.web_app.settings["kjupyter_service"]
+    for _ in range(3):
+        (row,) = [r for r in (await fetch_json(jp_fetch, "runs"))["runs"] if r["run_id"] == future.run_id]
+        assert (row["phase"], row["error"]) == ("Failed", "KeyError: 'missing-key'")
+    assert (await fetch_json(jp_fetch, "runs", future.run_id))["error"] == "KeyError: 'missing-key'"
+    assert service.errors.reads == 1  # a finished run does not change: its envelope header is read once
+
+
+async def test_a_failed_item_whose_key_is_not_here_says_so(
+    jp_fetch: Any, local_session: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(i: int) -> int:
+        raise KeyError(i)
+
+    future = local_session.submit_map(boom, range(2), {}, return_exceptions=True)
+    future.result(timeout=60)
+    from kjupyter import run_keys
+
+    monkeypatch.setattr(run_keys, "load_key", lambda run_id: None)
+    data = await fetch_json(jp_fetch, "runs", future.run_id, "failures")
+    assert [f["error"] for f in data["failures"]] == [
+        "(its exception cannot be read here: the run's key is not on this machine)"
+    ] * 2
 
 
 async def test_runs_lists_status_and_timings_with_etag(jp_fetch: Any, finished_run: str) -> None:
@@ -249,6 +329,7 @@ async def test_the_server_never_unpickles(jp_fetch: Any, finished_run: str, monk
     await fetch_json(jp_fetch, "runs")
     await fetch_json(jp_fetch, "runs", finished_run)
     await jp_fetch("kjupyter", "runs", finished_run, "logs")
+    await fetch_json(jp_fetch, "runs", finished_run, "failures")
     await fetch_json(jp_fetch, "runs", finished_run, "cancel", method="POST", body="")
 
 

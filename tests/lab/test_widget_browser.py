@@ -36,7 +36,14 @@ def add(k):
         n += 1
     return f"added up to line {n - 1}"
 
-"ready"
+# The phase change makes the display's saved text due (sent once, FALLBACK_INTERVAL later), and JupyterLab
+# renders a widget's view anew on each display update: wait for it here, so that it does not land while
+# the user has scrolled (no later event makes another one due).
+import time
+deadline = time.monotonic() + 30
+while view.updates < 1 and time.monotonic() < deadline:
+    time.sleep(0.1)
+f"ready ({view.updates} display update)"
 """
 BLOCKING = """\
 import time
@@ -99,7 +106,7 @@ def test_the_log_follows_new_lines_until_the_user_scrolls_up(page: Any, tmp_path
         page.locator(".jp-Notebook").wait_for()
         page.wait_for_function(KERNEL_READY, timeout=60000)
         try:
-            run_cell(page, 0, "ready")
+            run_cell(page, 0, "ready (1 display update)")
             last = -1
             for _ in range(4):  # the log overflows its box: the newest line stays in view
                 last += 20

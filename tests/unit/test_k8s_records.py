@@ -11,7 +11,7 @@ import pytest
 
 from kjupyter import store as st
 from kjupyter.backends.base import SubmitRequest
-from kjupyter.backends.run_record import RunRecord, open_result, run_meta
+from kjupyter.backends.run_record import MAX_FAILED_ITEMS, RunRecord, open_result, record_info, run_meta
 from kjupyter.errors import BackendError
 from kjupyter.run_events import Diagnosis, Phase, PhaseChanged, Progress, RunFinished, TaskFinished
 from kjupyter.spec import RunSpec
@@ -75,8 +75,23 @@ def test_a_map_of_1000_tasks_over_ten_seconds_writes_once_a_second(run_dir: st.R
     final = run_dir.read_json(st.RUN_JSON)
     assert final["phase"] == "Failed" and final["reason"] == "Failed" and final["finished"] > final["created"]
     assert final["counts"] == {"succeeded": 990, "failed": 10, "cancelled": 0, "running": 0, "pending": 0}
+    assert final["failed_items"] == [99 + 100 * k for k in range(10)]  # (riding on the counts' writes)
+    assert mid["failed_items"] == [99, 199, 299, 399]
     assert final["user"] == "ada" and final["run_id"] == "r-1" and final["count"] == 1000
     assert len(seen) == 2002  # every event was passed on
+
+
+def test_the_failed_items_kept_are_the_first_ones_and_the_listing_reads_them(run_dir: st.RunDir) -> None:
+    record = RunRecord(run_dir, interval=0.0)
+    record.create(run_meta(request(200), cluster="c", backend="local"))
+    for i in range(200):
+        record.observe(TaskFinished("r-1", i, Phase.CANCELLED if i % 2 else Phase.FAILED, 1))
+    record.observe(RunFinished("r-1", Phase.FAILED, "Failed"))
+    meta = run_dir.read_json(st.RUN_JSON)
+    assert meta["failed_items"] == list(range(0, 2 * MAX_FAILED_ITEMS, 2))  # cancelled items are not failures
+    assert meta["counts"]["failed"] == 100 and meta["counts"]["cancelled"] == 100
+    assert record_info(meta, "c").extra == {"failed_items": list(range(0, 100, 2))}
+    assert record_info({"run_id": "r-2"}, "c").extra == {"failed_items": []}
 
 
 def test_no_write_without_change_and_none_after_the_end(run_dir: st.RunDir) -> None:

@@ -24,6 +24,7 @@ from kjupyter.backends.base import RunInfo
 from kjupyter.backends.kubernetes import diagnosis
 from kjupyter.backends.kubernetes import objects as mf
 from kjupyter.backends.kubernetes.state import JobView, PodView, dig, k8s_time
+from kjupyter.backends.run_record import failed_items
 from kjupyter.inline_frames import END_STATES
 from kjupyter.run_events import Phase
 
@@ -151,6 +152,7 @@ def with_item_counts(
     return replace(
         info, phase=phase, succeeded=int(counts.get("succeeded", 0)), failed=int(counts.get("failed", 0)),
         cancelled=int(counts.get("cancelled", 0)),
+        extra={**info.extra, **failed_items(record)},
         running=0 if phase.finished else int(counts.get("running", 0)),
         diagnosis=str(record.get("diagnosis", "")) or info.diagnosis,
     )  # fmt: skip

@@ -21,7 +21,7 @@ from kjupyter import store as st
 from kjupyter.backends.base import RunInfo, RunList
 from kjupyter.backends.kubernetes import objects as mf
 from kjupyter.backends.kubernetes.items import job_info, with_item_counts
-from kjupyter.backends.run_record import moves_text, record_info
+from kjupyter.backends.run_record import failed_items, moves_text, record_info
 from kjupyter.errors import ApiError, BackendError, KjupyterError
 from kjupyter.run_events import Phase
 
@@ -101,8 +101,9 @@ def job_entry(job: dict[str, Any], cluster: str, record: dict[str, Any] | None =
     if mf.worker_plan(job)[0]:  # a worker-pod map: its pods are not its items; run.json counts the items
         read = (lambda j: record) if record is not None else read_record
         info = with_item_counts(info, job, read) if read is not None else info
-    elif record is not None and not info.diagnosis:
-        info = replace(info, diagnosis=str(record.get("diagnosis", "")))
+    elif record is not None:
+        info = replace(info, diagnosis=info.diagnosis or str(record.get("diagnosis", "")),
+                       extra={**info.extra, **failed_items(record)})  # fmt: skip
     if record is not None and record.get("usage"):  # (what its pods used, recorded when the run ended)
         info = replace(info, usage=record_info(record, cluster).usage)
     if record is not None and info.phase is Phase.RUNNING and record.get("phase") == Phase.PENDING.value:
