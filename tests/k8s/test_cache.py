@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +32,6 @@ def notebook_function(delta: int = 0) -> Callable[[int], int]:
     ns: dict[str, Any] = {"__name__": "__main__"}
     exec(compile(CELL.format(delta=delta), "/tmp/ipykernel_7/cell.py", "exec"), ns)
     return ns["scale"]  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def cluster(make_fake_cluster: Callable[..., FakeCluster]) -> FakeCluster:
-    return make_fake_cluster(nodes=[{"name": "cpu-1", "cpu": "8", "memory": "32Gi"}])
-
-
-@pytest.fixture
-def session(tmp_path: Path, cluster: FakeCluster) -> Iterator[Session]:
-    yield from kube_session(tmp_path, cluster.kubeconfig_path, store=True)
 
 
 def jobs_created(cluster: FakeCluster) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,6 @@ from tests.fakekube.cluster import FakeCluster
 from tests.k8s.helpers import kube_session
 
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
-
-
-@pytest.fixture
-def cluster(make_fake_cluster: Callable[..., FakeCluster]) -> FakeCluster:
-    return make_fake_cluster(nodes=[{"name": "cpu-1", "cpu": "8", "memory": "32Gi"}])
 
 
 @pytest.fixture

@@ -24,11 +24,6 @@ from tests.fakekube.cluster import FakeCluster
 from tests.k8s.helpers import kube_session
 
 
-@pytest.fixture
-def cluster(make_fake_cluster: Callable[..., FakeCluster]) -> FakeCluster:
-    return make_fake_cluster(nodes=[{"name": "cpu-1", "cpu": "8", "memory": "32Gi"}])
-
-
 @pytest.fixture(autouse=True)
 def nothing_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
     """After each fault: no pod still holds a node, no Job waits suspended, no Secret without its Job."""
@@ -46,11 +41,6 @@ def nothing_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
         return not busy and not suspended and not orphans
 
     cluster.wait_for(clean, timeout=60, message="a pod still running, a suspended Job or an orphaned Secret")
-
-
-@pytest.fixture
-def session(tmp_path: Path, cluster: FakeCluster) -> Iterator[Session]:
-    yield from kube_session(tmp_path, cluster.kubeconfig_path, store=True)
 
 
 @pytest.fixture

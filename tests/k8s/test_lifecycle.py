@@ -67,11 +67,6 @@ def wait_for_marker(marker: str) -> str:
 
 
 @pytest.fixture
-def cluster(make_fake_cluster: Callable[..., FakeCluster]) -> FakeCluster:
-    return make_fake_cluster(nodes=[{"name": "cpu-1", "cpu": "8", "memory": "32Gi"}])
-
-
-@pytest.fixture
 def inline_session(tmp_path: Path, cluster: FakeCluster) -> Iterator[Session]:
     yield from kube_session(tmp_path, cluster.kubeconfig_path, store=False)
 

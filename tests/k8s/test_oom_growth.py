@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -38,16 +37,6 @@ def broken_2_and_5(item: tuple[int, str]) -> int:
     if i in (2, 5) and not os.path.exists(fixed):
         raise ValueError(f"item {i} is broken")
     return 10 * i
-
-
-@pytest.fixture
-def cluster(make_fake_cluster: Callable[..., FakeCluster]) -> FakeCluster:
-    return make_fake_cluster(nodes=[{"name": "cpu-1", "cpu": "8", "memory": "32Gi"}])
-
-
-@pytest.fixture
-def session(tmp_path: Path, cluster: FakeCluster) -> Iterator[Session]:
-    yield from kube_session(tmp_path, cluster.kubeconfig_path, store=True)
 
 
 def writes(cluster: FakeCluster) -> list[tuple[str, str, str]]:

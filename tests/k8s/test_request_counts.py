@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,16 +43,6 @@ def ticker(n: int) -> int:
 
 def double(x: int) -> int:
     return 2 * x
-
-
-@pytest.fixture
-def cluster(make_fake_cluster: Callable[..., FakeCluster]) -> FakeCluster:
-    return make_fake_cluster(nodes=[{"name": "cpu-1", "cpu": "8", "memory": "32Gi"}])
-
-
-@pytest.fixture
-def session(tmp_path: Path, cluster: FakeCluster) -> Iterator[Session]:
-    yield from kube_session(tmp_path, cluster.kubeconfig_path, store=True)
 
 
 @pytest.fixture

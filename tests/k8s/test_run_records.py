@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +42,6 @@ def double(x: int) -> int:
 def nap(seconds: float) -> None:
     print("napping", flush=True)
     time.sleep(seconds)
-
-
-@pytest.fixture
-def cluster(make_fake_cluster: Callable[..., FakeCluster]) -> FakeCluster:
-    return make_fake_cluster(nodes=[{"name": "cpu-1", "cpu": "8", "memory": "32Gi"}])
 
 
 @pytest.fixture

@@ -49,11 +49,6 @@ def sleepy(seconds: float) -> str:
 
 
 @pytest.fixture
-def cluster(make_fake_cluster: Callable[..., FakeCluster]) -> FakeCluster:
-    return make_fake_cluster(nodes=[{"name": "cpu-1", "cpu": "8", "memory": "32Gi"}])
-
-
-@pytest.fixture
 def session(tmp_path: Path, cluster: FakeCluster) -> Iterator[Session]:
     yield from kube_session(tmp_path, cluster.kubeconfig_path, store=True, keep_warm='"20s"')
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import kubernetes_validate
-import pytest
 
 from kjupyter import remote
 from kjupyter import store as st
@@ -16,7 +14,6 @@ from kjupyter.run_events import PhaseChanged
 from kjupyter.session import Session
 from kjupyter.spec import RunSpec
 from tests.fakekube.cluster import FakeCluster
-from tests.k8s.helpers import kube_session
 
 
 def double(x: int) -> int:
@@ -34,16 +31,6 @@ def eat_memory(x: int) -> int:
         hog[::4096] = b"x" * len(hog[::4096])
         time.sleep(5)
     return x
-
-
-@pytest.fixture
-def cluster(make_fake_cluster: Callable[..., FakeCluster]) -> FakeCluster:
-    return make_fake_cluster(nodes=[{"name": "cpu-1", "cpu": "8", "memory": "32Gi"}])
-
-
-@pytest.fixture
-def session(tmp_path: Path, cluster: FakeCluster) -> Iterator[Session]:
-    yield from kube_session(tmp_path, cluster.kubeconfig_path, store=True)
 
 
 def run_pods(cluster: FakeCluster, run_id: str) -> list[str]:
