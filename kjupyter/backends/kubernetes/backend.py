@@ -30,6 +30,7 @@ from kjupyter.backends.kubernetes.client import Kube
 from kjupyter.backends.kubernetes.logs import LogAccess, pod_lines
 from kjupyter.backends.kubernetes.render import DEFAULT_IMAGE, render, target_for
 from kjupyter.backends.kubernetes.run import KubeRun
+from kjupyter.backends.kubernetes.warm_run import WarmRun
 from kjupyter.backends.kubernetes.watch import Watcher
 from kjupyter.backends.kubernetes.writes import create, move_away, stop_job, stop_mark
 from kjupyter.backends.run_record import RunRecord, open_result, run_meta
@@ -124,12 +125,7 @@ class KubernetesBackend(Backend):
                             wait_for_capacity=request.spec.pending_timeout is not None,
                             run_key=request.run_key, workers=workers, claims=claims)  # fmt: skip
         run.own_payload_secret = True
-        run.warm = warm_run
-        with self._lock:
-            self._runs[request.run_id] = run
-            self._outcomes[request.run_id] = run.outcomes
-        self._follow_session(request.session)
-        run.start()
+        self.launch(run, request.session, warm_run)
         try:
             create(kube, objects)
         except BaseException:
@@ -142,6 +138,15 @@ class KubernetesBackend(Backend):
                 with contextlib.suppress(Exception):
                     record.finish(Phase.FAILED, "NotCreated")
             raise
+
+    def launch(self, run: KubeRun, session: str, warm_run: WarmRun | None = None) -> None:
+        """Follow ``run`` (on the shared watches of its session) and start its clock, before its objects exist."""
+        run.warm = warm_run
+        with self._lock:
+            self._runs[run.run_id] = run
+            self._outcomes[run.run_id] = run.outcomes
+        self._follow_session(session)
+        run.start()
 
     def _new_run(self, run_id: str, *, kind: str, count: int, retries: int, sink: EventSink,
                  pending_timeout: float | None, wait_for_capacity: bool = False,
@@ -387,11 +392,9 @@ class KubernetesBackend(Backend):
             kube.close()
 
     def describe(self) -> dict[str, Any]:
-        from kubernetes import client
+        from kjupyter.backends.kubernetes.doctor import describe
 
-        kube = self.kube
-        version = kube.call("reach the API server", client.VersionApi(kube.api_client).get_code)
-        return {"reachable": True, "detail": f"Kubernetes {version.get('gitVersion', '?')}, namespace {kube.namespace}"}
+        return describe(self.kube)
 
 
 __all__ = ["ConfigError", "KubernetesBackend", "render", "target_for"]

@@ -88,3 +88,11 @@ def _store(profile: Profile) -> Check:
         return Check("store", ok, profile.store)
     except KjupyterError as exc:
         return Check("store", False, str(exc))
+
+
+def describe(kube: Kube) -> dict[str, Any]:
+    """Whether the API server answers, and its version (``kjupyter clusters``, the lab's cluster picker)."""
+    from kubernetes import client
+
+    version = kube.call("reach the API server", client.VersionApi(kube.api_client).get_code)
+    return {"reachable": True, "detail": f"Kubernetes {version.get('gitVersion', '?')}, namespace {kube.namespace}"}

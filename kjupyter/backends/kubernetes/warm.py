@@ -233,12 +233,7 @@ def reuse(backend: KubernetesBackend, request: SubmitRequest, user_sink: ev.Even
                     resubmit=lambda: resubmit(backend, request, user_sink))  # fmt: skip
     run = backend._new_run(request.run_id, kind=request.kind, count=1, retries=request.spec.retries, sink=sink,
                            pending_timeout=None, run_key=request.run_key, workers=1, claims="static")  # fmt: skip
-    run.warm = hooks
-    with backend._lock:
-        backend._runs[request.run_id] = run
-        backend._outcomes[request.run_id] = run.outcomes
-    backend._follow_session(request.session)
-    run.start()
+    backend.launch(run, request.session, hooks)
     ticket = {"run_id": request.run_id, "run_url": run_dir.url, "timeout": request.spec.timeout,
               "retries": request.spec.retries, "key": wrap_key(worker.key, request.run_id, request.run_key)}  # fmt: skip
     try:
