@@ -152,7 +152,8 @@ def test_runs_leave_no_timer_thread_pipe_process_or_scratch_folder(local_session
     batch(fn, [2, 3, 19], cancel=True)
     assert_nothing_left(local_session, scratch, threads_before)
     # Six runs more: before, each left a Timer thread (and the run's worker pipe) for the whole timeout.
-    assert snapshot()[1] <= fds
+    # (eventually: a descriptor an earlier test's thread holds for a moment is not this run's leak; a leak stays)
+    assert eventually(lambda: snapshot()[1] <= fds), (snapshot()[1], fds)
 
 
 @pytest.fixture

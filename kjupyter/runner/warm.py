@@ -126,6 +126,9 @@ class Supervisor:
         self.polls = 0  # store requests made while idle (tests, benchmarks)
 
     def serve(self) -> int:
+        # The pod is deleted (SIGTERM from the kubelet): its run's process group goes too (the except in _run),
+        # whatever the container runtime does with processes outside PID 1's group.
+        signal.signal(signal.SIGTERM, _stop)
         if int(os.environ.get(FAILURES_ENV) or 0) > 0 and self._exists(FIRST_ENDED):
             say("this warm worker replaces one that died after its first run; it has nothing to do and exits")
             return 0
@@ -277,6 +280,7 @@ class Forked(Child):
         code = 2
         try:
             atexit._clear()  # the supervisor's handlers (the log's last line) are not the run's
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # (nor is its SIGTERM handler)
             with contextlib.suppress(OSError):
                 os.setpgid(0, 0)
             os.environ.clear()
@@ -310,6 +314,10 @@ class Forked(Child):
             else:
                 time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
         return self.code
+
+
+def _stop(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _kill(child: Child) -> None:

@@ -234,7 +234,8 @@ class BackendContract:
         if self.replacement_redoes_its_share:  # no store tells it which items its predecessor finished
             assert set(retried) <= set(again), (retried, starts)
         else:
-            assert len(again) <= 1 and retried == again, (retried, starts)
+            # (a worker killed after it took its item but before the item's code began: retried, started once)
+            assert len(retried) <= 1 and set(again) <= set(retried), (retried, starts)
 
     def test_attach_follows_a_running_map(self, session: Session, tmp_path: Path) -> None:
         marks = tmp_path / "marks"

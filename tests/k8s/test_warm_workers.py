@@ -323,3 +323,21 @@ def test_a_run_on_a_warm_worker_counts_its_own_usage(session: Session, cluster: 
     assert len(jobs(cluster)) == 1
     record = st.RunStore(f"file://{tmp_path / 'store'}").run(session.user, future.run_id).read_json(st.RUN_JSON)
     assert 0.5 <= record["usage"]["cpu"] < 2.5, record["usage"]  # from its pod's start it would be over 3.5
+
+
+def test_a_cancel_from_another_process_deletes_a_warm_workers_first_run(session: Session, cluster: FakeCluster) -> None:
+    """The first run of a warm worker is its Job's: cancelled from elsewhere, the Job goes, as without warmth."""
+    from kjupyter.backends.kubernetes.backend import KubernetesBackend
+
+    events: list[object] = []
+    future = remote(sleepy).submit(60)
+    future.subscribe(events.append)
+    cluster.wait_for(lambda: "sleeping" in lines(events), 20, "the run started")
+    elsewhere = KubernetesBackend(session.config.profile("kube"))  # as the lab's sidebar makes it
+    try:
+        assert elsewhere.cancel(future.run_id) is True
+    finally:
+        elsewhere.close()
+    with pytest.raises(RunCancelled):
+        future.result(15)
+    cluster.wait_for(lambda: not jobs(cluster), 20, "the Job is deleted")

@@ -180,7 +180,8 @@ def run_cell(page: Any, index: int, expect: str | re.Pattern[str]) -> None:
         }""",
         index,
     )
-    page.locator(".jp-Cell").nth(index).locator(".jp-OutputArea-output", has_text=expect).wait_for(timeout=30000)
+    # (.first: the text may be in more than one output, say a widget's and the error the cell raised)
+    page.locator(".jp-Cell").nth(index).locator(".jp-OutputArea-output", has_text=expect).first.wait_for(timeout=30000)
 
 
 def command(page: Any, name: str, args: dict[str, Any] | None = None) -> None:
