@@ -121,16 +121,17 @@ def run(quick: bool = False) -> list[Row]:
 
 
 def measure(zygote: Zygote, quick: bool) -> list[Row]:
-    calls = 5 if quick else 20
+    calls = 3 if quick else 20
     warm_delays, warm_jobs, warm_pods, warm_wall = starts(zygote, "60s", calls)
     cold_delays, cold_jobs, cold_pods, cold_wall = starts(zygote, "0", calls)
     warm_start, cold_start = statistics.median(warm_delays), statistics.median(cold_delays)
-    idle_delays = starts(zygote, "60s", 3 if quick else 8, pause=5.0)[0]
+    pause = 1.0 if quick else 5.0
+    idle_delays = starts(zygote, "60s", 2 if quick else 8, pause=pause)[0]
     rows = [
         Row("warm", "second compatible f(x): submit -> user code starts (median)", warm_start, "s",
             "keep_warm=0 (a Job per call)", cold_start, f"<= {TARGET_START_S:g} s", warm_start <= TARGET_START_S,
             note=f"p90 {sorted(warm_delays)[int(0.9 * (len(warm_delays) - 1))]:.3f} s"),
-        Row("warm", "a compatible f(x) after 5 s of idleness: submit -> user code starts (median)",
+        Row("warm", f"a compatible f(x) after {pause:g} s of idleness: submit -> user code starts (median)",
             statistics.median(idle_delays), "s", target="a poll interval (<= 1 s) + the above",
             passed=statistics.median(idle_delays) <= 1.0 + warm_start,
             note=f"max {max(idle_delays):.3f} s: the idle worker polls the store once a second"),
@@ -141,13 +142,13 @@ def measure(zygote: Zygote, quick: bool) -> list[Row]:
         Row("warm", f"{calls} compatible calls in a row: total overhead", warm_wall, "s",
             "keep_warm=0", cold_wall, f"<= {calls} x {TARGET_START_S:g} s", warm_wall <= calls * TARGET_START_S),
     ]  # fmt: skip
-    window = 8.0 if quick else 60.0
+    window = 5.0 if quick else 60.0
     reads, api, span = idle(zygote, window)
     bound = 6 + math.ceil(span - 2.55) + 1  # 50 ms to 1 s in the first 2.55 s, then one a second
     rows.append(Row("warm", f"idle warm worker over {span:g} s: store reads", reads * 60 / span, "per minute",
                     target=f"1 a second after a 2.5 s back-off (<= {bound} in {span:g} s)", passed=reads <= bound,
                     note=f"{reads} reads in {span:g} s; API requests by anyone meanwhile: {api} (the pod's: 0)"))  # fmt: skip
-    window = 3.0 if quick else 30.0
+    window = 2.0 if quick else 30.0
     took = expired(zygote, window)
     rows.append(Row("warm", f"kernel SIGKILLed, keep_warm={window:g}s: kill -> warm pod ended", took, "s",
                     target=f"<= window + 10 s = {window + 10:g} s", passed=took <= window + 10))  # fmt: skip

@@ -61,6 +61,11 @@ else
   lint-imports
 fi
 
+if [ "${KJUPYTER_INSTALL_ONLY:-0}" = 1 ]; then  # (.ci/run installs the oldest venv while the main job runs)
+  log "installed; not testing (KJUPYTER_INSTALL_ONLY=1)"
+  exit 0
+fi
+
 log "pytest"
 if [ $oldest = 1 ]; then
   python3 -m pytest tests/unit tests/contract tests/notebook tests/store tests/test_local_runs.py "$@"
