@@ -341,3 +341,18 @@ def test_a_cancel_from_another_process_deletes_a_warm_workers_first_run(session:
     with pytest.raises(RunCancelled):
         future.result(15)
     cluster.wait_for(lambda: not jobs(cluster), 20, "the Job is deleted")
+
+
+def test_attach_to_a_warm_workers_first_run_ends_on_its_end_not_on_the_window(session: Session,
+                                                                              cluster: FakeCluster) -> None:  # fmt: skip
+    """Its pod went on to another run (its run label moved): attach finds it by its Job and reads its own end."""
+    import kjupyter
+
+    first = remote(double).submit(1)
+    assert first.result(30) == 2
+    assert remote(double).submit(2).result(30) == 4  # the same pod, relabelled
+    started = time.monotonic()
+    again = kjupyter.attach(first.run_id)
+    assert again.result(15) == 2
+    assert time.monotonic() - started < 10  # (the pod waits 20 s more: the run did not wait for the window)
+    assert len(jobs(cluster)) == 1

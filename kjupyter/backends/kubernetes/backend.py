@@ -232,15 +232,15 @@ class KubernetesBackend(Backend):
         run = self._new_run(run_id, kind=kind, count=count, retries=retries if not workers else mf.item_retries(job),
                             sink=sink, pending_timeout=None, run_key=run_keys.load_key(run_id) or self.run_key(run_id),
                             workers=workers, claims=claims)  # fmt: skip
+        run.warm = warm.attached(self, run, job)  # (a warm worker's first run: it ends on its own end frame)
         with self._lock:
             self._runs[run_id] = run
             self._outcomes[run_id] = run.outcomes
         run.start()
-        if not self._follow_session(str(labels.get(mf.LABEL_SESSION, ""))):
-            # The watches already follow that session, so they will not replay what happened to this run
-            # before now: hand it the Job read above and its pods, once.
+        if not self._follow_session(str(labels.get(mf.LABEL_SESSION, ""))) or run.warm is not None:
+            # What the watches will not replay (they followed that session already; a warm pod's label moved on)
             pods = self.kube.call("list pods", self.kube.core.list_namespaced_pod, self.namespace,
-                                  label_selector=mf.selector(run=run_id))  # fmt: skip
+                                  label_selector=warm.pod_selector(run_id, run.warm))  # fmt: skip
             self._work.submit(run_id, lambda: run.on_job("SYNC", job))
             for pod in pods.get("items") or []:
                 self._work.submit(run_id, functools.partial(run.on_pod, "SYNC", pod))

@@ -384,7 +384,8 @@ class KubeRun:
                 p.log.stop()
         self._progress()
         since = self.warm.since_wall if self.warm is not None else None  # (a warm pod counts this run only)
-        self.emit(run_usage(self.run_id, [p.last for p in pods], self.kube.profile, since=since))  # (in run.json)
+        end = JobView(self.job or {}).ended or None  # (a pod whose end the watch has not told yet ended by then)
+        self.emit(run_usage(self.run_id, [p.last for p in pods], self.kube.profile, end, since))  # (in run.json)
         self.emit(ev.RunFinished(self.run_id, phase, reason, message))
         self.on_end(self.run_id)
 

@@ -48,6 +48,7 @@ from kjupyter.runner.warm import cancel_bytes, cancel_name, ticket_bytes, ticket
 
 if TYPE_CHECKING:
     from kjupyter.backends.kubernetes.backend import KubernetesBackend
+    from kjupyter.backends.kubernetes.run import KubeRun
 
 DEFAULT_KEEP_WARM_S = 60.0  # in a notebook kernel (see the README): scripts get 0, they send no second run
 EXPIRY_MARGIN_S = 2.0  # the client stops offering a worker this long before the pod's own window ends
@@ -331,3 +332,21 @@ def log_source(backend: KubernetesBackend, run_id: str,
         raise BackendError(f"run {run_id} ran on a warm worker, whose log holds other runs too; only the machine "
                            f"that started it has its key (in {run_keys.keys_dir()}) to tell its lines apart")  # fmt: skip
     return pods, key, gated
+
+
+def attached(backend: KubernetesBackend, run: KubeRun, job: dict[str, Any]) -> WarmRun | None:
+    """The hooks of a warm worker's first run followed by ``kjupyter.attach`` (None for any other Job).
+
+    It ends on its own end frame, not when the pod's window ends; its pod never joins this session's pool.
+    """
+    if mf.ANNOTATION_WARM not in (job["metadata"].get("annotations") or {}):
+        return None
+    run_dir = backend._run_dirs.get(run.run_id)
+    if run_dir is None or run.outcomes.key is None:
+        return None
+    return WarmRun(Pool(0), run.run_id, compat="", window=0.0, run_dir=run_dir, key=run.outcomes.key)
+
+
+def pod_selector(run_id: str, hooks: WarmRun | None) -> str:
+    """How to list a run's pods: by its Job for a warm worker (whose run label moves on), else by its run label."""
+    return f"batch.kubernetes.io/job-name={mf.job_name(run_id)}" if hooks is not None else mf.selector(run=run_id)
