@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from kjupyter import RunCancelled, RunTimeout, remote
+from kjupyter import RunCancelled, RunFailed, RunTimeout, remote
 from kjupyter import store as st
 from kjupyter.backends.kubernetes import objects as mf
 from kjupyter.run_events import Diagnosis, LogLine, PhaseChanged
@@ -356,3 +356,13 @@ def test_attach_to_a_warm_workers_first_run_ends_on_its_end_not_on_the_window(se
     assert again.result(15) == 2
     assert time.monotonic() - started < 10  # (the pod waits 20 s more: the run did not wait for the window)
     assert len(jobs(cluster)) == 1
+
+
+def test_runs_that_never_start_give_back_their_warm_place(session: Session, cluster: FakeCluster) -> None:
+    """max_warm counts warm Jobs whose first run has not ended: one that fails pending gives its place back."""
+    for _ in range(2):  # max_warm = 2: without the places back, no later call could stay warm
+        with pytest.raises(RunFailed):
+            remote(double, memory="1000Gi", pending_timeout=2).submit(1).result(60)
+    assert remote(double).submit(1).result(30) == 2
+    assert remote(double).submit(2).result(30) == 4
+    assert [r.method for r in cluster.requests("create", "jobs")] == ["POST"] * 3  # the last call went warm

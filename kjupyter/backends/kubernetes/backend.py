@@ -129,11 +129,8 @@ class KubernetesBackend(Backend):
         try:
             create(kube, objects)
         except BaseException:
-            if run.warm is not None:
-                self.pool.unreserve()
             run.abandon()
-            with self._lock:
-                self._runs.pop(request.run_id, None)
+            self._ended(request.run_id)  # (a warm Job's pool place goes back too)
             if record is not None:
                 with contextlib.suppress(Exception):
                     record.finish(Phase.FAILED, "NotCreated")
@@ -199,7 +196,8 @@ class KubernetesBackend(Backend):
 
     def _ended(self, run_id: str) -> None:
         with self._lock:
-            self._runs.pop(run_id, None)
+            if (run := self._runs.pop(run_id, None)) is not None and run.warm is not None:
+                run.warm.release()  # (a warm Job's reservation ends with its first run, whatever its end)
             self._ended_runs.append(run_id)
             while len(self._ended_runs) > KEEP_ENDED_RUNS:  # outcomes of older runs were read long ago
                 old = self._ended_runs.popleft()

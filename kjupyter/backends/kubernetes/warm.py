@@ -135,7 +135,6 @@ class Pool:
 
     def add(self, worker: Worker) -> None:
         with self.lock:
-            self.starting = max(0, self.starting - 1)
             self.workers[worker.pod] = worker
 
     def unreserve(self) -> None:
@@ -207,7 +206,7 @@ def plan(backend: KubernetesBackend, request: SubmitRequest, run_dir: st.RunDir,
                   f"cluster {name!r} (max_warm) are busy: this run's pod ends with it")  # fmt: skip
         return 0.0, None, None
     return keep, None, WarmRun(backend.pool, request.run_id, compat=compat, window=keep, run_dir=run_dir,
-                               key=request.run_key)  # fmt: skip
+                               key=request.run_key, reserved=True)  # fmt: skip
 
 
 def no_store(backend: KubernetesBackend, request: SubmitRequest) -> None:

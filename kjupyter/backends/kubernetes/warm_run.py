@@ -29,7 +29,8 @@ class WarmRun:
 
     def __init__(self, pool: Pool, run_id: str, *, compat: str, window: float, run_dir: st.RunDir, key: bytes,
                  worker: Worker | None = None, seq: int = 0, since: float | None = None,
-                 resubmit: Callable[[], None] | None = None, note: Callable[..., None] | None = None) -> None:  # fmt: skip
+                 resubmit: Callable[[], None] | None = None, note: Callable[..., None] | None = None,
+                 reserved: bool = False) -> None:  # fmt: skip
         self.pool = pool
         self.run_id = run_id
         self.compat = compat
@@ -48,6 +49,14 @@ class WarmRun:
         self.cancels = 0
         self.healthy = False
         self.lock = threading.Lock()
+        self.reserved = reserved  # a place in the pool's max_warm, held from submit until the first run ends
+
+    def release(self) -> None:
+        """Give back the pool place held since submit (once): the run ended, became a worker, or never started."""
+        with self.lock:
+            reserved, self.reserved = self.reserved, False
+        if reserved:
+            self.pool.unreserve()
 
     # --- the run's pod and log ----------------------------------------------------------------
     def owns(self, pod: dict[str, Any]) -> bool:
@@ -97,6 +106,7 @@ class WarmRun:
             from kjupyter.backends.kubernetes.warm import Worker  # (warm imports this module)
 
             worker = self.worker = Worker(self.compat, pod, self.run_id, self.run_dir, self.key, self.window)
+            self.release()  # (its place is the worker's now)
             self.pool.add(worker)
         self.healthy = True
         self.pool.release(worker)
@@ -115,8 +125,6 @@ class WarmRun:
         if self.worker is not None:
             self.pool.drop(self.worker.pod)
         if not self.reused:
-            if run.stopping is None:
-                self.pool.unreserve()
             return False  # the first run's Job replaces its pod, as for a map's worker
         with run.lock:
             stopping = run.stopping
