@@ -78,8 +78,8 @@ def test_gpu_hours_and_cost_match_the_pods_lifetimes(session: Session, cluster: 
 def test_kjupyter_jobs_shows_gpu_hours_and_cost(session: Session, cluster: FakeCluster, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     gpu = remote(nap, gpu="A100:1", cpu=1, memory="1Gi").submit(1.1)
-    plain = remote(nap, cpu=1, memory="1Gi").submit(0)
-    assert gpu.result(60) and plain.result(60) == 0
+    plain = remote(nap, cpu=1, memory="1Gi").submit(1.1)  # (over a second: pods' times are whole seconds)
+    assert gpu.result(60) and plain.result(60) == 1.1
     assert gpu.wait_ended(10) and plain.wait_ended(10)
     [lifetime] = lifetimes(cluster, gpu.run_id)
     capsys.readouterr()
