@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import IPython
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.display import display
@@ -41,6 +42,11 @@ class _Parser(argparse.ArgumentParser):
         if status or message:
             raise UsageError(f"{self.prog}: {(message or 'error').strip()}")
         raise _HelpShown
+
+
+# IPython 9.8 counts a cell before it runs it (ipython/ipython#15088); before, after. The number of the cell that
+# runs now is execution_count - 1 from 9.8 on, execution_count before (a cell's frames say "Cell In[N]").
+COUNTED_FIRST = tuple(IPython.version_info[:2]) >= (9, 8)
 
 
 def _cell_parser() -> _Parser:
@@ -132,8 +138,10 @@ class KubeMagics(Magics):  # type: ignore[misc]
             raise UsageError(f"%%kube: the cell has a syntax error (line {exc.lineno}): {exc.msg}") from None
         ns = self.shell.user_ns  # type: ignore[union-attr,unused-ignore]
         wanted = [n.strip() for n in args.out.split(",") if n.strip()] if args.out else None
-        count = getattr(self.shell, "execution_count", None)  # IPython counted this cell already: it is In[count - 1]
-        count = count - 1 if isinstance(count, int) and count > 1 else None
+        count = getattr(self.shell, "execution_count", None)
+        if isinstance(count, int) and COUNTED_FIRST:  # IPython counted this cell already: it is In[count - 1]
+            count -= 1
+        count = count if isinstance(count, int) and count >= 1 else None
         task = CellTask(cell, wanted if wanted is not None else analysis.assigns, display=analysis.has_value,
                         strict=wanted is not None, deletes=analysis.deletes,
                         name=f"In[{count}]" if isinstance(count, int) else "", first_line=2)  # fmt: skip
