@@ -36,6 +36,7 @@ first run already ended (``warm/first-ended``) and exits at once: it never rerun
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import hashlib
 import hmac
@@ -241,14 +242,15 @@ class Supervisor:
             return False
 
 
-class Child:
+class Child(abc.ABC):
     """A run's process, in a process group of its own; ``code`` once it ended (negative: killed by a signal)."""
 
     pid: int
     code: int | None = None
 
+    @abc.abstractmethod
     def wait(self, timeout: float) -> int | None:
-        raise NotImplementedError
+        """Wait up to ``timeout`` seconds; the exit code, or None if it still runs."""
 
 
 class Spawned(Child):
