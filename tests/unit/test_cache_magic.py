@@ -3,23 +3,11 @@ comes back from the cache (its assignments too), another input runs it again."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 
 from kjupyter.session import Session
-
-
-@pytest.fixture
-def ip(local_session: Session) -> Iterator[Any]:
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "kjupyter")
-    saved = dict(shell.user_ns)
-    yield shell
-    shell.user_ns.clear()
-    shell.user_ns.update(saved)
 
 
 def test_a_cached_cell_brings_its_names_back_without_running(ip: Any, local_session: Session,

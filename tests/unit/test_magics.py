@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 
 from kjupyter.notebook import magics
 from kjupyter.session import Session
-
-
-@pytest.fixture
-def ip(local_session: Session) -> Iterator[Any]:
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "kjupyter")
-    saved = dict(shell.user_ns)
-    yield shell
-    shell.user_ns.clear()
-    shell.user_ns.update(saved)
-    local_session.cluster = None
 
 
 def test_cell_round_trip(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:

@@ -47,7 +47,6 @@ class WarmRun:
         self.submitted = time.monotonic()
         self.started = False
         self.cancels = 0
-        self.healthy = False
         self.lock = threading.Lock()
         self.reserved = reserved  # a place in the pool's max_warm, held from submit until the first run ends
 
@@ -108,7 +107,6 @@ class WarmRun:
             worker = self.worker = Worker(self.compat, pod, self.run_id, self.run_dir, self.key, self.window)
             self.release()  # (its place is the worker's now)
             self.pool.add(worker)
-        self.healthy = True
         self.pool.release(worker)
 
     def _note(self, fields: dict[str, Any]) -> None:
